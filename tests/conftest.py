@@ -1,0 +1,57 @@
+"""Shared fixtures: free ports, test prefixes, one installed hub env shared by the integration tests."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_ROOT = Path(os.environ.get("HRB_TEST_ROOT", "/tmp/hrb-tests"))  # never under a 0700 dir such as /root
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_ports(n: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return list(ports)
+
+
+def port_params(**extra) -> dict:
+    """Parameters with three fresh loopback ports."""
+    p, h, a = free_ports(3)
+    return {"port": p, "hub_port": h, "proxy_api_port": a, **extra}
+
+
+@pytest.fixture(scope="session")
+def shared_install():
+    """Params of a prefix with node, proxy and hub env installed (built once per session, reused across runs)."""
+    from hubrunbook.hubenv import ensure_hub_env
+    from hubrunbook.node import ensure_node
+    from hubrunbook.params import build_params
+    from hubrunbook.proxy import ensure_proxy
+
+    params = build_params(port_params(prefix=str(TEST_ROOT / "shared")))
+    for step in (ensure_node, ensure_proxy, ensure_hub_env):
+        step(params)
+    return params
+
+
+@pytest.fixture
+def sandbox(request):
+    """A fresh, empty prefix directory for one test (removed afterwards)."""
+    path = TEST_ROOT / f"sb-{request.node.name[:40]}-{os.getpid()}"
+    shutil.rmtree(path, ignore_errors=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
