@@ -23,13 +23,18 @@ def run_command(
     cwd: str | Path | None = None,
     check: bool = True,
     what: str | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run *args* (no shell), capture output; raise CommandError (masked output tail) on failure or timeout."""
+    """Run *args* (no shell), capture output; raise CommandError (masked output tail) on failure or timeout.
+
+    *input* is fed on stdin (the way to pass a secret: never in argv); without it stdin is /dev/null.
+    """
     argv = [str(a) for a in args]
     label = what or " ".join(argv[:3])
     full_env = {**os.environ, **(env or {})}
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL)
+        stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd, **stdin)
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         raise CommandError(f"{label}: timed out after {timeout:g} s\n{_tail(out)}") from None
