@@ -234,16 +234,21 @@ class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams):
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
 
-    def summary_rows(self) -> list[tuple[str, str]]:
-        return [(k, repr(v)) for k, v in self.model_dump().items()]
+    def changed_rows(self) -> list[tuple[str, str]]:
+        """(name, value) of every parameter that differs from the embedded local default."""
+        return [(k, repr(v)) for k, v in self.model_dump().items() if v != type(self).model_fields[k].default]
+
+    def headline(self) -> str:
+        n = len(self.changed_rows())
+        return f"Parameters valid; {n} differ from the embedded local default"
 
     def _repr_html_(self) -> str:
         from .steps import html_table
 
-        return "<b>Parameters valid</b>" + html_table(("parameter", "value"), self.summary_rows())
+        return f"<b>{self.headline()}</b>" + html_table(("parameter", "value"), self.changed_rows())
 
     def __repr__(self) -> str:
-        return "Parameters valid:\n" + "\n".join(f"  {k} = {v}" for k, v in self.summary_rows())
+        return self.headline() + "".join(f"\n  {k} = {v}" for k, v in self.changed_rows())
 
 
 FIELDS = tuple(Params.model_fields)

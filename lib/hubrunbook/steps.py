@@ -28,8 +28,10 @@ def html_table(header: tuple[str, ...], rows: list[tuple]) -> str:
 
 def text_table(header: tuple[str, ...], rows: list[tuple]) -> str:
     """Render rows as an aligned plain-text table."""
-    cells = [tuple(str(h) for h in header)] + [tuple(str(c) for c in r) for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    n = max([len(header)] + [len(r) for r in rows])
+    pad = lambda r: tuple(str(c) for c in r) + ("",) * (n - len(r))
+    cells = [pad(header)] + [pad(r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(n)]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
     return "\n".join([fmt(cells[0]), fmt(tuple("-" * w for w in widths))] + [fmt(r) for r in cells[1:]])
 

@@ -1,0 +1,31 @@
+# Two commands on a fresh machine (root, Python 3, registry access):
+#   make deploy   install + configure a hub from parameters/local.yaml (PARAMS=... to choose another file)
+#   make test     the whole test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PARAMS ?= parameters/local.yaml
+STAMP := $(VENV)/.installed
+
+.PHONY: deploy test unit bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv
+	$(BIN)/uv pip install --python $(BIN)/python -q -e '.[test]'
+	touch $(STAMP)
+
+deploy: $(STAMP)
+	$(BIN)/python -m hubrunbook.deploy $(PARAMS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -ra tests
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -ra tests/unit
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_install.py
+
+clean-venv:
+	rm -rf $(VENV)

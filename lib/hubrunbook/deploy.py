@@ -1,0 +1,72 @@
+"""`make deploy`: validate a parameters file, then run the runbooks in order with papermill.
+
+Usage: python -m hubrunbook.deploy parameters/local.yaml [runbook ...]
+Each executed notebook is kept under runs/ as the audit record. Exit code 0 only when every runbook passed.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from .errors import RunbookError
+from .params import load_params_file
+
+REPO = Path(__file__).resolve().parents[2]
+ORDER = ("install", "configure")
+
+
+def run_runbook(name: str, params_file: Path, runs_dir: Path) -> Path:
+    """Execute runbooks/<name>.ipynb with papermill into runs_dir; raises papermill's error on failure."""
+    import papermill
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    out = runs_dir / f"{datetime.now():%Y%m%d-%H%M%S}-{name}.ipynb"
+    import yaml
+
+    papermill.execute_notebook(
+        str(REPO / "runbooks" / f"{name}.ipynb"), str(out), progress_bar=False, cwd=str(REPO / "runbooks"),
+        parameters=yaml.safe_load(params_file.read_text()) or {},
+    )
+    return out
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__)
+        return 2
+    params_file = Path(argv[0])
+    names = argv[1:] or [n for n in ORDER if (REPO / "runbooks" / f"{n}.ipynb").exists()]
+    try:
+        params = load_params_file(params_file)
+    except (RunbookError, OSError) as exc:
+        print(f"deploy: {exc}", file=sys.stderr)
+        return 2
+    runs_dir = REPO / "runs"
+    for name in names:
+        t0 = time.monotonic()
+        print(f"==> {name}.ipynb with {params_file}", flush=True)
+        try:
+            out = run_runbook(name, params_file, runs_dir)
+        except Exception as exc:  # papermill raises PapermillExecutionError naming the cell and the exception
+            print(f"deploy: {name}.ipynb FAILED — the executed notebook is the record under {runs_dir}/\n{exc}", file=sys.stderr)
+            return 1
+        print(f"    ok in {time.monotonic() - t0:.1f} s → {out.relative_to(REPO)}", flush=True)
+    _print_next(params, names)
+    return 0
+
+
+def _print_next(params, names) -> None:
+    if "configure" in names:
+        pw = params.secrets_dir / "passwords"
+        print(f"\nJupyterHub is running at {params.public_url}/")
+        for user in params.users:
+            how = params.passwords.get(user) or f"file:{pw / user}"
+            print(f"  log in as {user!r}; password: {how.replace('file:', 'sudo cat ') if how.startswith('file:') else how}")
+    else:
+        print(f"\nInstalled into {params.prefix}. Next: runbooks/configure.ipynb")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

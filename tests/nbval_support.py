@@ -1,0 +1,28 @@
+"""What nbval needs: the reference sandbox of each runbook, and preparing a parameterised copy for nbval."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_ROOT = Path(os.environ.get("HRB_TEST_ROOT", "/tmp/hrb-tests"))
+SANITIZE = REPO / "tests" / "nbval_sanitize.cfg"
+
+
+def reference_params(name: str, ports: tuple[int, int, int] = (18100, 18101, 18102)) -> dict:
+    """Parameters of the sandbox a runbook's reference outputs come from (ports are sanitised away)."""
+    port, hub_port, api_port = ports
+    return {"prefix": str(TEST_ROOT / f"nbval-{name}"), "port": port, "hub_port": hub_port, "proxy_api_port": api_port}
+
+
+def prepare_copy(name: str, params: dict, dest: Path) -> Path:
+    """A copy of runbooks/<name>.ipynb with *params* injected and the committed outputs kept (papermill --prepare-only)."""
+    pfile = dest.parent / f"{name}-params.yaml"
+    pfile.write_text(yaml.safe_dump(params))
+    subprocess.run([sys.executable, "-m", "papermill", "--prepare-only", str(REPO / "runbooks" / f"{name}.ipynb"),
+                    str(dest), "-f", str(pfile)], check=True, capture_output=True)
+    return dest

@@ -1,0 +1,130 @@
+"""The parameter model: every rejection path names the parameter and what is allowed."""
+import pytest
+
+from hubrunbook.errors import ParameterError
+from hubrunbook.notebook import collect_parameters, load_params
+from hubrunbook.params import Params, build_params, check_username, load_params_file
+
+
+def reject(values, *needles):
+    with pytest.raises(ParameterError) as exc:
+        build_params(values)
+    msg = str(exc.value)
+    assert "nothing was changed" in msg
+    for n in needles:
+        assert n in msg, msg
+    return msg
+
+
+def test_defaults_are_valid_and_local():
+    p = build_params({})
+    assert p.prefix == "/opt/hubrunbook" and p.port == 8000 and p.bind_ip == "127.0.0.1"
+    assert p.public_url == "http://127.0.0.1:8000"
+    assert p.env_dir.as_posix() == "/opt/hubrunbook/env"
+    assert p.config_path.as_posix() == "/opt/hubrunbook/etc/jupyterhub_config.py"
+
+
+def test_unknown_key_is_an_error_with_a_suggestion():
+    reject({"hub_prot": 9000}, "hub_prot", "unknown parameter", "did you mean 'hub_port'")
+
+
+def test_secret_looking_unknown_key_says_secrets_are_references():
+    reject({"github_client_secret": "abc"}, "github_client_secret", "never parameter values")
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("port", "8000", "port"),
+    ("port", 70000, "between 1 and 65535"),
+    ("port", 0, "between 1 and 65535"),
+    ("dry_run", "yes", "dry_run"),
+    ("users", "demo", "users"),
+    ("installer", "conda", "installer"),
+    ("proxy_install", "local", "proxy_install"),
+    ("bind_ip", "localhost", "bind_ip must be an IP address"),
+    ("prefix", "relative/dir", "prefix must be an absolute path"),
+    ("prefix", "/opt", "a directory of its own"),
+    ("prefix", "/opt/../etc/x", "must not contain '..'"),
+    ("python", "python3", "python must be an absolute path"),
+    ("notebook_dir", "notebooks", "notebook_dir must be an absolute path"),
+    ("notebook_dir", "/home/{user}/nb", "only use the placeholder {username}"),
+    ("config_file", "/etc/jupyterhub/config.txt", "must end in .py"),
+    ("default_url", "lab", "default_url must start with '/'"),
+    ("start_timeout", 0, "start_timeout must be > 0"),
+    ("min_free_disk_mb", -1, "min_free_disk_mb must be > 0"),
+])
+def test_bad_values_name_the_parameter(key, value, needle):
+    reject({key: value}, key, needle)
+
+
+def test_float_version_asks_for_quotes():
+    reject({"jupyterlab_version": 4.10}, "jupyterlab_version", "quoted string", "'4.1'")
+
+
+def test_bad_version_string():
+    reject({"jupyterhub_version": "latest"}, "jupyterhub_version", "exact version")
+
+
+@pytest.mark.parametrize("name", ["-rf", "Root", "a b", "x;rm", "9lives", "", "a" * 33, "ünï"])
+def test_bad_usernames_rejected(name):
+    reject({"users": [name]}, "users")
+    with pytest.raises(ValueError):
+        check_username(name)
+
+
+def test_admin_must_be_valid_name():
+    reject({"admin_users": ["Admin!"]}, "admin_users", "not a valid system username")
+
+
+def test_duplicate_user_rejected():
+    reject({"users": ["a1", "a1"]}, "users lists a name twice")
+
+
+def test_ports_must_differ():
+    reject({"port": 9000, "hub_port": 9000}, "must differ")
+
+
+def test_literal_password_rejected():
+    reject({"passwords": {"demo": "hunter22"}}, "passwords", "env:VARIABLE", "file:/absolute/path")
+
+
+def test_secret_references_accepted():
+    p = build_params({"passwords": {"demo": "env:DEMO_PW", "bob": "file:/etc/hubrunbook/bob.pw"}})
+    assert p.passwords["bob"] == "file:/etc/hubrunbook/bob.pw"
+
+
+def test_all_errors_listed_at_once():
+    msg = reject({"port": "x", "users": ["Bad"], "nope": 1}, "port", "users", "nope")
+    assert msg.count("\n  - ") == 3
+
+
+def test_yaml_file_loading(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("prefix: /srv/hub\nport: 9000\n")
+    assert load_params_file(f).port == 9000
+    f.write_text("- a\n- b\n")
+    with pytest.raises(ParameterError, match="mapping"):
+        load_params_file(f)
+
+
+def test_notebook_namespace_collection():
+    import os
+
+    ns = {"port": 9001, "os": os, "In": [], "Out": {}, "_": 1, "_i1": "x", "run": object(), "prefix": "/srv/x"}
+    assert collect_parameters(ns) == {"port": 9001, "prefix": "/srv/x"}
+    assert load_params(ns).port == 9001
+
+
+def test_notebook_namespace_with_injected_unknown_key_fails():
+    with pytest.raises(ParameterError, match="portt"):
+        load_params({"portt": 1})
+
+
+def test_display_lists_changed_values_only():
+    p = build_params({"port": 9002})
+    assert "1 differ" in repr(p) and "port = 9002" in repr(p) and "prefix" not in repr(p)
+    assert "9002" in p._repr_html_()
+
+
+def test_model_is_frozen():
+    with pytest.raises(Exception):
+        Params().port = 1

@@ -1,0 +1,73 @@
+"""Secret references, masking and private files."""
+import os
+import stat
+
+import pytest
+
+from hubrunbook import secretref
+from hubrunbook.errors import CommandError, SecretError
+from hubrunbook.shell import run_command
+from hubrunbook.steps import StepResult
+
+
+def test_env_reference(monkeypatch):
+    monkeypatch.setenv("HRB_TEST_SECRET", "s3cr3t-value-1")
+    assert secretref.resolve("env:HRB_TEST_SECRET", "x") == "s3cr3t-value-1"
+    assert secretref.mask("token=s3cr3t-value-1;") == "token=********;"
+
+
+def test_env_missing(monkeypatch):
+    monkeypatch.delenv("HRB_NOPE", raising=False)
+    with pytest.raises(SecretError, match="HRB_NOPE is not set"):
+        secretref.resolve("env:HRB_NOPE", "oauth_client_secret")
+
+
+def test_file_reference_private(tmp_path):
+    f = tmp_path / "pw"
+    secretref.write_private(f, "file-secret-2\n")
+    assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    assert secretref.resolve(f"file:{f}", "x") == "file-secret-2"
+
+
+def test_file_reference_world_readable_refused(tmp_path):
+    f = tmp_path / "pw"
+    f.write_text("abcdef")
+    os.chmod(f, 0o644)
+    with pytest.raises(SecretError, match="chmod 600"):
+        secretref.resolve(f"file:{f}", "passwords['demo']")
+
+
+def test_file_missing_and_empty(tmp_path):
+    with pytest.raises(SecretError, match="does not exist"):
+        secretref.resolve(f"file:{tmp_path}/none", "x")
+    f = tmp_path / "empty"
+    secretref.write_private(f, "")
+    with pytest.raises(SecretError, match="empty"):
+        secretref.resolve(f"file:{f}", "x")
+
+
+def test_headless_empty_reference_fails_clearly(monkeypatch):
+    import getpass
+
+    def no_stdin(prompt=""):
+        raise EOFError
+
+    monkeypatch.setattr(getpass, "getpass", no_stdin)
+    with pytest.raises(SecretError, match="cannot prompt"):
+        secretref.resolve("", "oauth_client_secret")
+
+
+def test_validate_ref_rejects_literals():
+    for bad in ("hunter2", "env:", "file:relative", "env:1BAD"):
+        with pytest.raises(ValueError, match="env:VARIABLE"):
+            secretref.validate_ref(bad, "x")
+    assert secretref.validate_ref("", "x") == ""
+
+
+def test_secrets_masked_in_results_and_command_errors():
+    secretref.register("very-secret-output")
+    r = StepResult("s", "ok", "saw very-secret-output", rows=[("a", "very-secret-output")])
+    assert "very-secret-output" not in repr(r) and "very-secret-output" not in r._repr_html_()
+    with pytest.raises(CommandError) as exc:
+        run_command(["sh", "-c", "echo very-secret-output; exit 3"], what="leaky")
+    assert "very-secret-output" not in str(exc.value) and "exit code 3" in str(exc.value)

