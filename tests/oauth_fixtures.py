@@ -1,0 +1,141 @@
+"""OAuth test providers and a browser-less login client.
+
+- :class:`FakeGitHub` (tests/fakegithub.py) runs in a thread of the test process.
+- :class:`OIDCProvider` runs tests/oidc/server.mjs (oidc-provider 9 from npm) as a child
+  process on loopback; ``npm install`` goes once into a cache dir under the test root.
+- :func:`follow_login` walks a login through redirects like a browser would, choosing the
+  account at the provider with ``login=<name>``.
+
+Import the fixtures into a test module with ``from oauth_fixtures import *``-free explicit
+names, or register this module as a plugin: ``pytest_plugins = ["oauth_fixtures"]``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
+
+import pytest
+import requests
+
+from conftest import REPO, TEST_ROOT, free_port
+from fakegithub import FakeGitHub, GitHubUser
+
+OIDC_SRC = REPO / "tests" / "oidc"
+
+
+def oidc_version() -> str:
+    return json.loads((OIDC_SRC / "package.json").read_text())["dependencies"]["oidc-provider"]
+
+
+def ensure_oidc_provider_installed() -> Path:
+    """npm install oidc-provider (pinned in tests/oidc/package.json) into a cache dir once; returns the dir."""
+    cache = TEST_ROOT / f"oidc-provider-{oidc_version()}"
+    if not (cache / "node_modules" / "oidc-provider" / "package.json").exists():
+        if not shutil.which("npm"):
+            pytest.skip("npm is not installed: the OpenID Connect provider tests need Node.js >= 20 and npm")
+        cache.mkdir(parents=True, exist_ok=True)
+        shutil.copy(OIDC_SRC / "package.json", cache / "package.json")
+        proc = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=cache, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"npm install oidc-provider failed in {cache}:\n{proc.stdout}{proc.stderr}")
+    shutil.copy(OIDC_SRC / "server.mjs", cache / "server.mjs")  # ESM resolves packages next to the script
+    return cache
+
+
+class OIDCProvider:
+    """oidc-provider 9 as a child process: one client (client_secret_post), static accounts."""
+
+    def __init__(self, client_id: str, client_secret: str, redirect_uri: str, accounts: dict[str, dict], port: int | None = None):
+        self.client_id, self.client_secret, self.redirect_uri = client_id, client_secret, redirect_uri
+        self.accounts = accounts
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20) -> "OIDCProvider":
+        cache = ensure_oidc_provider_installed()
+        self.log_path = TEST_ROOT / f"oidc-{self.port}.log"
+        env = {
+            **os.environ, "OIDC_PORT": str(self.port), "OIDC_CLIENT_ID": self.client_id,
+            "OIDC_CLIENT_SECRET": self.client_secret, "OIDC_REDIRECT_URI": self.redirect_uri,
+            "OIDC_ACCOUNTS": json.dumps(self.accounts),
+        }
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(["node", "server.mjs"], cwd=cache, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"oidc-provider exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            try:
+                if requests.get(f"{self.issuer}/.well-known/openid-configuration", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"oidc-provider did not answer within {timeout} s:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()  # our own child, by its PID
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+def add_query(url: str, **params) -> str:
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    query.update({k: [v] for k, v in params.items()})
+    return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+
+
+def follow_login(session: requests.Session, start_url: str, provider_url: str, login: str, max_hops: int = 20) -> requests.Response:
+    """GET *start_url* and follow redirects like a browser; on the provider's pages add ``login=<login>``.
+
+    Returns the final response (the hub's page after the callback, or an error page).
+    """
+    url = start_url
+    for _ in range(max_hops):
+        if url.startswith(provider_url) and ("/interaction/" in url or "/login/oauth/authorize" in url):
+            url = add_query(url, login=login)
+        resp = session.get(url, allow_redirects=False, timeout=30)
+        if resp.status_code in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+            url = urljoin(url, resp.headers["Location"])
+            continue
+        return resp
+    raise AssertionError(f"more than {max_hops} redirects starting at {start_url}")
+
+
+@pytest.fixture
+def fake_github():
+    """A started FakeGitHub with users hrb-gh-alice (org hrb-org), HRB-Gh-Bob (no org) and Bad.Name (invalid)."""
+    gh = FakeGitHub(
+        client_id="hrb-test-client",
+        client_secret="fake-gh-secret-" + os.urandom(8).hex(),
+        users={
+            "alice": GitHubUser("hrb-gh-alice", 1001, orgs=["hrb-org"], teams=["hrb-org:ops"]),
+            "bob": GitHubUser("HRB-Gh-Bob", 1002),
+            "carol": GitHubUser("hrb-gh-carol", 1003, orgs=["other-org"]),
+            "bad": GitHubUser("Bad.Name", 1004, orgs=["hrb-org"]),
+        },
+        default_user="hrb-gh-alice",
+    ).start()
+    yield gh
+    gh.stop()
