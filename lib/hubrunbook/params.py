@@ -186,8 +186,152 @@ class ConfigureParams(_Base):
         return v
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+GITHUB_ORG_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?::[A-Za-z0-9_.-]{1,100})?$")
+CLAIM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,99}$")
+SCOPE_RE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 scope-token
+
+
+def _check_http_url(value: str, name: str, *, allow_path: bool = True) -> str:
+    """An http(s) URL without query/fragment; http only on loopback (tokens and codes travel over it)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{name} must be an http(s):// URL such as 'https://hub.example.org'; got {value!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{name} must not carry a query, fragment or credentials; got {value!r}")
+    if not allow_path and parts.path not in ("", "/"):
+        raise ValueError(f"{name} is scheme://host[:port] only (put a path prefix in base_url); got {value!r}")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"{name} has an invalid port; got {value!r}") from None
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ValueError(
+            f"{name} must use https:// (OAuth codes and tokens would travel in clear text); "
+            f"plain http:// is accepted for loopback addresses only; got {value!r}"
+        )
+    return value.rstrip("/")
+
+
 class OAuthParams(_Base):
     """Parameters of oauth.ipynb (guide §2.5)."""
+
+    oauth_provider: Literal["github", "generic"] = Field(
+        "github", description="github (GitHubOAuthenticator) or generic (any OpenID Connect provider: Keycloak, Auth0, Azure AD, Google, ...)")
+    oauthenticator_version: str = Field("17.4.0", description="oauthenticator version installed into the hub env")
+    oauth_public_url: str = Field(
+        "", description="the URL users open, scheme://host[:port] without path; empty: http://<bind_ip>:<port>")
+    base_url: str = Field("/", description="the hub's URL prefix (c.JupyterHub.base_url), e.g. '/' or '/jupyter/'")
+    github_url: str = Field("https://github.com", description="GitHub or GitHub Enterprise URL (github only)")
+    oauth_client_id: str = Field("", description="where the OAuth client id lives: 'env:VAR' or 'file:/path' (0600)")
+    oauth_client_secret: str = Field("", description="where the OAuth client secret lives: 'env:VAR' or 'file:/path' (0600)")
+    oauth_allowed_users: list[str] = Field([], description="provider logins allowed to log in (lower-cased; must be valid system usernames)")
+    oauth_admin_users: list[str] = Field([], description="provider logins that are hub admins (always allowed)")
+    oauth_allowed_organizations: list[str] = Field(
+        [], description="GitHub organizations ('org') or teams ('org:team') whose members may log in; adds scope read:org")
+    oidc_issuer: str = Field("", description="OpenID Connect issuer URL; its /.well-known/openid-configuration fills the endpoints (generic)")
+    oauth_scopes: list[str] = Field([], description="scopes to request; empty: github [] (+read:org with organizations), generic ['openid', 'profile']")
+    oauth_username_claim: str = Field("", description="user-info field that becomes the username; empty: github 'login', generic 'preferred_username'")
+    oauth_groups_claim: str = Field("groups", description="user-info field listing the user's groups (generic)")
+    oauth_allowed_groups: list[str] = Field([], description="provider groups whose members may log in (generic)")
+    oauth_admin_groups: list[str] = Field([], description="provider groups whose members are hub admins (generic)")
+    oauth_authorize_url: str = Field("", description="override of the authorize endpoint (empty: from github_url or discovery)")
+    oauth_token_url: str = Field("", description="override of the token endpoint (empty: from github_url or discovery)")
+    oauth_userdata_url: str = Field("", description="override of the user-info endpoint (empty: from github_url or discovery)")
+    oauth_http_timeout: int = Field(10, description="seconds to wait for the provider in discovery and checks")
+
+    @field_validator("oauthenticator_version", mode="before")
+    @classmethod
+    def _oauth_version(cls, v, info):
+        return _check_version(v, info.field_name)
+
+    @field_validator("oauth_public_url")
+    @classmethod
+    def _public_url(cls, v, info):
+        return v if v == "" else _check_http_url(v, info.field_name, allow_path=False)
+
+    @field_validator("github_url")
+    @classmethod
+    def _github_url(cls, v, info):
+        return _check_http_url(v, info.field_name)
+
+    @field_validator("oidc_issuer", "oauth_authorize_url", "oauth_token_url", "oauth_userdata_url")
+    @classmethod
+    def _urls(cls, v, info):
+        return v if v == "" else _check_http_url(v, info.field_name)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v):
+        v = v if v.endswith("/") else v + "/"
+        if not re.match(r"^/(?:[A-Za-z0-9._~-]+/)*$", v) or "/../" in v or "/./" in v:
+            raise ValueError(f"base_url must be a URL path such as '/' or '/jupyter/' (letters, digits, . _ ~ -); got {v!r}")
+        return v
+
+    @field_validator("oauth_client_id", "oauth_client_secret")
+    @classmethod
+    def _secret_refs(cls, v, info):
+        return secretref.validate_ref(v, info.field_name)
+
+    @field_validator("oauth_allowed_users", "oauth_admin_users")
+    @classmethod
+    def _logins(cls, v, info):
+        out = []
+        for name in v:
+            low = name.lower() if isinstance(name, str) else name
+            check_username(low, f"{info.field_name} entry {name!r} (lower-cased as JupyterHub does)")
+            out.append(low)
+        if len(set(out)) != len(out):
+            raise ValueError(f"{info.field_name} lists a name twice (names are compared lower-cased)")
+        return out
+
+    @field_validator("oauth_allowed_organizations")
+    @classmethod
+    def _orgs(cls, v):
+        for org in v:
+            if not GITHUB_ORG_RE.match(org):
+                raise ValueError(f"oauth_allowed_organizations entry {org!r} must be 'org' or 'org:team' as in GitHub URLs")
+        return v
+
+    @field_validator("oauth_allowed_groups", "oauth_admin_groups")
+    @classmethod
+    def _groups(cls, v, info):
+        for g in v:
+            if not g or not g.isprintable() or g != g.strip():
+                raise ValueError(f"{info.field_name} entries must be non-empty printable group names; got {g!r}")
+        return v
+
+    @field_validator("oauth_scopes")
+    @classmethod
+    def _scopes(cls, v):
+        for s in v:
+            if not SCOPE_RE.match(s):
+                raise ValueError(f"oauth_scopes entries must be single scope tokens such as 'read:org' or 'openid'; got {s!r}")
+        return v
+
+    @field_validator("oauth_username_claim", "oauth_groups_claim")
+    @classmethod
+    def _claims(cls, v, info):
+        if v and not CLAIM_RE.match(v):
+            raise ValueError(f"{info.field_name} must be a claim name such as 'preferred_username' or 'groups'; got {v!r}")
+        return v
+
+    @field_validator("oauth_http_timeout")
+    @classmethod
+    def _oauth_timeout(cls, v):
+        if not 1 <= v <= 120:
+            raise ValueError(f"oauth_http_timeout must be between 1 and 120 seconds; got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _oauth_provider_fields(self):
+        if self.oauth_provider == "generic" and self.oauth_allowed_organizations:
+            raise ValueError("oauth_allowed_organizations is for oauth_provider 'github'; use oauth_allowed_groups with 'generic'")
+        if self.oauth_provider == "github" and (self.oauth_allowed_groups or self.oauth_admin_groups):
+            raise ValueError("oauth_allowed_groups/oauth_admin_groups are for oauth_provider 'generic'; use oauth_allowed_organizations with 'github'")
+        return self
 
 
 class TroubleshootParams(_Base):
