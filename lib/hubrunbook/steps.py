@@ -115,6 +115,7 @@ class Run:
     def __init__(self, runbook: str, params):
         self.runbook, self.params = runbook, params
         self.results: list[StepResult] = []
+        self._pending: list[dict] = []
         self.started = datetime.now(timezone.utc)
 
     def __call__(self, step: Callable[..., StepResult], *args, **kwargs) -> StepResult:
@@ -133,22 +134,23 @@ class Run:
 
     def _record(self, result: StepResult, t0: float) -> None:
         self.results.append(result)
-        self._audit(result, time.monotonic() - t0)
-
-    def _audit(self, result: StepResult, seconds: float) -> None:
-        if self.params.dry_run:
-            return
-        state = self.params.state_dir
-        if not state.is_dir():
-            return
-        entry = {
+        self._pending.append({
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "runbook": self.runbook,
-            "seconds": round(seconds, 3),
+            "seconds": round(time.monotonic() - t0, 3),
             **result.as_dict(),
-        }
+        })
+        self._flush_audit()
+
+    def _flush_audit(self) -> None:
+        """Append pending entries to <prefix>/state/audit.jsonl once the prefix exists (never in dry runs)."""
+        if self.params.dry_run or not self.params.root.is_dir():
+            return
+        state = self.params.state_dir
+        state.mkdir(mode=0o700, exist_ok=True)
         with open(state / "audit.jsonl", "a") as fh:
-            fh.write(json.dumps(entry) + "\n")
+            fh.writelines(json.dumps(e) + "\n" for e in self._pending)
+        self._pending.clear()
 
     def summary(self) -> Summary:
         """Return the summary; raise VerificationError (after showing it) when any step failed."""

@@ -1,0 +1,31 @@
+"""nbval: the committed runbooks' tagged outputs match a converged run on the reference sandbox.
+
+Runs last (file name): each runbook is first converged with papermill on its reference sandbox,
+then nbval re-executes the committed notebook with the sandbox parameters injected
+(papermill --prepare-only keeps the committed outputs) and compares the nbval-check-output cells.
+"""
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, port_params
+from nbval_support import SANITIZE, prepare_copy, reference_params
+from test_install_runbook import papermill
+
+pytestmark = pytest.mark.integration
+
+NBVAL_RUNBOOKS = ["install"]
+
+
+@pytest.mark.parametrize("name", NBVAL_RUNBOOKS)
+def test_runbook_outputs_match_reference(name, tmp_path):
+    ports = port_params()
+    params = {**reference_params(name), **{k: ports[k] for k in ("port", "hub_port", "proxy_api_port")}}
+    proc, _ = papermill(name, params, tmp_path)  # converge the sandbox first
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    copy = prepare_copy(name, params, tmp_path / f"{name}.ipynb")
+    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+                          "--nbval-sanitize-with", str(SANITIZE), str(copy), "-q"],
+                         capture_output=True, text=True, cwd=REPO / "runbooks", timeout=900)
+    assert res.returncode == 0, res.stdout[-6000:]

@@ -1,0 +1,74 @@
+"""Project files agree with each other: dependencies, local defaults, notebook parameter cells."""
+import ast
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hubrunbook.params import Params, load_params_file
+
+REPO = Path(__file__).resolve().parents[2]
+RUNBOOKS = sorted((REPO / "runbooks").glob("*.ipynb"))
+
+
+def _name(spec: str) -> str:
+    return re.split(r"[<>=!~ \[]", spec.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_and_pyproject_name_the_same_dependencies():
+    py = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = {_name(d) for d in py["dependencies"]} | {_name(d) for d in py["optional-dependencies"]["test"]}
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    conda = {_name(d) for d in env["dependencies"] if isinstance(d, str)}
+    missing = wanted - conda
+    assert not missing, f"in pyproject.toml but not environment.yml: {missing}"
+    extra = conda - wanted - {"python", "nodejs", "configurable-http-proxy", "pip"}
+    assert not extra, f"in environment.yml but not pyproject.toml: {extra}"
+
+
+def test_local_yaml_is_the_model_default():
+    data = yaml.safe_load((REPO / "parameters" / "local.yaml").read_text())
+    assert set(data) == set(Params.model_fields), "local.yaml must list every parameter"
+    assert load_params_file(REPO / "parameters" / "local.yaml") == Params()
+
+
+def _parameters_cell(nb_path: Path) -> dict:
+    nb = json.loads(nb_path.read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{nb_path.name}: exactly one parameters cell"
+    values = {}
+    for node in ast.parse("".join(cells[0]["source"])).body:
+        assert isinstance(node, ast.AnnAssign), f"{nb_path.name}: parameters cell holds typed assignments only"
+        values[node.target.id] = ast.literal_eval(node.value)
+    return values
+
+
+@pytest.mark.parametrize("nb_path", RUNBOOKS, ids=lambda p: p.name)
+def test_runbook_parameter_defaults_are_the_local_default(nb_path):
+    for name, value in _parameters_cell(nb_path).items():
+        assert name in Params.model_fields, f"{nb_path.name}: unknown parameter {name}"
+        assert value == Params.model_fields[name].default, f"{nb_path.name}: {name} default differs from local.yaml"
+
+
+@pytest.mark.parametrize("nb_path", RUNBOOKS, ids=lambda p: p.name)
+def test_runbook_is_committed_with_reference_outputs_and_no_injected_parameters(nb_path):
+    nb = json.loads(nb_path.read_text())
+    tags = [c.get("metadata", {}).get("tags", []) for c in nb["cells"]]
+    assert not any("injected-parameters" in t for t in tags)
+    checked = [c for c, t in zip(nb["cells"], tags) if "nbval-check-output" in t]
+    assert checked and all(c.get("outputs") for c in checked), "every nbval-check-output cell has a stored output"
+    assert "papermill" not in nb["metadata"]
+
+
+@pytest.mark.parametrize("nb_path", RUNBOOKS, ids=lambda p: p.name)
+def test_runbook_code_cells_are_short_and_plain(nb_path):
+    nb = json.loads(nb_path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code" or "parameters" in cell.get("metadata", {}).get("tags", []):
+            continue
+        src = "".join(cell["source"])
+        assert len(src.splitlines()) <= 5, f"{nb_path.name}: code cell longer than 5 lines:\n{src}"
+        assert not re.search(r"^\s*(!|%%?(bash|sh|system))|\btry:|\bfor .* in |\bwhile ", src, re.M), src
