@@ -1,0 +1,175 @@
+"""Read-only facts about a deployment that several checks share: the hub env, PIDs, the hub's env file, the proxy.
+
+Every subprocess and network probe here is bounded by a timeout. Secret values read from the
+hub's env file are registered for masking and never returned in a displayable form.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import psutil
+import requests
+
+from . import ports, secretref
+from .process import read_pid
+from .shell import run_command
+
+ENV_PROBE = r"""
+import json, sys, importlib.metadata as m
+out = {"python": sys.version.split()[0], "versions": {}, "requires": {}, "import_error": None, "pkg_dir": None}
+for n in ("jupyterhub", "tornado", "jupyterlab", "jupyter_server", "notebook", "oauthenticator"):
+    try:
+        out["versions"][n] = m.version(n)
+    except m.PackageNotFoundError:
+        out["versions"][n] = None
+try:
+    out["requires"]["jupyterhub"] = m.requires("jupyterhub") or []
+    out["pkg_dir"] = str(m.distribution("jupyterhub").locate_file("jupyterhub"))
+except m.PackageNotFoundError:
+    pass
+try:
+    import tornado.web, tornado.httputil, jupyterhub  # what every jupyterhub entry point imports first
+except Exception as e:
+    out["import_error"] = f"{type(e).__name__}: {e}"
+print(json.dumps(out))
+"""
+
+
+def env_python(params) -> Path:
+    return params.env_dir / "bin" / "python"
+
+
+def probe_env(params, timeout: float = 15) -> dict:
+    """Versions, jupyterhub's requirements and whether tornado/jupyterhub import, from the hub env's Python.
+
+    {"missing": why} when the env's interpreter is absent or does not run.
+    """
+    py = env_python(params)
+    if not py.exists():
+        return {"missing": f"{py} does not exist"}
+    proc = run_command([py, "-c", ENV_PROBE], timeout=timeout, check=False, what="hub env probe")
+    if proc.returncode != 0:
+        return {"missing": f"{py} does not run: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def requirement_of(requires: list[str], name: str) -> str | None:
+    """The version specifier of *name* in a Requires-Dist list (markers ignored), e.g. '>=6.5'."""
+    for req in requires:
+        if ";" in req and "extra ==" in req:
+            continue
+        m = re.match(rf"^{re.escape(name)}\s*(\[[^\]]*\])?\s*\(?([^;)]*)\)?", req.strip(), re.I)
+        if m:
+            return m.group(2).strip() or None
+    return None
+
+
+def satisfies(version: str, spec: str | None) -> bool:
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    if not spec:
+        return True
+    try:
+        return Version(version) in SpecifierSet(spec)
+    except InvalidVersion:
+        return False
+
+
+# --- processes we own ------------------------------------------------------------------------
+def hub_pid(params) -> int | None:
+    """The managed hub's PID from state/hub.pid when that process is alive and runs jupyterhub."""
+    pid = read_pid(params.state_dir / "hub.pid")
+    if pid and any("jupyterhub" in part for part in ports.cmdline(pid)):
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return pid
+        except psutil.Error:
+            return None
+    return None
+
+
+def recorded_proxy_pid(params) -> int | None:
+    """The PID in state/jupyterhub-proxy.pid when alive and configurable-http-proxy."""
+    pid = read_pid(params.state_dir / "jupyterhub-proxy.pid")
+    return pid if pid and ports.is_proxy(pid) else None
+
+
+def pid_file_text(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "(empty)"
+    except OSError:
+        return "(absent)"
+
+
+# --- the hub's environment file --------------------------------------------------------------
+def hub_env_path(params) -> Path:
+    return params.secrets_dir / "hub.env"
+
+
+def read_hub_env(params) -> dict[str, str]:
+    """KEY=VALUE pairs of <prefix>/secrets/hub.env (values registered for masking); {} when absent or unreadable."""
+    try:
+        text = hub_env_path(params).read_text()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key.strip()] = secretref.register(value)
+    return out
+
+
+def proxy_token_status(params, timeout: float = 2) -> str:
+    """Ask the proxy API on proxy_api_port with the hub's token: 'accepted', 'rejected 403', 'no token', 'no answer'…"""
+    token = read_hub_env(params).get("CONFIGPROXY_AUTH_TOKEN")
+    if not token:
+        return "no token"
+    try:
+        resp = requests.get(f"http://127.0.0.1:{params.proxy_api_port}/api/routes",
+                            headers={"Authorization": f"token {token}"}, timeout=timeout)
+    except requests.RequestException as exc:
+        return f"no answer ({type(exc).__name__})"
+    if resp.status_code == 200:
+        return "accepted"
+    return f"rejected {resp.status_code}"
+
+
+# --- the database --------------------------------------------------------------------------------
+def alembic_head(pkg_dir: str | None) -> str | None:
+    """The newest schema revision of the installed jupyterhub (the revision nobody names as down_revision)."""
+    if not pkg_dir:
+        return None
+    revs, downs = set(), set()
+    for f in (Path(pkg_dir) / "alembic" / "versions").glob("*.py"):
+        text = f.read_text(errors="replace")
+        if m := re.search(r"^revision\s*=\s*['\"]([0-9a-f]+)['\"]", text, re.M):
+            revs.add(m.group(1))
+        if m := re.search(r"^down_revision\s*=\s*['\"]([0-9a-f]+)['\"]", text, re.M):
+            downs.add(m.group(1))
+    heads = revs - downs
+    return heads.pop() if len(heads) == 1 else None
+
+
+def db_revision(path: Path) -> str | None:
+    """alembic_version of the sqlite database at *path*, opened read-only; None when absent or unversioned."""
+    if not path.exists():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+        try:
+            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
