@@ -1,0 +1,226 @@
+"""The managed hub (guide §2.1.1): `jupyterhub -f <config>` in the background, pid file, log, health.
+
+The hub's environment comes from ``<prefix>/secrets/hub.env`` (0600): the proxy auth token
+(so a restarted hub and a surviving proxy agree) and any OAuth client secrets. Start, stop and
+restart go by recorded PIDs only.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+import psutil
+
+from . import ports, secretref
+from .errors import HubError
+from .hubenv import env_bin
+from .process import HubProcess, hub_api_ok, read_pid, start_hub, stop_hub, wait_hub_ready
+from .steps import CHANGED, FAILED, OK, UNCHANGED, WOULD_CHANGE, StepResult
+
+
+# --- files ---------------------------------------------------------------------------------------
+def hub_env_path(params) -> Path:
+    return params.secrets_dir / "hub.env"
+
+
+def cookie_secret_path(params) -> Path:
+    return params.secrets_dir / "cookie_secret"
+
+
+def hub_pid_path(params) -> Path:
+    return params.state_dir / "hub.pid"
+
+
+def proxy_pid_path(params) -> Path:
+    return params.state_dir / "jupyterhub-proxy.pid"
+
+
+def log_path(params) -> Path:
+    return params.state_dir / "jupyterhub.log"
+
+
+def read_hub_env(params) -> dict[str, str]:
+    """KEY=VALUE pairs of hub.env (values registered for masking)."""
+    env = {}
+    try:
+        text = hub_env_path(params).read_text()
+    except FileNotFoundError:
+        return env
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            env[k.strip()] = secretref.register(v)
+    return env
+
+
+def set_hub_env(params, updates: dict[str, str | None], *, dry_run: bool = False) -> bool:
+    """Set (or with None remove) variables in hub.env, written 0600 atomically; True when it changed."""
+    env = read_hub_env(params)
+    new = dict(env)
+    for k, v in updates.items():
+        if v is None:
+            new.pop(k, None)
+        else:
+            if "\n" in v:
+                raise HubError(f"hub.env: the value of {k} contains a line break")
+            new[k] = secretref.register(v)
+    if new == env:
+        return False
+    if not dry_run:
+        _private_dir(params.secrets_dir)
+        body = "# environment of the managed JupyterHub; written by hubrunbook, mode 0600\n"
+        body += "".join(f"{k}={v}\n" for k, v in sorted(new.items()))
+        secretref.write_private(hub_env_path(params), body)
+    return True
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def ensure_hub_secrets(params, *, dry_run: bool = False) -> StepResult:
+    """Create the cookie secret (0600) and a persistent proxy auth token once; keep them across re-runs."""
+    made = []
+    cookie = cookie_secret_path(params)
+    if not cookie.exists():
+        made.append(f"cookie secret {cookie}")
+        if not dry_run:
+            _private_dir(params.secrets_dir)
+            secretref.write_private(cookie, secrets.token_hex(32))
+    if "CONFIGPROXY_AUTH_TOKEN" not in read_hub_env(params):
+        made.append(f"proxy auth token in {hub_env_path(params)}")
+        set_hub_env(params, {"CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(32)}, dry_run=dry_run)
+    if not dry_run:
+        for p in (cookie, hub_env_path(params)):
+            if p.exists() and p.stat().st_mode & 0o077:
+                os.chmod(p, 0o600)
+                made.append(f"mode 0600 on {p}")
+    if not made:
+        return StepResult("ensure_hub_secrets", UNCHANGED, f"cookie secret and proxy token present, 0600, in {params.secrets_dir}")
+    if dry_run:
+        return StepResult("ensure_hub_secrets", WOULD_CHANGE, "would create " + ", ".join(made))
+    return StepResult("ensure_hub_secrets", CHANGED, "created " + ", ".join(made))
+
+
+# --- process -------------------------------------------------------------------------------------
+def fingerprint(params) -> str:
+    """What the running hub was started from: config file, hub.env and the hub env's marker."""
+    h = hashlib.sha256()
+    for p in (params.config_path, hub_env_path(params), params.env_dir / ".hubrunbook.json"):
+        h.update(p.read_bytes() if p.exists() else b"-")
+    return h.hexdigest()
+
+
+def managed_hub_pid(params) -> int | None:
+    """PID of our running hub: from hub.pid, alive, and really `jupyterhub -f <our config>`."""
+    pid = read_pid(hub_pid_path(params))
+    if not pid:
+        return None
+    cmd = ports.cmdline(pid)
+    if not any(part.endswith("jupyterhub") for part in cmd[:2]) or str(params.config_path) not in cmd:
+        return None
+    return pid
+
+
+def _healthy(params) -> tuple[bool, str]:
+    ok, seen = hub_api_ok(params.public_url)
+    if not ok:
+        return False, f"/hub/api: {seen}"
+    proxy = read_pid(proxy_pid_path(params))
+    owners = ports.listeners(params.port)
+    if not proxy or proxy not in owners:
+        return False, f"the proxy does not own port {params.port} (held by {sorted(owners) or 'nobody'})"
+    return True, f"JupyterHub {seen}"
+
+
+def _foreign_port_holders(params) -> list[str]:
+    ours = {p for p in (managed_hub_pid(params), read_pid(proxy_pid_path(params))) if p}
+    bad = []
+    for name in ("port", "hub_port", "proxy_api_port"):
+        port = getattr(params, name)
+        holders = ports.listeners(port) - ours
+        if holders and not all(ports.is_proxy(p) and _is_our_stale_proxy(params, p) for p in holders):
+            bad.append(f"{name} {port}: {', '.join(ports.describe(p) for p in sorted(holders))}")
+    return bad
+
+
+def _is_our_stale_proxy(params, pid: int) -> bool:
+    return read_pid(proxy_pid_path(params)) == pid
+
+
+def start_managed_hub(params) -> str:
+    """Start `jupyterhub -f <config>` with hub.env, record hub.pid and the fingerprint, wait until ready."""
+    busy = _foreign_port_holders(params)
+    if busy:
+        raise HubError("cannot start the hub, ports in use by other processes:\n  " + "\n  ".join(busy) +
+                       "\nStop them or choose other ports (troubleshoot.ipynb names them).")
+    params.state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(params.state_dir, 0o700)
+    env = {**read_hub_env(params), "PATH": f"{params.env_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    hub = start_hub([str(env_bin(params, "jupyterhub")), "-f", str(params.config_path)], cwd=params.state_dir,
+                    log_file=log_path(params), env=env, proxy_pid_file=proxy_pid_path(params))
+    secretref.write_private(hub_pid_path(params), f"{hub.pid}\n")
+    try:
+        version = wait_hub_ready(hub, params.public_url, params.port, params.start_timeout)
+    except HubError:
+        stop_hub(hub.pid, hub.proxy_pid())
+        hub_pid_path(params).unlink(missing_ok=True)
+        raise
+    (params.state_dir / "hub.fingerprint").write_text(fingerprint(params))
+    return f"pid {hub.pid}, JupyterHub {version}"
+
+
+def stop_managed_hub(params, *, dry_run: bool = False) -> StepResult:
+    """Stop our hub and its proxy by recorded PIDs. Idempotent."""
+    pid, proxy = managed_hub_pid(params), read_pid(proxy_pid_path(params))
+    if proxy and not ports.is_proxy(proxy):
+        proxy = None
+    if not pid and not proxy:
+        return StepResult("stop_managed_hub", UNCHANGED, "no managed hub running")
+    if dry_run:
+        return StepResult("stop_managed_hub", WOULD_CHANGE, f"would stop hub pid {pid} and proxy pid {proxy}")
+    done = stop_hub(pid, proxy)
+    hub_pid_path(params).unlink(missing_ok=True)
+    return StepResult("stop_managed_hub", CHANGED, "; ".join(done) or "stopped")
+
+
+def ensure_hub_running(params, *, dry_run: bool = False) -> StepResult:
+    """Keep our hub running on the current config: leave a healthy, unchanged hub alone; (re)start otherwise."""
+    pid = managed_hub_pid(params)
+    fp_file = params.state_dir / "hub.fingerprint"
+    same = fp_file.exists() and fp_file.read_text() == fingerprint(params)
+    healthy, why = _healthy(params) if pid else (False, "not running")
+    if pid and same and healthy:
+        return StepResult("ensure_hub_running", UNCHANGED, f"hub pid {pid} running on {params.public_url} ({why})")
+    reason = "not running" if not pid else ("config changed" if not same else f"unhealthy: {why}")
+    if dry_run:
+        return StepResult("ensure_hub_running", WOULD_CHANGE, f"would {'re' if pid else ''}start the hub ({reason})")
+    if pid:
+        stop_hub(pid, read_pid(proxy_pid_path(params)))
+    started = start_managed_hub(params)
+    return StepResult("ensure_hub_running", CHANGED, f"{'restarted' if pid else 'started'} the hub ({reason}): {started}, "
+                      f"{params.public_url}; log {log_path(params)}")
+
+
+def check_hub_health(params) -> StepResult:
+    """Is our hub running, answering /hub/api with 200 JSON, and does its proxy own the public port? Read-only."""
+    pid = managed_hub_pid(params)
+    if not pid:
+        return StepResult("check_hub_health", FAILED, f"no managed hub running (pid file {hub_pid_path(params)})")
+    ok, why = _healthy(params)
+    return StepResult("check_hub_health", OK if ok else FAILED, f"hub pid {pid} on {params.public_url}: {why}")
+
+
+def hub_process(params) -> HubProcess | None:
+    pid = managed_hub_pid(params)
+    return HubProcess(pid, proxy_pid_path(params), log_path(params)) if pid else None
+
+
+def process_tree(pid: int) -> list[int]:
+    try:
+        return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
