@@ -13,7 +13,7 @@ import re
 import stat
 from pathlib import Path
 
-from . import facts, ports, repairs, system
+from . import facts, ports, repairs, secretref, system
 from .diagnose import ERROR, INFO, WARNING, Check, Context, Finding
 from .logscan import match_log, last_run_lines
 from .node import choose_node, node_version, required_node_major
@@ -38,18 +38,23 @@ def _listeners(ctx: Context, port: int) -> set[int]:
     return ctx.fact(f"listen:{port}", lambda: ports.listeners(port))
 
 
+def _config_or_error(ctx: Context) -> tuple[dict | None, str | None]:
+    def load():
+        try:
+            return facts.load_config(ctx.params), None
+        except Exception as exc:  # ConfigError, or config.py missing: reported by check_config_file
+            return None, secretref.mask(str(exc))
+    return ctx.fact("config", load)
+
+
 def _config(ctx: Context) -> dict | None:
-    return ctx.fact("config", lambda: _load_config(ctx.params))
+    """The effective config values (keys short: 'Authenticator.allowed_users'), or None when it does not load."""
+    return _config_or_error(ctx)[0]
 
 
-def _load_config(params) -> dict | None:
-    """Effective config values via config.check_config_loads (None when that module or the file is unavailable)."""
-    try:
-        from .config import check_config_loads
-    except ImportError:
-        return None
-    result = check_config_loads(params)
-    return getattr(result, "data", None) or (result if isinstance(result, dict) else None)
+def cfg(ctx: Context, key: str, default=None):
+    """One effective config value by its 'Class.trait' name."""
+    return (_config(ctx) or {}).get(f"c.{key}", default)
 
 
 # --- 1. the hub env -----------------------------------------------------------------------------
@@ -313,9 +318,8 @@ def check_disk_space(ctx: Context) -> list[Finding]:
 def _user_names(ctx: Context) -> list[str]:
     p = ctx.params
     names = [*p.users, *p.admin_users, *p.allowed_users]
-    cfg = _config(ctx) or {}
-    for key in ("allowed_users", "admin_users"):
-        names += list(cfg.get(key) or [])
+    for key in ("Authenticator.allowed_users", "Authenticator.admin_users"):
+        names += list(cfg(ctx, key) or [])
     return list(dict.fromkeys(names))
 
 
@@ -331,19 +335,21 @@ def _registry(ctx: Context) -> dict:
 
 
 def _notebook_dir_template(ctx: Context) -> str:
-    cfg = _config(ctx) or {}
-    return cfg.get("notebook_dir") or ctx.params.notebook_dir
+    return cfg(ctx, "Spawner.notebook_dir") or ctx.params.notebook_dir
 
 
 def check_user_accounts(ctx: Context) -> list[Finding]:
     """Every user who may log in needs a system account with a home (LocalProcessSpawner runs as them)."""
     p = ctx.params
     managed = set(p.users) | set(p.admin_users)
+    creates = bool(cfg(ctx, "LocalAuthenticator.create_system_users"))
     out = []
     for name in _user_names(ctx):
         try:
             pw = pwd.getpwnam(name)
         except KeyError:
+            if creates:
+                continue  # LocalAuthenticator creates it at the first login
             out.append(USER_ACCOUNTS.finding(
                 ERROR, f"user {name} may log in but has no system account",
                 f"getent passwd {name}: no entry", user=name, repairable=name in managed))
@@ -409,8 +415,7 @@ def _blocked(path: Path) -> str | None:
 
 
 def check_singleuser_runnable(ctx: Context) -> list[Finding]:
-    cfg = _config(ctx) or {}
-    cmd = cfg.get("spawner_cmd") or []
+    cmd = cfg(ctx, "Spawner.cmd") or []
     path = Path(cmd[0]) if cmd and str(cmd[0]).startswith("/") else ctx.params.env_dir / "bin" / "jupyterhub-singleuser"
     if not path.exists() and "missing" in _env(ctx):
         return []
@@ -420,7 +425,107 @@ def check_singleuser_runnable(ctx: Context) -> list[Finding]:
     return []
 
 
-# --- 6. the hub's log -----------------------------------------------------------------------------
+# --- 6. the config file, allow rules, OAuth ----------------------------------------------------------
+def check_config_file(ctx: Context) -> list[Finding]:
+    if "missing" in _env(ctx):
+        return []
+    values, error = _config_or_error(ctx)
+    if values is None:
+        path = ctx.params.config_path
+        last = [l for l in (error or "").splitlines() if l.strip()][-3:]
+        return [CONFIG_FILE.finding(ERROR, f"{path} is missing or does not load with JupyterHub's loader",
+                                    " | ".join(last) or "no output", path=str(path))]
+    return []
+
+
+ALLOW_KEYS = ("Authenticator.allowed_users", "Authenticator.admin_users", "OAuthenticator.allowed_groups",
+              "GitHubOAuthenticator.allowed_organizations")
+
+
+def check_allow_rule(ctx: Context) -> list[Finding]:
+    """JupyterHub ≥ 5 admits nobody without an allow rule (allowed_users, allow_all, groups, orgs; admins)."""
+    if _config(ctx) is None:
+        return []
+    if cfg(ctx, "Authenticator.allow_all") or cfg(ctx, "Authenticator.any_allow_config"):
+        return []
+    if any(cfg(ctx, k) for k in ALLOW_KEYS):
+        return []
+    shown = ", ".join(f"{k} = {cfg(ctx, k, '(unset)')!r}" for k in ("Authenticator.allowed_users", "Authenticator.allow_all",
+                                                                   "Authenticator.admin_users"))
+    from .config import allowed_names
+
+    fixable = bool(ctx.params.allow_all or allowed_names(ctx.params) or ctx.params.admin_users)
+    return [ALLOW_RULE.finding(ERROR, "no allow rule: nobody can log in",
+                               f"{ctx.params.config_path}: {shown}", repairable=fixable)]
+
+
+def _is_oauth(ctx: Context) -> bool:
+    return "oauth" in str(cfg(ctx, "JupyterHub.authenticator_class") or "").lower()
+
+
+def _config_sets(ctx: Context, trait: str) -> bool:
+    """Whether the config file has a live ``c.<Something>.<trait> =`` line (value never read)."""
+    try:
+        text = ctx.params.config_path.read_text()
+    except OSError:
+        return False
+    return bool(re.search(rf"^c\.\w+\.{trait}\s*=", text, re.M))
+
+
+def _hub_environ_names(pid: int) -> set[str] | None:
+    """Names (never values) of the running hub's environment variables; None when unreadable."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    return {item.split(b"=", 1)[0].decode(errors="replace") for item in raw.split(b"\0") if b"=" in item}
+
+
+def check_oauth(ctx: Context) -> list[Finding]:
+    """OAuth login: callback URL matches the public URL; client id/secret reach the hub (names only)."""
+    if not _is_oauth(ctx):
+        return []
+    from . import oauth
+
+    p = ctx.params
+    out = []
+    got = cfg(ctx, "OAuthenticator.oauth_callback_url")
+    base = cfg(ctx, "JupyterHub.base_url") or p.base_url
+    want = oauth.callback_url(oauth.public_url(p), base)
+    if got and got.rstrip("/") != want:
+        out.append(OAUTH.finding(
+            ERROR, "the OAuth callback URL does not match the hub's public URL",
+            f"c.OAuthenticator.oauth_callback_url = {got!r}; public URL {oauth.public_url(p)} + base_url {base!r} gives "
+            f"{want!r}", id="oauth-callback", title="OAuth callback URL mismatch",
+            cause="the provider sends users back to the registered callback; a different host, port, scheme or base "
+                  "URL ends in the provider's 'redirect_uri mismatch' page or a 404/403 at /hub/oauth_callback",
+            fix=f"set the callback to {want} both in the provider's app registration and in the config (oauth runbook)"))
+    cls = str(cfg(ctx, "JupyterHub.authenticator_class"))
+    names = oauth.ENV_VARS["github" if "github" in cls.lower() else "generic"]
+    env = facts.read_hub_env(p)
+    pid = _hub_pid(ctx)
+    running = _hub_environ_names(pid) if pid else None
+    for name, trait in zip(names, ("client_id", "client_secret")):
+        in_file = bool(env.get(name)) or _config_sets(ctx, trait)
+        if not in_file:
+            out.append(OAUTH.finding(
+                ERROR, f"the OAuth {trait.replace('_', ' ')} is not configured",
+                f"{facts.hub_env_path(p)}: no {name}; config: no c.*.{trait} line", id="oauth-client",
+                title="OAuth client id/secret missing",
+                cause="the hub starts without it (a missing client id is not reported at start) and every login fails "
+                      "at the provider", fix="run the oauth runbook with oauth_client_id/oauth_client_secret references",
+                name=name))
+        elif running is not None and name not in running and not _config_sets(ctx, trait):
+            out.append(OAUTH.finding(
+                ERROR, f"the running hub (pid {pid}) does not have {name} in its environment",
+                f"/proc/{pid}/environ: no {name} (the value is in {facts.hub_env_path(p).name})", id="oauth-client-stale",
+                title="hub started before the OAuth secrets were written",
+                cause="hub.env was written after the hub started, or the hub was started by hand without it",
+                fix="restart the managed hub so it loads hub.env", name=name))
+    return out
+
+
+# --- 7. the hub's log -----------------------------------------------------------------------------
 def check_hub_log(ctx: Context) -> list[Finding]:
     """Known log messages in the hub's last run map to findings (warnings: the live checks say what still holds)."""
     p = ctx.params
@@ -533,11 +638,29 @@ HUB_RUNNING = Check(
     "the hub exited (see the log findings) or was never started",
     "fix the other findings, then start it (repaired with apply_fixes: starts the managed hub and waits for "
     "/hub/api)", check_hub_running, repairs.repair_hub_running)
+CONFIG_FILE = Check(
+    "config-file", "jupyterhub_config.py is missing or does not load",
+    "NameError: name 'c' is not defined  |  SyntaxError: invalid syntax (jupyterhub_config.py, line 1234)",
+    "a hand edit broke the Python of the config file, or the file was moved",
+    "fix the line the error names (backups: jupyterhub_config.py.bak-*), or rerun the configure runbook",
+    check_config_file, guide="§2.1")
+ALLOW_RULE = Check(
+    "allow-rule", "no allow rule: nobody can log in",
+    "No allow config found, it's possible that nobody can login to your Hub!",
+    "JupyterHub ≥ 5 admits nobody without allowed_users, allow_all, allowed groups/organizations or admin_users; "
+    "every login shows the same 403 page as a wrong password",
+    "list the users in allowed_users (configure runbook; repaired with apply_fixes from the parameters, then the hub "
+    "restarts)", check_allow_rule, repairs.repair_allow_rule, guide="§2.2, §2.4")
+OAUTH = Check(
+    "oauth", "OAuth login is misconfigured",
+    "redirect_uri mismatch at the provider; or 500 at spawn: getpwnam(): name not found",
+    "the callback URL, client id/secret or system accounts of OAuth users do not fit the deployment",
+    "see the finding; the oauth runbook writes all of them consistently", check_oauth, guide="§2.5")
 HUB_LOG = Check(
     "hub-log", "known messages in the hub's log",
     "see logscan.LOG_MESSAGES", "each message has its own cause", "each message has its own action", check_hub_log)
 
 CATALOG: list[Check] = [
     HUB_ENV, HUB_PACKAGES_CHECK, PIP_CHECK, NODE, PROXY_INSTALLED, PROXY_API, PUBLIC_PORT, HUB_PORT, SECRET_FILES,
-    DB_SCHEMA, DISK, USER_ACCOUNTS, NOTEBOOK_DIRS, SINGLEUSER, HUB_RUNNING, HUB_LOG,
+    DB_SCHEMA, DISK, CONFIG_FILE, ALLOW_RULE, OAUTH, USER_ACCOUNTS, NOTEBOOK_DIRS, SINGLEUSER, HUB_RUNNING, HUB_LOG,
 ]

@@ -173,3 +173,29 @@ def db_revision(path: Path) -> str | None:
     except sqlite3.Error:
         return None
     return row[0] if row else None
+
+
+# --- the config file, as JupyterHub's loader sees it ------------------------------------------------
+CONFIG_KEYS = (
+    "c.JupyterHub.bind_url", "c.JupyterHub.hub_port", "c.JupyterHub.base_url", "c.ConfigurableHTTPProxy.api_url",
+    "c.ConfigurableHTTPProxy.command", "c.ConfigurableHTTPProxy.pid_file", "c.JupyterHub.db_url",
+    "c.JupyterHub.cookie_secret_file", "c.JupyterHub.authenticator_class", "c.Authenticator.admin_users",
+    "c.Authenticator.allowed_users", "c.Authenticator.allow_all", "c.Authenticator.any_allow_config",
+    "c.Spawner.notebook_dir", "c.Spawner.cmd", "c.OAuthenticator.oauth_callback_url",
+    "c.OAuthenticator.allowed_groups", "c.GitHubOAuthenticator.allowed_organizations",
+    "c.LocalAuthenticator.create_system_users", "c.OAuthenticator.allow_existing_users",
+)  # never client_id / client_secret: the loader prints values
+
+
+def load_config(params) -> dict:
+    """Effective values of CONFIG_KEYS from the config file, loaded with JupyterHub's loader in the hub env.
+
+    Keys the file does not set are absent. Raises ConfigError when the file is missing or does not load.
+    """
+    from .config import load_effective
+    from .errors import ConfigError
+
+    path = params.config_path
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist")
+    return load_effective(params, path, list(CONFIG_KEYS))

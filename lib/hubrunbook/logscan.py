@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 START_MARKER = "Running JupyterHub version"
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")  # configurable-http-proxy colours its level names
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def last_run_lines(path: Path, tail_kb: int = 256) -> list[tuple[int, str]]:
             data = fh.read().decode("utf-8", errors="replace")
     except OSError:
         return []
-    lines = data.splitlines()
+    lines = ANSI_RE.sub("", data).splitlines()
     if start:
         lines = lines[1:]  # the first line is cut
     first = 0

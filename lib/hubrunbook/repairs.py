@@ -179,6 +179,25 @@ def repair_notebook_dirs(params, finding, *, dry_run: bool = False) -> StepResul
     return StepResult(name, CHANGED, f"created {path} owned by {user}")
 
 
+def repair_allow_rule(params, finding, *, dry_run: bool = False) -> StepResult:
+    """Rewrite the managed config lines from the parameters (config.ensure_config); restart the hub if it runs."""
+    from .config import ensure_config
+
+    result = ensure_config(params, dry_run=dry_run)
+    if result.status == CHANGED and facts.hub_pid(params):
+        restart = _restart_hub(params)
+        return StepResult("repair_allow_rule", CHANGED, f"{result.detail}; {restart}", result.rows, result.header)
+    return StepResult("repair_allow_rule", result.status, result.detail, result.rows, result.header)
+
+
+def _restart_hub(params) -> str:
+    from .service import ensure_hub_running, stop_managed_hub
+
+    stop_managed_hub(params)
+    started = ensure_hub_running(params)
+    return f"hub restarted ({started.detail})"
+
+
 def repair_hub_running(params, finding, *, dry_run: bool = False) -> StepResult:
     """Start the managed hub and wait until it answers (service.ensure_hub_running)."""
     try:

@@ -1,0 +1,271 @@
+"""Diagnosis rules on synthetic evidence: log lines → findings, the catalog's completeness, the bounded scan."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from hubrunbook import checks, diagnose, facts, logscan, secretref
+from hubrunbook.diagnose import ERROR, WARNING, Check, Context, Finding, Report, run_checks
+from hubrunbook.params import build_params
+
+JH_SRC = Path(os.environ.get("HRB_TEST_ROOT", "/tmp/hrb-tests")) / "shared/env/lib/python3.11/site-packages/jupyterhub"
+
+
+@pytest.fixture
+def params(tmp_path):
+    return build_params({"prefix": str(tmp_path / "hub"), "port": 38901, "hub_port": 38902, "proxy_api_port": 38903,
+                         "users": ["hrb-nobody-x"], "admin_users": []})
+
+
+# --- the catalog -------------------------------------------------------------------------------
+def test_every_catalog_entry_has_example_cause_action():
+    rows = diagnose.catalog_rows()
+    assert len(rows) == len(checks.CATALOG) + len(logscan.LOG_MESSAGES)
+    for row in rows:
+        assert all(isinstance(c, str) and len(c) > 3 for c in row[:5]), row
+    ids = [r[0] for r in rows]
+    assert len(ids) == len(set(ids)), "catalog ids must be unique"
+
+
+def test_issue_problems_are_all_in_the_catalog():
+    ids = {c.id for c in checks.CATALOG}
+    assert {"hub-packages", "dependency-conflicts", "proxy-api-port", "public-port", "hub-port", "user-accounts",
+            "notebook-dirs", "singleuser-runnable", "node", "proxy-installed", "db-schema", "disk-space",
+            "hub-running", "hub-log"} <= ids
+
+
+def test_repairs_only_where_safe():
+    repairable = {c.id for c in checks.CATALOG if c.repair}
+    # foreign processes on our ports are never acted on
+    assert not {"public-port", "hub-port", "singleuser-runnable", "disk-space"} & repairable
+    assert {"proxy-api-port", "hub-packages", "db-schema", "notebook-dirs", "hub-running"} <= repairable
+
+
+@pytest.mark.parametrize("msg", logscan.LOG_MESSAGES, ids=lambda m: m.id)
+def test_log_examples_match_their_own_pattern(msg):
+    assert msg.regex.search(msg.example), f"{msg.id}: example does not match {msg.pattern!r}"
+
+
+# the fixed text of each message, as written in jupyterhub 6.1.1's source
+SOURCE_TEXTS = {
+    "proxy-api-403": "api_request to proxy failed: {e}",
+    "hub-bind-failed": "Failed to bind hub to %s",
+    "no-allow-config": "No allow config found, it's possible that nobody can login to your Hub!",
+    "singleuser-permission": "Permission denied trying to run %r. Does %s have access to this file?",
+    "spawn-timeout": "server failed to start",
+    "spawner-failed": "Spawner failed to start [status={status}]",
+    "db-schema": "Found database schema version {alembic_revision} != {head}. ",
+    "db-connect": "Failed to connect to db: %s",
+    "proxy-not-found": "Failed to find proxy {self.command!r}",
+    "proxy-exit": "Proxy failed to start with exit code {status}",
+    "cookie-secret": "Refusing to run JupyterHub with invalid cookie_secret_file. ",
+}
+
+
+@pytest.mark.skipif(not JH_SRC.is_dir(), reason="shared hub env not built (integration fixture)")
+@pytest.mark.parametrize("mid,text", sorted(SOURCE_TEXTS.items()))
+def test_log_texts_exist_in_jupyterhub_source(mid, text):
+    src = "\n".join(p.read_text(errors="replace") for p in JH_SRC.rglob("*.py") if "tests" not in p.parts)
+    assert text in src, f"{mid}: {text!r} is not in jupyterhub's source"
+
+
+# --- log scan ------------------------------------------------------------------------------------
+def test_only_the_last_run_is_read(tmp_path):
+    log = tmp_path / "jupyterhub.log"
+    log.write_text(
+        "[I 2026 app] Running JupyterHub version 6.1.1\n"
+        "[E 2026 proxy:989] api_request to proxy failed: 403, message='Forbidden', url='http://127.0.0.1:8001/api/routes'\n"
+        "[I 2026 app] Running JupyterHub version 6.1.1\n"
+        "\x1b[31merror\x1b[39m: Uncaught Exception: listen EADDRINUSE: address already in use 127.0.0.1:8000\n")
+    lines = logscan.last_run_lines(log)
+    found = {m.id: hits for m, hits in logscan.match_log(lines)}
+    assert set(found) == {"proxy-eaddrinuse"}
+    assert found["proxy-eaddrinuse"][0].startswith("error: Uncaught Exception")  # colour codes stripped
+
+
+def test_log_tail_is_bounded(tmp_path):
+    log = tmp_path / "jupyterhub.log"
+    with open(log, "w") as fh:
+        fh.write("No allow config found, it's possible that nobody can login to your Hub!\n")
+        fh.write(("x" * 99 + "\n") * 30000)  # 3 MB
+    assert logscan.last_run_lines(log, tail_kb=64)
+    assert not logscan.match_log(logscan.last_run_lines(log, tail_kb=64))
+    assert len(logscan.last_run_lines(log, tail_kb=64)) < 700
+
+
+def test_log_findings_carry_the_line_and_mask_secrets(params):
+    params.state_dir.mkdir(parents=True)
+    secretref.register("s3cr3t-token-value")
+    (params.state_dir / "jupyterhub.log").write_text(
+        "[I app] Running JupyterHub version 6.1.1\n"
+        "[W auth:274] No allow config found, it's possible that nobody can login to your Hub!\n"
+        "[E user:1073] Unhandled error starting alice's server: \"getpwnam(): name not found: 'alice'\" s3cr3t-token-value\n")
+    found = checks.check_hub_log(Context(params))
+    by_id = {f.id: f for f in found}
+    assert set(by_id) == {"log:no-allow-config", "log:getpwnam"}
+    assert "getpwnam(): name not found: 'alice'" in by_id["log:getpwnam"].evidence
+    assert "s3cr3t-token-value" not in by_id["log:getpwnam"].evidence
+    assert all(f.severity == WARNING and f.cause and f.fix for f in found)
+
+
+# --- facts -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("reqs,spec", [
+    (["tornado>=6.5", "traitlets>=5"], ">=6.5"),
+    (["pamela>=1.1; sys_platform != 'win32'", "tornado (>=5.1)"], ">=5.1"),
+    (["pytest; extra == 'test'"], None),
+])
+def test_requirement_of(reqs, spec):
+    assert facts.requirement_of(reqs, "tornado") == spec
+
+
+def test_satisfies():
+    assert facts.satisfies("6.5.2", ">=6.5")
+    assert not facts.satisfies("5.1.1", ">=6.5")
+    assert facts.satisfies("5.1.1", None)
+
+
+def test_alembic_head_and_db_revision(tmp_path):
+    versions = tmp_path / "jupyterhub" / "alembic" / "versions"
+    versions.mkdir(parents=True)
+    (versions / "a.py").write_text("revision = 'aaa1'\ndown_revision = None\n")
+    (versions / "b.py").write_text("revision = 'bbb2'\ndown_revision = 'aaa1'\n")
+    assert facts.alembic_head(str(tmp_path / "jupyterhub")) == "bbb2"
+    db = tmp_path / "jupyterhub.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+    con.execute("INSERT INTO alembic_version VALUES ('aaa1')")
+    con.commit()
+    con.close()
+    assert facts.db_revision(db) == "aaa1"
+    assert facts.db_revision(tmp_path / "absent.sqlite") is None
+
+
+def test_hub_env_values_are_masked(params):
+    params.secrets_dir.mkdir(parents=True)
+    (params.secrets_dir / "hub.env").write_text("# managed\nCONFIGPROXY_AUTH_TOKEN='abcd1234abcd1234'\nexport X=yyyy-zzzz\n")
+    env = facts.read_hub_env(params)
+    assert env == {"CONFIGPROXY_AUTH_TOKEN": "abcd1234abcd1234", "X": "yyyy-zzzz"}
+    f = Finding("x", ERROR, "t", "seen abcd1234abcd1234", "evidence yyyy-zzzz")
+    assert "abcd1234abcd1234" not in repr(f) and "yyyy-zzzz" not in json.dumps(f.as_dict())
+
+
+# --- detectors on files ------------------------------------------------------------------------
+def test_cookie_secret_readable_by_anybody_is_an_error(params):
+    params.secrets_dir.mkdir(parents=True)
+    cookie = params.secrets_dir / "cookie_secret"
+    cookie.write_text("00" * 32)
+    cookie.chmod(0o644)
+    found = checks.check_secret_files(Context(params))
+    assert [(f.id, f.severity) for f in found] == [("secret-files", ERROR)]
+    assert "mode 0644" in found[0].evidence and found[0].repairable
+    from hubrunbook.repairs import repair_secret_modes
+
+    assert repair_secret_modes(params, found[0]).status == "changed"
+    assert stat.S_IMODE(cookie.stat().st_mode) == 0o600
+    assert checks.check_secret_files(Context(params)) == []
+
+
+def test_singleuser_under_a_0700_dir_is_blocked(tmp_path_factory):
+    import tempfile
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="hrb-unit-", dir="/tmp"))  # pytest's own tmp is under a 0700 dir
+    home = tmp_path / "home0700"
+    (home / "env" / "bin").mkdir(parents=True)
+    tmp_path.chmod(0o755)
+    script = home / "env" / "bin" / "jupyterhub-singleuser"
+    script.write_text("#!/usr/bin/python3\n")
+    script.chmod(0o755)
+    home.chmod(0o700)
+    why = checks._blocked(script)
+    assert why and str(home) in why and "0700" in why
+    home.chmod(0o755)
+    assert checks._blocked(script) is None
+    script.write_text(f"#!{home}/py/python3\n")  # interpreter missing
+    assert "does not exist" in checks._blocked(script)
+    import shutil
+
+    shutil.rmtree(tmp_path)
+
+
+def test_disk_thresholds(params, monkeypatch):
+    params.state_dir.mkdir(parents=True)
+    monkeypatch.setattr(checks.system, "free_mb", lambda p: (p, 10))
+    assert [f.severity for f in checks.check_disk_space(Context(params))] == [ERROR]
+    monkeypatch.setattr(checks.system, "free_mb", lambda p: (p, 500))
+    assert [f.severity for f in checks.check_disk_space(Context(params))] == [WARNING]  # < min_free_disk_mb 1024
+    monkeypatch.setattr(checks.system, "free_mb", lambda p: (p, 5000))
+    assert checks.check_disk_space(Context(params)) == []
+
+
+def test_missing_user_is_repairable_only_when_managed(params):
+    found = checks.check_user_accounts(Context(params))
+    assert [(f.id, f.severity, f.repairable) for f in found] == [("user-accounts", ERROR, True)]
+    assert "getent passwd hrb-nobody-x: no entry" in found[0].evidence
+
+
+# --- the scan --------------------------------------------------------------------------------------
+def _check(cid, detect, repair=None):
+    return Check(cid, f"title {cid}", "example", "cause", "action", detect, repair)
+
+
+def test_a_check_that_raises_or_hangs_becomes_a_finding(params):
+    def boom(ctx):
+        raise RuntimeError("exploded")
+
+    def slow(ctx):
+        time.sleep(3)
+        return []
+
+    def fine(ctx):
+        return [Finding("fine", ERROR, "t", "seen")]
+
+    t0 = time.monotonic()
+    report = run_checks(params, timeout_per_check=0.5, checks=[_check("boom", boom), _check("slow", slow),
+                                                                 _check("fine", fine)])
+    assert time.monotonic() - t0 < 1.5
+    assert report.ids() == {"check-failed:boom", "check-failed:slow", "fine"}
+    assert {r.id: r.status for r in report.runs} == {"boom": "failed", "slow": "timeout", "fine": "found"}
+    assert report.findings[0].severity == ERROR and not report.ok
+
+
+def test_report_json_and_display(params, tmp_path):
+    report = Report([Finding("a", WARNING, "t", "seen a", "ev", "c", "f")], [], "2026-01-01T00:00:00+00:00", 0.1, "/x")
+    path = diagnose.write_report_json(report, tmp_path / "out" / "report.json")
+    data = json.loads(path.read_text())
+    assert data["ok"] is True and data["findings"][0]["id"] == "a" and data["findings"][0]["evidence"] == "ev"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert "<table>" in report._repr_html_() and "seen a" in repr(report)
+    assert diagnose.check_report(report).status == "ok"
+
+
+def test_repairs_run_in_catalog_order_and_failures_do_not_stop_others(params, monkeypatch):
+    from hubrunbook.errors import HubError
+    from hubrunbook.steps import CHANGED, StepResult
+
+    calls = []
+
+    def rep(name, fail=False):
+        def r(p, f, *, dry_run=False):
+            calls.append(name)
+            if fail:
+                raise HubError(f"{name} failed")
+            return StepResult(name, CHANGED, "done")
+        r.__name__ = name
+        return r
+
+    cat = [_check("first", lambda c: [], rep("first", fail=True)), _check("second", lambda c: [], rep("second")),
+           _check("third", lambda c: [])]
+    monkeypatch.setattr(checks, "CATALOG", cat)
+    report = Report([cat[2].finding(ERROR, "x"), cat[1].finding(ERROR, "y"), cat[0].finding(ERROR, "z")], [], "", 0, "")
+    assert [f.repairable for f in report.findings] == [False, True, True]
+    results = diagnose.apply_repairs(params, report)
+    assert calls == ["first", "second"]
+    assert [(r.step, r.status) for r in results] == [("first", "failed"), ("second", "changed")]
+    assert diagnose.repairs_summary(results).failed
