@@ -338,6 +338,37 @@ class TroubleshootParams(_Base):
     """Parameters of troubleshoot.ipynb (guide §3)."""
 
     apply_fixes: bool = Field(False, description="repair what can be repaired (default: only diagnose)")
+    report_file: str = Field("", description="JSON report of the findings; empty: <prefix>/state/troubleshoot.json")
+    scan_timeout: int = Field(20, description="seconds the whole scan may take; a check still running then is reported")
+    log_tail_kb: int = Field(256, description="how much of the end of the hub log (KiB) is searched for known messages")
+    verify_user: str = Field("", description="user who logs in and spawns after repairs; empty: the first of users")
+
+    @field_validator("report_file")
+    @classmethod
+    def _report_file(cls, v):
+        _check_abs(v, "report_file", allow_empty=True)
+        if v and not v.endswith(".json"):
+            raise ValueError(f"report_file must end in .json; got {v!r}")
+        return v
+
+    @field_validator("scan_timeout")
+    @classmethod
+    def _scan_timeout(cls, v):
+        if not 1 <= v <= 300:
+            raise ValueError(f"scan_timeout must be between 1 and 300 seconds; got {v}")
+        return v
+
+    @field_validator("log_tail_kb")
+    @classmethod
+    def _log_tail(cls, v):
+        if not 1 <= v <= 65536:
+            raise ValueError(f"log_tail_kb must be between 1 and 65536; got {v}")
+        return v
+
+    @field_validator("verify_user")
+    @classmethod
+    def _verify_user(cls, v):
+        return check_username(v, "verify_user") if v else v
 
 
 class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams):
