@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from nbtools import CHECK, code, md, parameters_cell, write_notebook  # noqa: E402
 
-from hubrunbook.params import InstallParams  # noqa: E402
+from hubrunbook.params import ConfigureParams, InstallParams  # noqa: E402
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "runbooks"
 
@@ -109,6 +109,111 @@ Every step with its status. A failed step fails the run (papermill exits non-zer
     ]
 
 
+CONFIGURE_SHARED = ["prefix", "dry_run", "bind_ip", "port", "hub_port", "proxy_api_port", "start_timeout"]
+
+
+def configure():
+    return [
+        md("""
+# Configure and start JupyterHub (guide §2.1–2.4)
+
+Takes the hub installed by `install.ipynb` to a running, correctly configured JupyterHub whose local
+system users can log in and get a server. The guide's `vi` edits become precise, verified edits.
+
+| changes | where |
+|---|---|
+| `jupyterhub_config.py`: generated once, then our settings as live lines marked `# hubrunbook` next to the generated defaults | `config_file` (default `<prefix>/etc/jupyterhub_config.py`), a timestamped backup per change |
+| cookie secret, proxy auth token (generated once, kept) | `<prefix>/secrets/` (0700; files 0600) |
+| system users from `users` and `admin_users`, their passwords and notebook dirs | `/etc/passwd`, `/etc/shadow`, `<home_base>/<user>`; generated passwords in `<prefix>/secrets/passwords/` (0600) |
+| the running hub (`jupyterhub -f <config>`) and its proxy | pid files and log in `<prefix>/state/` |
+
+Users that this runbook did not create are never modified or removed. Lines you add by hand to the
+config file survive re-runs.
+
+**Safe to re-run**: unchanged parameters change nothing and leave a healthy hub running; a changed
+parameter changes only its line (with a backup) and restarts the hub. **Takes** ~15 s first time,
+a few seconds converged. **Next**: `oauth.ipynb` (GitHub or OpenID Connect login) or
+`troubleshoot.ipynb` when something is wrong.
+"""),
+        md("""
+## Prerequisites
+
+| what | why |
+|---|---|
+| `install.ipynb` has run with the same `prefix` | the hub env and configurable-http-proxy are used as installed |
+| root | creating users, PAM logins of other users, spawning servers as them |
+| free ports `port`, `hub_port`, `proxy_api_port` (or held by this hub) | a foreign process on the public port would silently take the users' traffic |
+
+## Parameters
+Defaults are the embedded local deployment (`parameters/local.yaml`): one user `demo`, who is also admin.
+Passwords are never parameter values: `passwords` maps a user to `env:VAR` or `file:/path` (0600);
+users without an entry get a generated password in a 0600 file.
+"""),
+        parameters_cell(CONFIGURE_SHARED + list(ConfigureParams.model_fields)),
+        md("""
+## Validate the parameters
+Names, types and values are checked first (usernames by POSIX rules, absolute paths, secret references).
+"""),
+        code(VALIDATE.format(name="configure"), CHECK),
+        md("""
+## Step 1 — Check what configure needs (preflight)
+Root, the hub env and proxy from `install.ipynb`, an allow rule (JupyterHub ≥ 5 lets nobody in without one;
+admins count), and the ports. A failed preflight changes nothing.
+"""),
+        code("from hubrunbook.preflight import check_configure_preflight\nrun(check_configure_preflight)", CHECK),
+        md("""
+## Step 2 — Generate the config file (guide §2.1)
+`jupyterhub --generate-config` writes the documented defaults, every line commented. It runs only when the
+file does not exist (on an existing file it would prompt, and fail without a terminal).
+"""),
+        code("from hubrunbook.config import ensure_config_file\nrun(ensure_config_file)", CHECK),
+        md("""
+## Step 3 — Create the hub's secrets
+The cookie secret (`cookie_secret_file`, 0600) keeps logins valid across restarts; a persistent proxy auth
+token (in `<prefix>/secrets/hub.env`, 0600, loaded into the hub's environment) lets a restarted hub talk to a
+proxy that survived — the cause of the guide's `HTTP 403: Forbidden` (§3.2) when they disagree.
+"""),
+        code("from hubrunbook.service import ensure_hub_secrets\nrun(ensure_hub_secrets)", CHECK),
+        md("""
+## Step 4 — Set admins, allow rule, notebook dir and the rest (guide §2.2, §2.3)
+What the guide does with `vi` and `/admin_users`: each setting becomes a live line right under its commented
+default. The edited file is loaded with JupyterHub's own config loader and compared with the intended values
+*before* it replaces the old one (atomic write, timestamped backup). Settings: `admin_users`, `allowed_users`
+(every user and listed extra), `allow_all`, `notebook_dir`, `default_url`, bind URL and ports, the proxy command
+from install, the database and cookie secret paths, and the single-user command from the hub env.
+"""),
+        code("from hubrunbook.config import ensure_config\nrun(ensure_config)", CHECK),
+        md("""
+## Step 5 — Create the local users (guide §2.4, empty in the guide)
+Each user in `users` and `admin_users` gets a system account (home, shell), the password from its secret
+reference (fed to `chpasswd` on stdin, never on a command line) and a notebook dir owned by them — a missing
+notebook dir makes a spawn hang 30 s and fail.
+"""),
+        code("from hubrunbook.users import ensure_users\nrun(ensure_users)", CHECK),
+        md("""
+## Step 6 — Start the hub (guide §2.1.1)
+`jupyterhub -f <config>` runs in the background with a pid file and a log in `<prefix>/state/`. Ready means
+`/hub/api` answers 200 JSON and the proxy owns the public port. A healthy hub on an unchanged configuration
+is left alone; a changed configuration restarts it (stopped by its recorded PIDs, never by name).
+"""),
+        code("from hubrunbook.service import ensure_hub_running\nrun(ensure_hub_running)", CHECK),
+        md("""
+## Verify — log in, spawn, and the refusals
+Over real HTTP, as a person would: the first user logs in with the password and gets a server, which writes
+a file into the notebook dir that is owned by that system user; the first admin lists users through the REST
+API; a wrong password and a system user outside the allow list are refused (403). Servers the check started
+are stopped again.
+"""),
+        code("from hubrunbook.verify import check_local_deployment\nrun(check_local_deployment)", CHECK),
+        md("""
+## Summary and how to log in
+The password of a generated user is in its 0600 file; read it as root, it is never shown here.
+"""),
+        code("from hubrunbook.verify import login_instructions\nrun(login_instructions)", CHECK),
+        code("run.summary()", CHECK),
+    ]
+
+
 def write_local_yaml() -> None:
     """parameters/local.yaml: the embedded local default, every parameter with its description."""
     from hubrunbook.params import ConfigureParams, OAuthParams, Params, TroubleshootParams
@@ -130,7 +235,7 @@ def write_local_yaml() -> None:
     print("wrote parameters/local.yaml")
 
 
-BUILDERS = {"install": install}
+BUILDERS = {"install": install, "configure": configure}
 
 if __name__ == "__main__":
     write_local_yaml()

@@ -73,3 +73,35 @@ def check_preflight(params) -> StepResult:
     if failed:
         raise PreflightError("preflight failed, nothing was changed:\n" + "\n".join(f"  - {r[0]}: {r[2]}" for r in failed))
     return result
+
+
+def check_configure_preflight(params) -> StepResult:
+    """What configure.ipynb needs before it changes anything: root, install done, allow rule, ports. Read-only."""
+    from .config import check_allow_rule
+    from .errors import ConfigError
+    from .hubenv import check_env_state
+    from .proxy import installed_version
+
+    rows: list[tuple[str, str, str]] = []
+    rows.append(("privileges", OK if system.is_root() else FAILED,
+                 "root" if system.is_root() else
+                 "not root: PAM can only check the hub's own user and spawning servers as other users needs root. "
+                 "Fix: run as root (sudo make deploy)"))
+    ok, why = check_env_state(params)
+    rows.append(("hub env (install.ipynb)", OK if ok else FAILED, why if ok else f"{params.env_dir}: {why}; run install.ipynb first"))
+    have = installed_version(params)
+    rows.append(("configurable-http-proxy (install.ipynb)", OK if have == params.proxy_version else FAILED,
+                 have or "not installed; run install.ipynb first"))
+    try:
+        check_allow_rule(params)
+        rows.append(("allow rule", OK, "allow_all" if params.allow_all else
+                     f"{len(set(params.users) | set(params.allowed_users) | set(params.admin_users))} users may log in"))
+    except ConfigError as exc:
+        rows.append(("allow rule", FAILED, str(exc)))
+    rows += port_rows(params)
+    failed = [r for r in rows if r[1] == FAILED]
+    result = StepResult("check_configure_preflight", FAILED if failed else OK,
+                        f"{len(failed)} of {len(rows)} checks failed" if failed else f"all {len(rows)} checks passed", rows)
+    if failed:
+        raise PreflightError("preflight failed, nothing was changed:\n" + "\n".join(f"  - {r[0]}: {r[2]}" for r in failed))
+    return result
