@@ -303,12 +303,15 @@ def _probe_file(session, url: str, user: str, nbdir: str) -> tuple[bool, str]:
     name = f"hubrunbook-probe-{secrets.token_hex(4)}.txt"
     checkpoints = Path(nbdir) / ".ipynb_checkpoints"
     had_checkpoints = checkpoints.exists()
-    path = write_file_as_user(session, url, user, name, "written by hubrunbook's verification\n", nbdir)
     try:
-        delete_file_as_user(session, url, user, name)
-    finally:
-        if path.exists():
-            path.unlink()
+        path = write_file_as_user(session, url, user, name, "written by hubrunbook's verification\n", nbdir)
+    finally:  # remove the probe file wherever the server put it, also when the check failed
+        try:
+            delete_file_as_user(session, url, user, name)
+        except (VerificationError, requests.RequestException):
+            pass
+        if (Path(nbdir) / name).exists():
+            (Path(nbdir) / name).unlink()
         if not had_checkpoints and checkpoints.is_dir() and not any(checkpoints.iterdir()):
             checkpoints.rmdir()  # jupyter-server made it for our file; leave the user's dir as we found it
     return True, f"{path} written through {url}/user/{user}/api/contents, owned by {user}; deleted again"

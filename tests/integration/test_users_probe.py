@@ -1,0 +1,251 @@
+"""Real system users (useradd/chpasswd/PAM) and a real hub verified over HTTP. Needs root.
+
+Every user made here starts with hrb-t- and is deleted afterwards; the hub and proxy are stopped by PID.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+
+import pytest
+from conftest import TEST_ROOT, port_params
+
+from hubrunbook import probe, users
+from hubrunbook.errors import PreflightError, VerificationError
+from hubrunbook.hubenv import env_bin
+from hubrunbook.process import start_hub, stop_hub, wait_hub_ready
+from hubrunbook.proxy import proxy_command
+from hubrunbook.steps import CHANGED, FAILED, OK, UNCHANGED, WOULD_CHANGE
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="creates system users: needs root"),
+]
+
+
+def tname(tag: str) -> str:
+    return f"hrb-t-{secrets.token_hex(3)}-{tag}"
+
+
+def exists(name: str) -> bool:
+    return subprocess.run(["id", "-u", name], capture_output=True).returncode == 0
+
+
+def shadow(name: str) -> str | None:
+    return users.shadow_hash(name)
+
+
+def useradd_foreign(name: str, home_base, password: str) -> None:
+    """A system user that hubrunbook did not create (as an operator would have made it)."""
+    subprocess.run(["useradd", "--create-home", "--home-dir", str(home_base / name), "--", name], check=True)
+    subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
+
+
+def userdel(name: str) -> None:
+    if exists(name):
+        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)  # only processes of our test user
+        subprocess.run(["userdel", "-r", "--", name], capture_output=True)
+
+
+@pytest.fixture
+def made(sandbox):
+    """Sandbox prefix + home base; afterwards deletes every hrb-t- user the test registered in `names`."""
+    home = sandbox / "home"
+    home.mkdir(parents=True)
+    names: list[str] = []
+    yield sandbox, home, names
+    for name in names:
+        assert name.startswith("hrb-")
+        userdel(name)
+
+
+def test_ensure_users_creates_is_idempotent_and_leaves_foreign_users_alone(made):
+    sandbox, home, names = made
+    user, admin, foreign = tname("u"), tname("a"), tname("f")
+    names += [user, admin, foreign]
+    useradd_foreign(foreign, home, "foreign-pass-1")
+    foreign_hash = shadow(foreign)
+    from hubrunbook.params import build_params
+
+    params = build_params({"prefix": str(sandbox / "pfx"), "users": [user, foreign], "admin_users": [admin],
+                           "home_base": str(home), "notebook_dir": str(home) + "/{username}/notebooks"})
+
+    # a foreign user without a notebook dir: refused before anything is created
+    with pytest.raises(PreflightError, match=f"{foreign}.*existed before hubrunbook.*install -d"):
+        users.ensure_users(params)
+    assert not exists(user) and not exists(admin)
+
+    # dry run after the operator fixed it: says what it would do, changes nothing
+    nb_foreign = home / foreign / "notebooks"
+    subprocess.run(["install", "-d", "-o", foreign, "-g", foreign, "-m", "0755", str(nb_foreign)], check=True)
+    dry = users.ensure_users(params, dry_run=True)
+    assert dry.status == WOULD_CHANGE and not exists(user) and not users.password_file(params, user).exists()
+
+    first = users.ensure_users(params)
+    assert first.status == CHANGED
+    by_user = {r[0]: r for r in first.rows}
+    assert by_user[user][1] == CHANGED and "created; password set; notebook dir created" in by_user[user][2]
+    assert by_user[foreign][1] == UNCHANGED and "left as it is" in by_user[foreign][2]
+    for name in (user, admin):
+        pw = users.lookup(name)
+        nb = home / name / "notebooks"
+        assert pw.pw_dir == str(home / name) and pw.pw_shell == "/bin/bash"
+        assert os.stat(nb).st_uid == pw.pw_uid and oct(os.stat(nb).st_mode & 0o777) == "0o755"
+        assert users.password_matches(name, users.user_password(params, name))
+    assert set(users.read_registry(params)) == {user, admin}
+    assert shadow(foreign) == foreign_hash and not users.password_file(params, foreign).exists()
+
+    second = users.ensure_users(params)
+    assert second.status == UNCHANGED and {r[1] for r in second.rows} == {UNCHANGED}
+
+    # a password changed behind our back is set again from its source
+    subprocess.run(["chpasswd"], input=f"{user}:changed-elsewhere\n", text=True, check=True)
+    third = users.ensure_users(params)
+    assert third.status == CHANGED and {r[0]: r[2] for r in third.rows}[user].startswith("password set")
+    assert users.password_matches(user, users.user_password(params, user))
+
+    # asking for another password for the foreign user is refused, its password stays
+    os.environ["HRB_T_FOREIGN_PW"] = "not-its-password"
+    try:
+        other = params.model_copy(update={"passwords": {foreign: "env:HRB_T_FOREIGN_PW"}})
+        with pytest.raises(PreflightError, match="never changes the password"):
+            users.ensure_users(other)
+    finally:
+        del os.environ["HRB_T_FOREIGN_PW"]
+    assert shadow(foreign) == foreign_hash
+
+    removed = users.remove_users(params, [user, admin, foreign])
+    assert not exists(user) and not exists(admin) and not (home / user).exists()
+    assert exists(foreign) and shadow(foreign) == foreign_hash  # never created by us: untouched
+    assert {r[0]: r[1] for r in removed.rows} == {user: CHANGED, admin: CHANGED, foreign: UNCHANGED}
+    assert not users.password_file(params, user).exists() and users.read_registry(params) == {}
+
+
+def test_missing_home_base_fails_before_any_user_is_created(made):
+    sandbox, home, names = made
+    user = tname("m")
+    names.append(user)
+    from hubrunbook.params import build_params
+
+    params = build_params({"prefix": str(sandbox / "pfx"), "users": [user], "admin_users": [],
+                           "home_base": str(sandbox / "no-such-dir")})
+    with pytest.raises(PreflightError, match="home_base .* does not exist"):
+        users.ensure_users(params)
+    assert not exists(user) and users.read_registry(params) == {}
+
+
+# --- a real hub, verified over HTTP --------------------------------------------------------------
+HUB_CONFIG = """\
+c.JupyterHub.bind_url = {bind_url!r}
+c.JupyterHub.hub_ip = '127.0.0.1'
+c.JupyterHub.hub_port = {hub_port}
+c.ConfigurableHTTPProxy.api_url = {api_url!r}
+c.ConfigurableHTTPProxy.command = {proxy_cmd!r}
+c.ConfigurableHTTPProxy.pid_file = {pid_file!r}
+c.JupyterHub.db_url = {db_url!r}
+c.JupyterHub.cookie_secret_file = {cookie!r}
+c.Authenticator.allowed_users = {allowed!r}
+c.Authenticator.admin_users = {admins!r}
+c.Spawner.notebook_dir = {notebook_dir!r}
+c.Spawner.default_url = '/lab'
+c.Spawner.cmd = [{singleuser!r}]
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(shared_install):
+    """A PAM hub on free loopback ports with a user, an admin and an outsider (system user not allowed)."""
+    work = TEST_ROOT / f"users-probe-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "home").mkdir(parents=True)
+    user, admin, outsider = tname("u"), tname("a"), tname("o")
+    params = shared_install.model_copy(update={
+        **port_params(), "users": [user], "admin_users": [admin], "home_base": str(work / "home"),
+        "notebook_dir": str(work / "home") + "/{username}/notebooks",
+    })
+    # users and passwords live in the test's own prefix, not the shared one
+    own = params.model_copy(update={"prefix": str(work / "pfx")})
+    outsider_params = own.model_copy(update={"users": [outsider], "admin_users": []})
+    proc = None
+    try:
+        users.ensure_users(own)
+        users.ensure_users(outsider_params)
+        pid_file = work / "proxy.pid"
+        (work / "jupyterhub_config.py").write_text(HUB_CONFIG.format(
+            bind_url=f"http://127.0.0.1:{params.port}", hub_port=params.hub_port,
+            api_url=f"http://127.0.0.1:{params.proxy_api_port}", proxy_cmd=proxy_command(params), pid_file=str(pid_file),
+            db_url=f"sqlite:///{work / 'jupyterhub.sqlite'}", cookie=str(work / "cookie_secret"),
+            allowed={user}, admins={admin}, notebook_dir=params.notebook_dir,
+            singleuser=str(env_bin(params, "jupyterhub-singleuser")),
+        ))
+        proc = start_hub([str(env_bin(params, "jupyterhub")), "-f", str(work / "jupyterhub_config.py")], cwd=work,
+                         log_file=work / "jupyterhub.log", env={"CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(32)},
+                         proxy_pid_file=pid_file)
+        wait_hub_ready(proc, params.public_url, params.port, 60)
+        yield {
+            "params": own, "user": user, "admin": admin, "outsider": outsider,
+            "pw": {n: users.user_password(own, n) for n in (user, admin, outsider)},
+        }
+    finally:
+        if proc is not None:
+            stop_hub(proc.pid, proc.proxy_pid())
+        users.remove_users(own, [user, admin, outsider])
+        for name in (user, admin, outsider):
+            userdel(name)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def verify(hub, params=None, **overrides):
+    args = {"user": hub["user"], "password": hub["pw"][hub["user"]], "admin": hub["admin"],
+            "admin_password": hub["pw"][hub["admin"]], "outsider": (hub["outsider"], hub["pw"][hub["outsider"]])}
+    return probe.check_verification(params or hub["params"], **{**args, **overrides})
+
+
+def test_verification_passes_on_a_correct_hub(hub):
+    result = verify(hub)
+    rows = {r[0]: r for r in result.rows}
+    assert result.status == OK, result
+    assert list(rows) == [
+        "user logs in", "server spawns", "server runs as user in notebook dir (file owned by user)",
+        "admin lists users via REST API", "wrong password refused (403)", "user not in allow list refused (403)",
+        "servers started by the probe stopped",
+    ]
+    assert all(r[1] == OK for r in result.rows)
+    assert hub["user"] in rows["admin lists users via REST API"][2]
+    assert "HTTP 403" in rows["user not in allow list refused (403)"][2] and "correct password" in rows["user not in allow list refused (403)"][2]
+    text = repr(result) + result._repr_html_()
+    assert not any(pw in text for pw in hub["pw"].values())
+    # what the user sees afterwards: no server left running, no probe file left in the notebook dir
+    session = probe.login(hub["params"].public_url, hub["user"], hub["pw"][hub["user"]])
+    assert probe.user_model(session, hub["params"].public_url, hub["user"])["servers"] == {}
+    assert os.listdir(users.notebook_dir_for(hub["params"], hub["user"])) == []
+
+
+def test_verification_reports_failures_and_still_cleans_up(hub):
+    # the probe looks for the file in a dir the hub does not use, and the admin password is wrong
+    elsewhere = hub["params"].model_copy(update={"notebook_dir": "/nonexistent/{username}"})
+    result = verify(hub, params=elsewhere, admin_password="wrong-admin-password")
+    rows = {r[0]: r for r in result.rows}
+    assert result.status == FAILED
+    assert rows["user logs in"][1] == OK and rows["server spawns"][1] == OK
+    assert rows["server runs as user in notebook dir (file owned by user)"][1] == FAILED
+    assert "not in /nonexistent/" in rows["server runs as user in notebook dir (file owned by user)"][2]
+    assert rows["admin lists users via REST API"][1] == FAILED and "HTTP 403" in rows["admin lists users via REST API"][2]
+    assert rows["servers started by the probe stopped"][1] == OK
+    # the probe file went to the hub's real notebook dir; the probe deleted it through the API all the same
+    nb = users.notebook_dir_for(hub["params"], hub["user"])
+    assert not [f for f in os.listdir(nb) if f.startswith("hubrunbook-probe-")]
+    shutil.rmtree(nb / ".ipynb_checkpoints", ignore_errors=True)  # jupyter-server's, made for the probe file
+
+
+def test_login_failure_names_user_and_status_but_not_password(hub):
+    url = hub["params"].public_url
+    with pytest.raises(VerificationError) as err:
+        probe.login(url, hub["user"], "Wrong-Pass-123")
+    assert "HTTP 403" in str(err.value) and hub["user"] in str(err.value) and "Wrong-Pass-123" not in str(err.value)
+    # a non-admin cannot list users: the admin row would catch a hub that lets everybody in
+    session = probe.login(url, hub["user"], hub["pw"][hub["user"]])
+    with pytest.raises(VerificationError, match="HTTP 403"):
+        probe.list_users(session, url)
