@@ -21,9 +21,13 @@ from .params import USERNAME_MAX
 # the hub refuses (403, "Disallowing invalid username") any login that is not a safe system username
 USERNAME_PATTERN = rf"^[a-z_][a-z0-9_-]{{0,{USERNAME_MAX - 1}}}$"
 
+# The generic class is hubrunbook's own subclass, written into the hub env by ensure_oauthenticator: oauthenticator
+# 17.4's LocalGenericOAuthenticator answers a new user with a 500 (getpwnam) when allowed_groups is set, because
+# LocalAuthenticator.check_allowed tests UNIX groups of an account that is only created after the allow check.
+HUB_MODULE = "hubrunbook_hub_auth"
 CLASSES = {
     "github": "oauthenticator.github.LocalGitHubOAuthenticator",
-    "generic": "oauthenticator.generic.LocalGenericOAuthenticator",
+    "generic": f"{HUB_MODULE}.LocalGenericOAuthenticator",
 }
 # environment variables oauthenticator reads when the config does not set client_id/client_secret
 ENV_VARS = {
@@ -33,7 +37,7 @@ ENV_VARS = {
 LOGIN_SERVICE = {"github": "GitHub", "generic": "OpenID Connect"}
 GITHUB_ONLY = ("c.GitHubOAuthenticator.github_url", "c.GitHubOAuthenticator.allowed_organizations")
 GENERIC_ONLY = (
-    "c.GenericOAuthenticator.username_claim", "c.Authenticator.manage_groups", "c.OAuthenticator.auth_state_groups_key",
+    "c.GenericOAuthenticator.username_claim", "c.OAuthenticator.manage_groups", "c.OAuthenticator.auth_state_groups_key",
     "c.OAuthenticator.allowed_groups", "c.OAuthenticator.admin_groups",
 )
 ENDPOINT_KEYS = ("authorize_url", "token_url", "userdata_url")
@@ -187,13 +191,18 @@ def add_user_cmd(params) -> list[str]:
 def oauth_settings(params, endpoints: dict[str, str] | None = None) -> dict[str, str | None]:
     """The jupyterhub_config.py settings (key → Python source; None removes) for OAuth login. No secrets in it.
 
-    *endpoints*: authorize/token/userdata URLs (from :func:`provider_endpoints`); GitHub without overrides
-    needs none (oauthenticator derives them from github_url).
+    Who may log in is set on ``c.OAuthenticator`` and user creation on the authenticator's own class, so the
+    local-login settings of configure.ipynb (``c.Authenticator.*``, PAM) stay as they are and apply again
+    if the hub is switched back. *endpoints*: authorize/token/userdata URLs (from :func:`provider_endpoints`);
+    GitHub without overrides needs none (oauthenticator derives them from github_url).
     """
     gh = params.oauth_provider == "github"
     endpoints = endpoints or {}
+    cls = CLASSES[params.oauth_provider].rsplit(".", 1)[1]
+    other = CLASSES["generic" if gh else "github"].rsplit(".", 1)[1]
     s: dict[str, str | None] = {k: None for k in SECRET_KEYS}
     s.update({k: None for k in (GENERIC_ONLY if gh else GITHUB_ONLY)})
+    s.update({f"c.{other}.{t}": None for t in ("create_system_users", "add_user_cmd")})
     s["c.JupyterHub.authenticator_class"] = _py(CLASSES[params.oauth_provider])
     if params.base_url != "/":
         s["c.JupyterHub.base_url"] = _py(params.base_url)
@@ -201,13 +210,13 @@ def oauth_settings(params, endpoints: dict[str, str] | None = None) -> dict[str,
     s["c.OAuthenticator.login_service"] = _py(LOGIN_SERVICE[params.oauth_provider])
     s["c.OAuthenticator.scope"] = _py(scopes(params))
     s["c.OAuthenticator.enable_pkce"] = "True"
-    s["c.Authenticator.allow_all"] = "False"
+    s["c.OAuthenticator.allow_all"] = "False"
     s["c.OAuthenticator.allow_existing_users"] = "False"
-    s["c.Authenticator.allowed_users"] = _py(set(params.oauth_allowed_users))
-    s["c.Authenticator.admin_users"] = _py(set(params.oauth_admin_users))
-    s["c.Authenticator.username_pattern"] = _py(USERNAME_PATTERN)
-    s["c.LocalAuthenticator.create_system_users"] = "True"
-    s["c.LocalAuthenticator.add_user_cmd"] = _py(add_user_cmd(params))
+    s["c.OAuthenticator.allowed_users"] = _py(set(params.oauth_allowed_users))
+    s["c.OAuthenticator.admin_users"] = _py(set(params.oauth_admin_users))
+    s["c.OAuthenticator.username_pattern"] = _py(USERNAME_PATTERN)
+    s[f"c.{cls}.create_system_users"] = "True"
+    s[f"c.{cls}.add_user_cmd"] = _py(add_user_cmd(params))
     for key in ENDPOINT_KEYS:
         url = getattr(params, f"oauth_{key}") or ("" if gh else endpoints.get(key, ""))
         s[f"c.OAuthenticator.{key}"] = _py(url) if url else None
@@ -217,7 +226,7 @@ def oauth_settings(params, endpoints: dict[str, str] | None = None) -> dict[str,
     else:
         s["c.GenericOAuthenticator.username_claim"] = _py(username_claim(params))
         groups = uses_groups(params)
-        s["c.Authenticator.manage_groups"] = "True" if groups else None
+        s["c.OAuthenticator.manage_groups"] = "True" if groups else None
         s["c.OAuthenticator.auth_state_groups_key"] = _py(f"oauth_user.{params.oauth_groups_claim}") if groups else None
         s["c.OAuthenticator.allowed_groups"] = _py(set(params.oauth_allowed_groups)) if params.oauth_allowed_groups else None
         s["c.OAuthenticator.admin_groups"] = _py(set(params.oauth_admin_groups)) if params.oauth_admin_groups else None

@@ -118,11 +118,13 @@ def test_github_settings():
     s = _values(oauth.oauth_settings(p))
     assert s["c.JupyterHub.authenticator_class"] == "oauthenticator.github.LocalGitHubOAuthenticator"
     assert s["c.OAuthenticator.oauth_callback_url"] == "https://hub.example.org/hub/oauth_callback"
-    assert s["c.Authenticator.allowed_users"] == {"alice"} and s["c.Authenticator.admin_users"] == {"root-admin"}
+    assert s["c.OAuthenticator.allowed_users"] == {"alice"} and s["c.OAuthenticator.admin_users"] == {"root-admin"}
+    assert not any(k.startswith("c.Authenticator.") for k in s)  # configure.ipynb's local-login settings stay
     assert s["c.GitHubOAuthenticator.allowed_organizations"] == {"hrb-org:ops"}
     assert s["c.OAuthenticator.scope"] == ["read:org"]
-    assert s["c.LocalAuthenticator.create_system_users"] is True
-    assert s["c.Authenticator.allow_all"] is False
+    assert s["c.LocalGitHubOAuthenticator.create_system_users"] is True
+    assert s["c.LocalGenericOAuthenticator.create_system_users"] is None
+    assert s["c.OAuthenticator.allow_all"] is False
     # secrets never in the config; stale secret lines are removed
     assert all(s[k] is None for k in oauth.SECRET_KEYS)
     # generic-only settings are removed when switching to GitHub
@@ -148,7 +150,9 @@ def test_generic_settings_with_groups():
     assert s["c.OAuthenticator.authorize_url"] == "https://idp.example.org/auth"
     assert s["c.OAuthenticator.userdata_url"] == "https://idp.example.org/me"
     assert s["c.GenericOAuthenticator.username_claim"] == "preferred_username"
-    assert s["c.Authenticator.manage_groups"] is True
+    assert s["c.JupyterHub.authenticator_class"] == "hubrunbook_hub_auth.LocalGenericOAuthenticator"
+    assert s["c.LocalGenericOAuthenticator.create_system_users"] is True
+    assert s["c.OAuthenticator.manage_groups"] is True
     assert s["c.OAuthenticator.auth_state_groups_key"] == "oauth_user.groups"
     assert s["c.OAuthenticator.allowed_groups"] == {"staff"} and s["c.OAuthenticator.admin_groups"] == {"hub-admins"}
     assert s["c.JupyterHub.base_url"] == "/jh/"
@@ -160,7 +164,7 @@ def test_generic_default_scopes_and_claim():
     p = params(oauth_provider="generic", oidc_issuer="https://idp.example.org", oauth_allowed_users=["ann"])
     assert oauth.scopes(p) == ["openid", "profile"]
     assert oauth.username_claim(p) == "preferred_username"
-    assert oauth.oauth_settings(p, {})["c.Authenticator.manage_groups"] is None
+    assert oauth.oauth_settings(p, {})["c.OAuthenticator.manage_groups"] is None
 
 
 def test_settings_are_python_literals_and_hold_no_secret(monkeypatch):
