@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import grp
 import hmac
 import json
 import os
@@ -164,6 +165,14 @@ def password_matches(name: str, password: str) -> bool:
     return bool(got) and hmac.compare_digest(got, stored)
 
 
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
+
+
 def _tool(name: str) -> str:
     found = shutil.which(name, path=f"{os.environ.get('PATH', '')}:{SBIN_PATH}")
     if not found:
@@ -252,12 +261,19 @@ def _validate(params, item: dict, home_base: Path) -> None:
                 f"its home {home} already exists but the user does not (left over from another user?); "
                 "move or remove it, hubrunbook will not hand it to a new user"
             )
+        if _group_exists(name):
+            raise PreflightError(
+                f"a group named {name} exists without such a user, so useradd (one group per user) would fail; "
+                f"remove the group (groupdel {name}) if it is a leftover, or choose another name"
+            )
         shell = Path(params.user_shell)
         if not (shell.is_file() and os.access(shell, os.X_OK)):
             raise PreflightError(f"user_shell {shell} is not an executable file; set user_shell to e.g. /bin/bash")
         item["home"] = home
     else:
         item["home"] = Path(pw.pw_dir)
+        if (_nbdir_problem(nbdir, pw.pw_uid) or "").startswith("not a directory"):
+            raise PreflightError(f"its notebook dir {nbdir} is not a directory (or a symlink); remove it and run again")
     outside = not _inside(nbdir, item["home"])
     block = system.blocking_dir(nbdir if outside else item["home"].parent)
     if block is not None:
@@ -296,8 +312,6 @@ def _apply(params, item: dict, dry_run: bool) -> tuple[str, str, bool]:
         if dry_run:
             done.append(f"would fix notebook dir {nbdir} ({problem})")
         else:
-            if problem.startswith("not a directory"):
-                raise PreflightError(f"notebook dir {nbdir} of {name} is {problem}; remove it and run again")
             make_notebook_dir(nbdir, item["home"], pw.pw_uid, pw.pw_gid)
             done.append("notebook dir created" if problem == "missing" else "notebook dir owner fixed")
     if not done:

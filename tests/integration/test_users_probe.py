@@ -249,3 +249,23 @@ def test_login_failure_names_user_and_status_but_not_password(hub):
     session = probe.login(url, hub["user"], hub["pw"][hub["user"]])
     with pytest.raises(VerificationError, match="HTTP 403"):
         probe.list_users(session, url)
+
+
+def test_leftovers_of_another_user_are_refused_before_anything_changes(made):
+    sandbox, home, names = made
+    fresh, leftover_home, leftover_group = tname("n"), tname("h"), tname("g")
+    names += [fresh, leftover_home, leftover_group]
+    from hubrunbook.params import build_params
+
+    (home / leftover_home).mkdir()
+    subprocess.run(["groupadd", "--", leftover_group], check=True)
+    try:
+        params = build_params({"prefix": str(sandbox / "pfx"), "users": [fresh, leftover_home, leftover_group],
+                               "admin_users": [], "home_base": str(home)})
+        with pytest.raises(PreflightError) as err:
+            users.ensure_users(params)
+        assert f"home {home / leftover_home} already exists" in str(err.value)
+        assert f"a group named {leftover_group} exists" in str(err.value)
+        assert not exists(fresh) and not exists(leftover_home) and users.read_registry(params) == {}
+    finally:
+        subprocess.run(["groupdel", "--", leftover_group], capture_output=True)
