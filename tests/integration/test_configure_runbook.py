@@ -1,0 +1,135 @@
+"""configure.ipynb end to end as root: fresh, converged, one changed parameter, bad parameters."""
+import hashlib
+import pwd
+import shutil
+import socket
+
+import pytest
+
+from conftest import TEST_ROOT, port_params
+from test_install_runbook import papermill, step_statuses
+
+pytestmark = pytest.mark.integration
+
+USER, ADMIN = "hrb-it-user", "hrb-it-admin"
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    """A prefix after install.ipynb and a first configure.ipynb run; torn down afterwards (hub, users, files)."""
+    from hubrunbook.params import build_params
+    from hubrunbook.service import stop_managed_hub
+    from hubrunbook.users import remove_users
+
+    tmp = tmp_path_factory.mktemp("configure")
+    prefix = TEST_ROOT / "configure-it"
+    shutil.rmtree(prefix, ignore_errors=True)
+    values = port_params(prefix=str(prefix), users=[USER], admin_users=[ADMIN])
+    params = build_params(values)
+    try:
+        proc, _ = papermill("install", values, tmp)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        proc, out = papermill("configure", values, tmp)
+        yield {"values": values, "params": params, "tmp": tmp, "first": (proc, out)}
+    finally:
+        stop_managed_hub(params)
+        remove_users(params, [USER, ADMIN])
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+def hub_pid(params):
+    from hubrunbook.service import managed_hub_pid
+
+    return managed_hub_pid(params)
+
+
+def test_first_run_configures_and_verifies(deployment):
+    proc, out = deployment["first"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    st = step_statuses(out)
+    for step in ("ensure_config_file", "ensure_hub_secrets", "ensure_config", "ensure_users", "ensure_hub_running"):
+        assert st[step] == "changed", st
+    assert st["check_local_deployment"] == "ok"
+    params = deployment["params"]
+    assert pwd.getpwnam(USER).pw_dir == f"/home/{USER}"
+    assert (params.secrets_dir / "cookie_secret").stat().st_mode & 0o777 == 0o600
+    assert (params.secrets_dir / "hub.env").stat().st_mode & 0o777 == 0o600
+    text = params.config_path.read_text()
+    assert f"c.Authenticator.admin_users = {{'{ADMIN}'}}  # hubrunbook" in text
+    assert "c.Spawner.notebook_dir = '/home/{username}/notebooks'  # hubrunbook" in text
+    assert hub_pid(params)
+    # no secret in the executed notebook
+    import hubrunbook.users as users
+
+    executed = out.read_text()
+    for name in (USER, ADMIN):
+        assert users.user_password(params, name) not in executed
+    assert (params.secrets_dir / "cookie_secret").read_text() not in executed
+
+
+def test_rerun_changes_nothing_and_keeps_the_hub(deployment):
+    params = deployment["params"]
+    pid, conf = hub_pid(params), digest(params.config_path)
+    proc, out = papermill("configure", deployment["values"], deployment["tmp"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    st = step_statuses(out)
+    assert "changed" not in st.values(), st
+    assert hub_pid(params) == pid and digest(params.config_path) == conf
+
+
+def test_changed_parameter_changes_its_line_keeps_backup_and_restarts(deployment):
+    params = deployment["params"]
+    pid = hub_pid(params)
+    with open(params.config_path, "a") as fh:  # an operator's own edit must survive
+        fh.write("c.JupyterHub.shutdown_on_logout = True\n")
+    before = params.config_path.read_text()
+    backups = set(params.config_path.parent.glob("jupyterhub_config.py.bak-*"))
+    values = {**deployment["values"], "allowed_users": ["hrb-it-extra"]}
+    proc, out = papermill("configure", values, deployment["tmp"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = params.config_path.read_text()
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    assert changed == [(f"c.Authenticator.allowed_users = {{'{USER}'}}  # hubrunbook",
+                        f"c.Authenticator.allowed_users = {{'hrb-it-extra', '{USER}'}}  # hubrunbook")]
+    assert len(before.splitlines()) == len(after.splitlines())
+    assert "c.JupyterHub.shutdown_on_logout = True" in after
+    new_backups = set(params.config_path.parent.glob("jupyterhub_config.py.bak-*")) - backups
+    assert len(new_backups) == 1 and new_backups.pop().read_text() == before
+    st = step_statuses(out)
+    assert st["ensure_config"] == "changed" and st["ensure_hub_running"] == "changed"
+    assert st["check_local_deployment"] == "ok"
+    assert hub_pid(params) not in (None, pid)
+    deployment["values"] = values
+
+
+@pytest.mark.parametrize("bad,needle", [
+    ({"users": ["Bad.Name"]}, "not a valid system username"),
+    ({"admin_users": ["-root"]}, "admin_users"),
+    ({"notebook_dir": "notebooks/{username}"}, "notebook_dir must be an absolute path"),
+    ({"port": "foreign"}, "in use by pid"),
+])
+def test_bad_parameters_change_nothing(deployment, bad, needle):
+    params = deployment["params"]
+    pid, conf = hub_pid(params), digest(params.config_path)
+    ours = lambda: {p.pw_name for p in pwd.getpwall() if p.pw_name.startswith(("hrb-it", "Bad", "-root"))}
+    users_before = ours()
+    sock = None
+    if bad.get("port") == "foreign":
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        bad = {"port": sock.getsockname()[1]}
+    try:
+        proc, out = papermill("configure", {**deployment["values"], **bad}, deployment["tmp"])
+    finally:
+        if sock:
+            sock.close()
+    assert proc.returncode != 0
+    assert needle in proc.stderr + out.read_text()
+    assert digest(params.config_path) == conf
+    assert ours() == users_before
+    assert hub_pid(params) == pid
