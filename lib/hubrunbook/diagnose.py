@@ -149,6 +149,11 @@ class Report:
         return [(f.severity, f.id, f.seen, f.evidence, f.fix, "yes" if f.repairable else "no") for f in self.findings]
 
     HEADER = ("severity", "finding", "seen", "evidence", "fix", "repair")
+    TEXT_HEADER = ("severity", "finding", "seen", "repair")
+
+    def _text_rows(self) -> list[tuple]:
+        cut = lambda s, n: s if len(s) <= n else s[: n - 1] + "…"
+        return [(f.severity, f.id, cut(f.seen, 110), "yes" if f.repairable else "no") for f in self.findings]
 
     def _repr_html_(self) -> str:
         color = _SEV_COLOR[ERROR] if not self.ok else COLORS[OK]
@@ -156,7 +161,7 @@ class Report:
         return f"<p style='color:{color};font-weight:bold'>{html.escape(self.headline())}</p>" + body
 
     def __repr__(self) -> str:
-        return self.headline() + ("\n" + text_table(self.HEADER, self.rows()) if self.findings else "")
+        return self.headline() + ("\n" + text_table(self.TEXT_HEADER, self._text_rows()) if self.findings else "")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -227,15 +232,23 @@ def check_report(report: Report) -> StepResult:
                       header=("finding", "severity", "seen"))
 
 
-def write_report_json(report: Report, path: str | Path) -> Path:
-    """Write the report as JSON to *path* (mode 0640, replaced atomically). Returns the path."""
+def write_report_json(report: Report, path: str | Path, *, before: Report | None = None,
+                      repairs: StepResult | None = None) -> Path:
+    """Write *report* as JSON to *path* (mode 0640, replaced atomically); optionally the scan *before* repairs and
+    the *repairs* step. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = report.as_dict()
+    if before is not None:
+        data["before_repairs"] = before.as_dict()
+    if repairs is not None:
+        data["repairs"] = repairs.as_dict()
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     with os.fdopen(fd, "w") as fh:
-        json.dump(report.as_dict(), fh, indent=2)
+        json.dump(data, fh, indent=2)
         fh.write("\n")
+    os.chmod(tmp, 0o640)
     os.replace(tmp, path)
     return path
 

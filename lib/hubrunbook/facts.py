@@ -81,14 +81,17 @@ def satisfies(version: str, spec: str | None) -> bool:
 
 # --- processes we own ------------------------------------------------------------------------
 def hub_pid(params) -> int | None:
-    """The managed hub's PID from state/hub.pid when that process is alive and runs jupyterhub."""
-    pid = read_pid(params.state_dir / "hub.pid")
-    if pid and any("jupyterhub" in part for part in ports.cmdline(pid)):
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return pid
-        except psutil.Error:
-            return None
+    """Our running hub: the PID in state/hub.pid (service.managed_hub_pid), else a listener on hub_port whose
+    command line is `jupyterhub -f <our config>` (started by hand)."""
+    from .service import managed_hub_pid
+
+    pid = managed_hub_pid(params)
+    if pid:
+        return pid
+    for cand in ports.listeners(params.hub_port):
+        cmd = ports.cmdline(cand)
+        if any(part.endswith("jupyterhub") for part in cmd[:2]) and str(params.config_path) in cmd:
+            return cand
     return None
 
 

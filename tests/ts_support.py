@@ -1,0 +1,188 @@
+"""Working sandbox deployments for the troubleshoot fault-injection tests, built cheaply from the shared install.
+
+A deployment is a prefix of its own (config, secrets, state, users, ports, a running hub) whose ``env/``
+and ``proxy/`` are symlinks to the session's shared, installed hub env and proxy: the hub, the proxy and
+spawned servers run exactly as in a real install (the paths users execute go through the symlink), but
+nothing is installed per test. A test that breaks the env itself gets a real env of its own
+(``own_env=True``). Everything a test starts is stopped by PID; users it creates (hrb-ts-*) are deleted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+from conftest import REPO, TEST_ROOT, port_params
+from hubrunbook import config, ports, probe, service, users
+from hubrunbook.hubenv import ensure_hub_env, env_bin
+from hubrunbook.params import build_params
+from hubrunbook.process import read_pid, start_hub, terminate
+
+TEMPLATE = TEST_ROOT / "ts-config-template.py"
+
+
+def config_template(shared) -> Path:
+    """A generated jupyterhub_config.py (jupyterhub --generate-config, ~3 s), made once and copied per test."""
+    if not TEMPLATE.exists():
+        work = TEST_ROOT / "ts-template-prefix"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        (work / "env").symlink_to(shared.env_dir)
+        p = build_params({**port_params(), "prefix": str(work)})
+        config.ensure_config_file(p)
+        shutil.copy(p.config_path, TEMPLATE)
+        shutil.rmtree(work)
+    return TEMPLATE
+
+
+class Deployment:
+    """One working deployment: build(), break it in a test, run the runbook, teardown()."""
+
+    def __init__(self, shared, name: str, *, own_env: bool = False, **values):
+        self.shared, self.name, self.own_env = shared, name, own_env
+        self.prefix = TEST_ROOT / f"ts-{name}"
+        self.user = f"hrb-ts-{secrets.token_hex(3)}"
+        self.values = {**port_params(), "prefix": str(self.prefix), "users": [self.user], "admin_users": [self.user],
+                       "start_timeout": 30, **values}
+        self.params = build_params(self.values)
+        self.started: list[subprocess.Popen] = []  # processes the test started (foreign listeners, hand-run hubs)
+
+    # --- build -------------------------------------------------------------------------------------
+    def build(self, *, start: bool = True) -> "Deployment":
+        shutil.rmtree(self.prefix, ignore_errors=True)
+        self.prefix.mkdir(parents=True)
+        os.chmod(self.prefix, 0o755)
+        p = self.params
+        if self.own_env:
+            ensure_hub_env(p)  # a real env of its own (uv, from cache: a few seconds)
+        else:
+            (self.prefix / "env").symlink_to(self.shared.env_dir)
+        (self.prefix / "proxy").symlink_to(self.shared.root / "proxy")
+        p.config_path.parent.mkdir(parents=True)
+        shutil.copy(config_template(self.shared), p.config_path)
+        config.ensure_config(p)
+        service.ensure_hub_secrets(p)
+        users.ensure_users(p)
+        if start:
+            service.ensure_hub_running(p)
+        return self
+
+    # --- faults ----------------------------------------------------------------------------------------
+    def hub_env(self) -> dict[str, str]:
+        return service.read_hub_env(self.params)
+
+    def start_hub_by_hand(self, wait_exit: float = 0) -> subprocess.Popen:
+        """`jupyterhub -f <config>` as the guide starts it (hub.env in its environment, no pid file written)."""
+        p = self.params
+        hub = start_hub([str(env_bin(p, "jupyterhub")), "-f", str(p.config_path)], cwd=p.state_dir,
+                        log_file=p.state_dir / "jupyterhub.log", env={**self.hub_env(), "PATH": f"{p.env_dir}/bin:/usr/bin:/bin"},
+                        proxy_pid_file=p.state_dir / "jupyterhub-proxy.pid")
+        proc = psutil.Process(hub.pid)
+        self.started.append(proc)
+        if wait_exit:
+            try:
+                proc.wait(wait_exit)
+            except psutil.TimeoutExpired:
+                pass
+        return proc
+
+    def start_listener(self, port: int) -> psutil.Process:
+        """A foreign program (python's http.server) listening on *port*."""
+        proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.started.append(psutil.Process(proc.pid))
+        _wait(lambda: proc.pid in ports.listeners(port), f"http.server on {port}")
+        return psutil.Process(proc.pid)
+
+    def start_proxy_by_hand(self, token: str) -> psutil.Process:
+        """configurable-http-proxy started by hand on our API port with another token (guide §3.2)."""
+        from hubrunbook.proxy import proxy_command
+        from conftest import free_port
+
+        p = self.params
+        proc = subprocess.Popen(
+            proxy_command(p) + ["--ip", "127.0.0.1", "--port", str(free_port()), "--api-ip", "127.0.0.1",
+                                "--api-port", str(p.proxy_api_port)],
+            env={**os.environ, "CONFIGPROXY_AUTH_TOKEN": token}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        self.started.append(psutil.Process(proc.pid))
+        _wait(lambda: proc.pid in ports.listeners(p.proxy_api_port), "hand-started proxy")
+        return psutil.Process(proc.pid)
+
+    # --- the runbook ---------------------------------------------------------------------------------
+    def troubleshoot(self, tmp_path: Path, *, apply_fixes: bool = False, tag: str = "") -> tuple[subprocess.CompletedProcess, dict]:
+        """Run runbooks/troubleshoot.ipynb with papermill; returns (process, the JSON report)."""
+        tag = tag or ("fix" if apply_fixes else "scan")
+        report = tmp_path / f"report-{tag}.json"
+        pfile = tmp_path / f"params-{tag}.yaml"
+        pfile.write_text(yaml.safe_dump({**self.values, "apply_fixes": apply_fixes, "report_file": str(report)}))
+        out = tmp_path / f"troubleshoot-{tag}.ipynb"
+        proc = subprocess.run([sys.executable, "-m", "papermill", str(REPO / "runbooks" / "troubleshoot.ipynb"), str(out),
+                               "-f", str(pfile), "--cwd", str(REPO / "runbooks")], capture_output=True, text=True, timeout=300)
+        data = json.loads(report.read_text()) if report.exists() else {}
+        return proc, data
+
+    def user_logs_in_and_spawns(self) -> float:
+        """What a user would do: log in with the password and get a server (stopped again). Returns seconds."""
+        url = self.params.public_url
+        session = probe.login(url, self.user, users.user_password(self.params, self.user))
+        seconds = probe.start_server(session, url, self.user, timeout=60)
+        probe.stop_server(session, url, self.user)
+        return seconds
+
+    # --- cleanup -------------------------------------------------------------------------------------
+    def teardown(self) -> None:
+        p = self.params
+        try:
+            service.stop_managed_hub(p)
+        except Exception:
+            pass
+        for proc in self.started:
+            if proc.is_running():
+                terminate(proc.pid, timeout=5)
+        # a proxy the hub started for this prefix (its command line names our prefix) and that survived
+        for port in (p.port, p.proxy_api_port, p.hub_port):
+            for pid in ports.listeners(port):
+                if any(str(self.prefix) in part for part in ports.cmdline(pid)):
+                    terminate(pid, timeout=5)
+        _kill_user_processes(self.user)
+        try:
+            users.remove_users(p, [self.user])
+        except Exception:
+            subprocess.run(["userdel", "-r", "--", self.user], capture_output=True)
+        if os.path.ismount(p.state_dir):
+            subprocess.run(["umount", "-l", str(p.state_dir)], capture_output=True)
+        os.chmod(self.prefix, 0o755) if self.prefix.exists() else None
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+def _kill_user_processes(user: str) -> None:
+    """Single-user servers of our test user that outlived the hub (only processes owned by that user)."""
+    for proc in psutil.process_iter(["username"]):
+        if proc.info["username"] == user:
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                pass
+
+
+def _wait(cond, what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"waited {timeout} s for {what}")
+
+
+def ids(findings: list[dict], severity: str | None = None) -> set[str]:
+    return {f["id"] for f in findings if severity is None or f["severity"] == severity}
