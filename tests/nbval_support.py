@@ -13,10 +13,29 @@ TEST_ROOT = Path(os.environ.get("HRB_TEST_ROOT", "/tmp/hrb-tests"))
 SANITIZE = REPO / "tests" / "nbval_sanitize.cfg"
 
 
+# runbooks to run before each one (with the same parameters) so its sandbox is converged
+CHAINS = {"install": ["install"], "configure": ["install", "configure"]}
+
+
 def reference_params(name: str, ports: tuple[int, int, int] = (18100, 18101, 18102)) -> dict:
     """Parameters of the sandbox a runbook's reference outputs come from (ports are sanitised away)."""
     port, hub_port, api_port = ports
-    return {"prefix": str(TEST_ROOT / f"nbval-{name}"), "port": port, "hub_port": hub_port, "proxy_api_port": api_port}
+    values = {"prefix": str(TEST_ROOT / f"nbval-{name}"), "port": port, "hub_port": hub_port, "proxy_api_port": api_port}
+    if name != "install":
+        values |= {"users": ["hrb-nbv-user"], "admin_users": ["hrb-nbv-admin"]}
+    return values
+
+
+def teardown(values: dict) -> None:
+    """Stop the sandbox's hub and remove the users it created (by PID and by our registry only)."""
+    from hubrunbook.params import build_params
+    from hubrunbook.service import stop_managed_hub
+    from hubrunbook.users import remove_users
+
+    params = build_params(values)
+    stop_managed_hub(params)
+    if (params.state_dir / "users.json").exists():
+        remove_users(params, [*params.users, *params.admin_users])
 
 
 def prepare_copy(name: str, params: dict, dest: Path) -> Path:

@@ -15,7 +15,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tools"))
-from nbval_support import reference_params  # noqa: E402
+from nbval_support import CHAINS, reference_params, teardown  # noqa: E402
 from nbtools import transplant_outputs  # noqa: E402
 
 
@@ -23,11 +23,15 @@ def record(name: str) -> None:
     source = REPO / "runbooks" / f"{name}.ipynb"
     with tempfile.TemporaryDirectory() as tmp:
         pfile = Path(tmp) / "params.yaml"
-        pfile.write_text(yaml.safe_dump(reference_params(name)))
+        values = reference_params(name)
+        pfile.write_text(yaml.safe_dump(values))
         out = Path(tmp) / "out.ipynb"
-        for attempt in (1, 2):  # the second run is the converged one the reference shows
-            subprocess.run([sys.executable, "-m", "papermill", "--cwd", str(REPO / "runbooks"), str(source), str(out),
-                            "-f", str(pfile)], check=True)
+        try:
+            for step in CHAINS[name] + [name]:  # the last run is the converged one the reference shows
+                subprocess.run([sys.executable, "-m", "papermill", "--cwd", str(REPO / "runbooks"),
+                                str(REPO / "runbooks" / f"{step}.ipynb"), str(out), "-f", str(pfile)], check=True)
+        finally:
+            teardown(values)
         transplant_outputs(source, out)
     print(f"recorded reference outputs into runbooks/{name}.ipynb")
 

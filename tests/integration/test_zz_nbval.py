@@ -10,22 +10,26 @@ import sys
 import pytest
 
 from conftest import REPO, port_params
-from nbval_support import SANITIZE, prepare_copy, reference_params
+from nbval_support import CHAINS, SANITIZE, prepare_copy, reference_params, teardown
 from test_install_runbook import papermill
 
 pytestmark = pytest.mark.integration
 
-NBVAL_RUNBOOKS = ["install"]
+NBVAL_RUNBOOKS = ["install", "configure"]
 
 
 @pytest.mark.parametrize("name", NBVAL_RUNBOOKS)
 def test_runbook_outputs_match_reference(name, tmp_path):
     ports = port_params()
     params = {**reference_params(name), **{k: ports[k] for k in ("port", "hub_port", "proxy_api_port")}}
-    proc, _ = papermill(name, params, tmp_path)  # converge the sandbox first
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    copy = prepare_copy(name, params, tmp_path / f"{name}.ipynb")
-    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
-                          "--nbval-sanitize-with", str(SANITIZE), str(copy), "-q"],
-                         capture_output=True, text=True, cwd=REPO / "runbooks", timeout=900)
+    try:
+        for step in CHAINS[name]:  # converge the sandbox first
+            proc, _ = papermill(step, params, tmp_path)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+        copy = prepare_copy(name, params, tmp_path / f"{name}.ipynb")
+        res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+                              "--nbval-sanitize-with", str(SANITIZE), str(copy), "-q"],
+                             capture_output=True, text=True, cwd=REPO / "runbooks", timeout=900)
+    finally:
+        teardown(params)
     assert res.returncode == 0, res.stdout[-6000:]
