@@ -31,15 +31,25 @@ def check_local_deployment(params) -> StepResult:
 
     Side effects: a throwaway outsider user exists for the duration of the check; servers the probe starts are stopped.
     """
-    if not params.users or not params.admin_users:
-        raise VerificationError("verification needs at least one entry in users and in admin_users")
-    user, admin = params.users[0], params.admin_users[0]
+    user, admin = _verifiable(params, params.users), _verifiable(params, params.admin_users)
+    if not user or not admin:
+        raise VerificationError(
+            "verification needs a user and an admin whose passwords are known: created by this runbook, "
+            "or with an entry in passwords (a pre-existing user's password is not ours to know)")
     with temporary_outsider() as outsider:
         result = check_verification(params, user=user, password=user_password(params, user), admin=admin,
                                     admin_password=user_password(params, admin), outsider=outsider)
     result.step = "check_local_deployment"
     result.rows = [(label, status, detail.replace(outsider[0], "hrb-outsider-*")) for label, status, detail in result.rows]
     return result
+
+
+def _verifiable(params, names) -> str | None:
+    """First of *names* whose password we know: one we created, or one with a passwords entry."""
+    from .users import read_registry
+
+    ours = read_registry(params)
+    return next((n for n in names if n in ours or n in params.passwords), None)
 
 
 def login_instructions(params) -> StepResult:

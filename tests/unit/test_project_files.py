@@ -72,3 +72,14 @@ def test_runbook_code_cells_are_short_and_plain(nb_path):
         src = "".join(cell["source"])
         assert len(src.splitlines()) <= 5, f"{nb_path.name}: code cell longer than 5 lines:\n{src}"
         assert not re.search(r"^\s*(!|%%?(bash|sh|system))|\btry:|\bfor .* in |\bwhile ", src, re.M), src
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "parameters").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_parameter_file_validates(path):
+    load_params_file(path)
+
+
+def test_readme_shows_the_two_commands_and_ci_calls_the_test_command():
+    readme = (REPO / "README.md").read_text()
+    assert "make deploy" in readme and "make test" in readme
+    assert "make test" in (REPO / ".ci" / "run").read_text()
