@@ -11,19 +11,33 @@ names, or register this module as a plugin: ``pytest_plugins = ["oauth_fixtures"
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
+import psutil
 import pytest
 import requests
 
-from conftest import REPO, TEST_ROOT, free_port
+from conftest import REPO, TEST_ROOT, free_port, port_params
 from fakegithub import FakeGitHub, GitHubUser
+
+from hubrunbook.config import ensure_config, ensure_config_file
+from hubrunbook.hubenv import ensure_hub_env
+from hubrunbook.node import ensure_node
+from hubrunbook.oauthcheck import check_oauth_login, check_oauth_static
+from hubrunbook.oauthsteps import (check_oauth_plan, ensure_oauth_config, ensure_oauth_secrets, ensure_oauthenticator,
+                                   show_registration)
+from hubrunbook.params import build_params
+from hubrunbook.proxy import ensure_proxy
+from hubrunbook.service import ensure_hub_running, ensure_hub_secrets, log_path, stop_managed_hub
+from hubrunbook.steps import CHANGED, UNCHANGED, Run
 
 OIDC_SRC = REPO / "tests" / "oidc"
 
@@ -139,3 +153,130 @@ def fake_github():
     ).start()
     yield gh
     gh.stop()
+
+
+# --- a configured hub in a sandbox -------------------------------------------------------------------
+INSTALL = TEST_ROOT / "oauth-install"  # node, proxy and a hub env with oauthenticator, shared by these tests only
+OAUTH_STEPS = (check_oauth_plan, show_registration, ensure_oauth_secrets, ensure_oauthenticator, ensure_oauth_config,
+               check_oauth_static, ensure_hub_running, check_oauth_login)
+
+
+def build_oauth_install() -> Path:
+    """A prefix with node, proxy and a hub env holding oauthenticator (idempotent; the shared env stays untouched)."""
+    params = build_params(port_params(prefix=str(INSTALL)))
+    for step in (ensure_node, ensure_proxy, ensure_hub_env, ensure_oauthenticator):
+        step(params)
+    return INSTALL
+
+
+@pytest.fixture(scope="session")
+def oauth_install():
+    return build_oauth_install()
+
+
+def exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def delete_user(name: str) -> None:
+    """Stop the processes of our test user (by PID) and delete it with its home."""
+    assert name.startswith("hrb-")
+    if not exists(name):
+        return
+    procs = [p for p in psutil.process_iter(["username"]) if p.info["username"] == name]
+    for p in procs:
+        p.kill()
+    psutil.wait_procs(procs, timeout=10)
+    subprocess.run(["userdel", "-r", "--", name], capture_output=True)
+
+
+class Hub:
+    """A configured (configure.ipynb-style) hub in a sandbox prefix that shares the oauth install's env and proxy."""
+
+    def __init__(self, sandbox: Path, install: Path):
+        self.sandbox, self.install = sandbox, install
+        self.users: list[str] = []
+        sandbox.mkdir(parents=True, exist_ok=True)
+        for sub in ("env", "proxy", "nodejs"):
+            if (install / sub).exists():
+                (sandbox / sub).symlink_to(install / sub)
+        self.secret_file = sandbox / "client.secret"
+        self.ports = port_params()
+        self.params = None
+
+    def configure(self, **oauth_params):
+        """Write the config the way configure.ipynb does and start the hub (PAM), then return OAuth params."""
+        base = {"prefix": str(self.sandbox), **self.ports, "users": [], "admin_users": ["demo"], "start_timeout": 60}
+        local = build_params(base)
+        for step in (ensure_config_file, ensure_hub_secrets, ensure_config, ensure_hub_running):
+            assert step(local).status in (CHANGED, UNCHANGED)
+        self.params = build_params({**base, **oauth_params})
+        return self.params
+
+    def set_secret(self, value: str) -> None:
+        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, value.encode())
+        os.close(fd)
+
+    def run_oauth(self, params=None) -> dict[str, object]:
+        """Run the oauth runbook's steps in order (as the notebook does); {step: StepResult}."""
+        params = params or self.params
+        run = Run("oauth", params)
+        return {step.__name__: run(step) for step in OAUTH_STEPS}
+
+    @property
+    def url(self) -> str:
+        return self.params.public_url
+
+    def log(self) -> str:
+        return log_path(self.params).read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.params is not None:
+            stop_managed_hub(self.params)
+        for name in self.users:
+            delete_user(name)
+
+
+@pytest.fixture
+def hub(sandbox, oauth_install):
+    h = Hub(sandbox, oauth_install)
+    yield h
+    h.close()
+
+
+
+
+# --- the reference sandbox of oauth.ipynb (papermill and nbval) ------------------------------------------
+REFERENCE_PREFIX = TEST_ROOT / "nbval-oauth"
+REFERENCE_ID_VAR = "HRB_NBVAL_GH_CLIENT_ID"
+
+
+@contextlib.contextmanager
+def reference_sandbox(prefix: Path = REFERENCE_PREFIX):
+    """A configured hub plus a fake GitHub; yields (hub, fake GitHub, papermill parameters for oauth.ipynb).
+
+    The client id comes from the environment variable REFERENCE_ID_VAR (set here, inherited by papermill's
+    kernel), the secret from a 0600 file. Everything is stopped and removed afterwards.
+    """
+    shutil.rmtree(prefix, ignore_errors=True)
+    hub = Hub(prefix, build_oauth_install())
+    gh = FakeGitHub("Iv1.hrbnbvalclient", "nbval-gh-secret-" + os.urandom(10).hex(),
+                    {"u": GitHubUser("hrb-nbv-gh", 77, orgs=["hrb-org"])}, default_user="hrb-nbv-gh").start()
+    hub.users.append("hrb-nbv-gh")
+    os.environ[REFERENCE_ID_VAR] = gh.client_id
+    try:
+        hub.set_secret(gh.client_secret)
+        values = {"github_url": gh.url, "oauth_client_id": f"env:{REFERENCE_ID_VAR}",
+                  "oauth_client_secret": f"file:{hub.secret_file}", "oauth_allowed_organizations": ["hrb-org"]}
+        hub.configure(**values)
+        yield hub, gh, {"prefix": str(prefix), **hub.ports, **values}
+    finally:
+        os.environ.pop(REFERENCE_ID_VAR, None)
+        hub.close()
+        gh.stop()
+        shutil.rmtree(prefix, ignore_errors=True)

@@ -13,7 +13,7 @@ from . import oauth, secretref
 from .errors import ParameterError, RunbookError, SecretError
 from .hubenv import installed_versions
 from .service import hub_env_path, read_hub_env
-from .steps import FAILED, OK, StepResult
+from .steps import FAILED, OK, WOULD_CHANGE, StepResult
 
 PROBE_CODE = "hubrunbook-probe-not-a-real-code"
 BAD_CLIENT = {"incorrect_client_credentials", "invalid_client", "unauthorized_client"}
@@ -84,13 +84,19 @@ def _client(params) -> tuple[str, str, str]:
     return cid, sec, f"{params.oauth_client_id}, {params.oauth_client_secret} (not yet in hub.env)"
 
 
-def check_oauth_static(params) -> StepResult:
-    """Allow rule, callback URL, secrets, provider endpoints and client credentials, as a table. Read-only."""
+def check_oauth_static(params, *, dry_run: bool = False) -> StepResult:
+    """Allow rule, callback URL, secrets, provider endpoints and client credentials, as a table. Read-only.
+
+    In a dry run the config file and hub.env have not been changed, so their rows are left for the real run.
+    """
     rows: list[tuple[str, str, str]] = []
 
     def row(check: str, good: bool, detail: str) -> bool:
         rows.append((check, OK if good else FAILED, detail))
         return good
+
+    def later(check: str) -> None:
+        rows.append((check, "not checked", "dry run: checked after the change"))
 
     try:
         oauth.check_oauth_params(params)
@@ -98,19 +104,11 @@ def check_oauth_static(params) -> StepResult:
     except ParameterError as exc:
         row("allow rule / parameters", False, str(exc).splitlines()[-1].strip(" -"))
     callback = oauth.callback_url(oauth.public_url(params), params.base_url)
-    conf = config_values(params.config_path)
-    in_conf = conf.get("c.OAuthenticator.oauth_callback_url")
-    row("callback URL", in_conf == callback,
-        f"{callback} (register exactly this at the provider)" if in_conf == callback
-        else f"config has {in_conf!r}, the public URL and base_url give {callback}; re-run the configure step")
-    leaked = [k for k in oauth.SECRET_KEYS if k in conf]
-    row("no secret in config", not leaked, f"{params.config_path}: " + (f"remove {', '.join(leaked)}" if leaked else "no client_id/client_secret"))
-    env_file = hub_env_path(params)
-    try:
-        mode = stat.S_IMODE(env_file.stat().st_mode)
-        row("hub.env private", mode & 0o077 == 0, f"{env_file} mode {mode:04o}")
-    except OSError:
-        row("hub.env private", False, f"{env_file} missing; run the secrets step")
+    if dry_run:
+        for check in ("callback URL", "no secret in config", "hub.env private"):
+            later(check)
+    else:
+        _config_rows(params, callback, row)
     client = None
     try:
         client = _client(params)
@@ -131,15 +129,36 @@ def check_oauth_static(params) -> StepResult:
         ok, seen = probe_client_credentials(endpoints["token_url"], client[0], client[1], callback, timeout)
         row("client credentials", ok, f"{endpoints['token_url']}: {seen}")
     have = installed_versions(params.env_dir, ["oauthenticator"]).get("oauthenticator")
-    row("oauthenticator in hub env", have == params.oauthenticator_version,
-        f"{have or 'absent'}" + ("" if have == params.oauthenticator_version else f", wanted {params.oauthenticator_version}"))
+    if dry_run and have != params.oauthenticator_version:
+        later("oauthenticator in hub env")
+    else:
+        row("oauthenticator in hub env", have == params.oauthenticator_version,
+            f"{have or 'absent'}" + ("" if have == params.oauthenticator_version else f", wanted {params.oauthenticator_version}"))
     bad = [r for r in rows if r[1] == FAILED]
     detail = f"{len(rows) - len(bad)}/{len(rows)} checks passed" + (f"; failed: {', '.join(r[0] for r in bad)}" if bad else "")
     return StepResult("check_oauth_static", FAILED if bad else OK, detail, rows)
 
 
-def check_oauth_login(params) -> StepResult:
+def _config_rows(params, callback: str, row) -> None:
+    conf = config_values(params.config_path)
+    in_conf = conf.get("c.OAuthenticator.oauth_callback_url")
+    row("callback URL", in_conf == callback,
+        f"{callback} (register exactly this at the provider)" if in_conf == callback
+        else f"config has {in_conf!r}, the public URL and base_url give {callback}; run the config step")
+    leaked = [k for k in oauth.SECRET_KEYS if k in conf]
+    row("no secret in config", not leaked, f"{params.config_path}: " + (f"remove {', '.join(leaked)}" if leaked else "no client_id/client_secret"))
+    env_file = hub_env_path(params)
+    try:
+        mode = stat.S_IMODE(env_file.stat().st_mode)
+        row("hub.env private", mode & 0o077 == 0, f"{env_file} mode {mode:04o}")
+    except OSError:
+        row("hub.env private", False, f"{env_file} missing; run the secrets step")
+
+
+def check_oauth_login(params, *, dry_run: bool = False) -> StepResult:
     """Probe the running hub: login page, and /hub/oauth_login redirecting to the provider with our client and callback."""
+    if dry_run:
+        return StepResult("check_oauth_login", WOULD_CHANGE, f"would probe {oauth.login_url(params)} after the restart")
     local = params.public_url + params.base_url  # the proxy on this machine, whatever the public name
     callback = oauth.callback_url(oauth.public_url(params), params.base_url)
     rows: list[tuple[str, str, str]] = []

@@ -18,116 +18,20 @@ import psutil
 import pytest
 import requests
 
-from conftest import TEST_ROOT, port_params
-from oauth_fixtures import OIDCProvider, follow_login
 from fakegithub import FakeGitHub, GitHubUser
+from oauth_fixtures import OAUTH_STEPS, Hub, OIDCProvider, exists, follow_login, hub, oauth_install  # noqa: F401 (fixtures)
 
 from hubrunbook import oauth, probe
-from hubrunbook.config import ensure_config, ensure_config_file
 from hubrunbook.errors import ParameterError, SecretError, VerificationError
-from hubrunbook.hubenv import ensure_hub_env
-from hubrunbook.node import ensure_node
-from hubrunbook.oauthcheck import check_oauth_login, check_oauth_static, config_values
-from hubrunbook.oauthsteps import (check_oauth_plan, ensure_oauth_config, ensure_oauth_secrets, ensure_oauthenticator,
-                                   show_registration)
+from hubrunbook.oauthcheck import config_values
 from hubrunbook.params import build_params
-from hubrunbook.proxy import ensure_proxy
-from hubrunbook.service import ensure_hub_running, ensure_hub_secrets, log_path, managed_hub_pid, stop_managed_hub
+from hubrunbook.service import managed_hub_pid
 from hubrunbook.steps import CHANGED, FAILED, OK, UNCHANGED, Run
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(os.geteuid() != 0, reason="creates system users and spawns as them: needs root"),
 ]
-
-INSTALL = TEST_ROOT / "oauth-install"  # node, proxy and a hub env with oauthenticator, shared by these tests only
-OAUTH_STEPS = (check_oauth_plan, show_registration, ensure_oauth_secrets, ensure_oauthenticator, ensure_oauth_config,
-               check_oauth_static, ensure_hub_running, check_oauth_login)
-
-
-@pytest.fixture(scope="session")
-def oauth_install():
-    """A prefix with node, proxy and a hub env holding oauthenticator (built once; the shared env stays untouched)."""
-    params = build_params(port_params(prefix=str(INSTALL)))
-    for step in (ensure_node, ensure_proxy, ensure_hub_env, ensure_oauthenticator):
-        step(params)
-    return INSTALL
-
-
-def exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-        return True
-    except KeyError:
-        return False
-
-
-def delete_user(name: str) -> None:
-    """Stop the processes of our test user (by PID) and delete it with its home."""
-    assert name.startswith("hrb-")
-    if not exists(name):
-        return
-    procs = [p for p in psutil.process_iter(["username"]) if p.info["username"] == name]
-    for p in procs:
-        p.kill()
-    psutil.wait_procs(procs, timeout=10)
-    subprocess.run(["userdel", "-r", "--", name], capture_output=True)
-
-
-class Hub:
-    """A configured (configure.ipynb-style) hub in a sandbox prefix that shares the oauth install's env and proxy."""
-
-    def __init__(self, sandbox: Path, install: Path):
-        self.sandbox, self.install = sandbox, install
-        self.users: list[str] = []
-        sandbox.mkdir(parents=True, exist_ok=True)
-        for sub in ("env", "proxy", "nodejs"):
-            if (install / sub).exists():
-                (sandbox / sub).symlink_to(install / sub)
-        self.secret_file = sandbox / "client.secret"
-        self.ports = port_params()
-        self.params = None
-
-    def configure(self, **oauth_params):
-        """Write the config the way configure.ipynb does and start the hub (PAM), then return OAuth params."""
-        base = {"prefix": str(self.sandbox), **self.ports, "users": [], "admin_users": ["demo"], "start_timeout": 60}
-        local = build_params(base)
-        for step in (ensure_config_file, ensure_hub_secrets, ensure_config, ensure_hub_running):
-            assert step(local).status in (CHANGED, UNCHANGED)
-        self.params = build_params({**base, **oauth_params})
-        return self.params
-
-    def set_secret(self, value: str) -> None:
-        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.write(fd, value.encode())
-        os.close(fd)
-
-    def run_oauth(self, params=None) -> dict[str, object]:
-        """Run the oauth runbook's steps in order (as the notebook does); {step: StepResult}."""
-        params = params or self.params
-        run = Run("oauth", params)
-        return {step.__name__: run(step) for step in OAUTH_STEPS}
-
-    @property
-    def url(self) -> str:
-        return self.params.public_url
-
-    def log(self) -> str:
-        return log_path(self.params).read_text(errors="replace")
-
-    def close(self) -> None:
-        if self.params is not None:
-            stop_managed_hub(self.params)
-        for name in self.users:
-            delete_user(name)
-
-
-@pytest.fixture
-def hub(sandbox, oauth_install):
-    h = Hub(sandbox, oauth_install)
-    yield h
-    h.close()
-
 
 def tag() -> str:
     return secrets.token_hex(3)

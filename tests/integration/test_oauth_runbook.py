@@ -1,0 +1,67 @@
+"""oauth.ipynb headless with papermill (twice: the second run changes nothing), its refusals, and nbval.
+
+The provider is the fake GitHub (tests/fakegithub.py) in this process; papermill's kernel reaches it over loopback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from nbval_support import SANITIZE, prepare_copy
+from oauth_fixtures import reference_sandbox
+from test_install_runbook import papermill, step_statuses
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="restarts a hub that creates system users: needs root"),
+]
+
+
+def test_oauth_runbook_converges_and_leaks_no_secret(tmp_path, sandbox):
+    with reference_sandbox(sandbox) as (hub, gh, params):
+        first_dir, second_dir = tmp_path / "1", tmp_path / "2"
+        first_dir.mkdir(), second_dir.mkdir()
+        proc, out1 = papermill("oauth", params, first_dir)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        first = step_statuses(out1)
+        assert first["ensure_oauth_config"] == "changed" and first["ensure_hub_running"] == "changed", first
+        assert first["check_oauth_static"] == "ok" and first["check_oauth_login"] == "ok", first
+        proc, out2 = papermill("oauth", params, second_dir)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        second = step_statuses(out2)
+        assert "changed" not in second.values() and set(second) == set(first), second
+        # the executed notebooks show the references and the login URL, never the secret (nor the client id)
+        for out in (out1, out2):
+            text = out.read_text()
+            assert gh.client_secret not in text and gh.client_id not in text
+            assert f"env:{params['oauth_client_id'][4:]}" in text and "log in at http://127.0.0.1:" in text
+            assert json.loads(text)["metadata"]["papermill"]["parameters"]["oauth_client_secret"].startswith("file:")
+        p = hub.params
+        for path in (p.config_path, p.state_dir / "jupyterhub.log", p.state_dir / "audit.jsonl"):
+            assert gh.client_secret not in path.read_text(), path
+
+
+def test_oauth_runbook_refuses_a_lockout_before_changing_anything(tmp_path, sandbox):
+    with reference_sandbox(sandbox) as (hub, gh, params):
+        before = hub.params.config_path.read_text()
+        proc, out = papermill("oauth", {**params, "oauth_allowed_organizations": []}, tmp_path)
+        assert proc.returncode != 0
+        assert "nobody could log in" in proc.stderr + out.read_text()
+        assert hub.params.config_path.read_text() == before
+        assert "CLIENT_SECRET" not in (hub.params.secrets_dir / "hub.env").read_text()
+
+
+def test_oauth_runbook_outputs_match_reference(tmp_path):
+    with reference_sandbox() as (hub, gh, params):
+        proc, _ = papermill("oauth", params, tmp_path)  # converge first
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        copy = prepare_copy("oauth", params, tmp_path / "oauth.ipynb")
+        res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+                              "--nbval-sanitize-with", str(SANITIZE), str(copy), "-q"],
+                             capture_output=True, text=True, cwd=REPO / "runbooks", timeout=900)
+        assert res.returncode == 0, res.stdout[-6000:]
