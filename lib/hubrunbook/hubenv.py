@@ -55,10 +55,14 @@ def create_venv(params, path: Path) -> None:
 
 
 def install_packages(params, path: Path, specs: list[str], *, progress=None) -> None:
-    """Install *specs* into the venv at *path* with uv or pip, streaming progress lines to *progress*."""
+    """Install *specs* into the venv at *path* with uv or pip, streaming progress lines to *progress*.
+
+    Bytecode is compiled at install time (pip does by default; uv only when asked): spawned users cannot
+    write __pycache__ into the env, and without .pyc files every hub start and spawn recompiles in memory.
+    """
     py = path / "bin" / "python"
     if installer(params) == "uv":
-        args = [uv_binary(), "pip", "install", "--python", py, *specs]
+        args = [uv_binary(), "pip", "install", "--compile-bytecode", "--python", py, *specs]
     else:
         args = [py, "-m", "pip", "install", "--progress-bar", "off", *specs]
     emit = progress or (lambda line: None)

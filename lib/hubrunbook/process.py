@@ -91,7 +91,7 @@ def wait_hub_ready(hub: HubProcess, url: str, public_port: int, timeout: float) 
                     f"(pid {proxy}); users would reach that process. Stop it or choose another port."
                 )
             seen = f"hub answers but the proxy does not own port {public_port} yet"
-        time.sleep(0.3)
+        time.sleep(0.1)
     raise HubError(
         f"the hub did not become ready within {timeout:g} s (waiting for {url}/hub/api → 200 JSON and the proxy "
         f"on port {public_port}; last seen: {seen}). Log {hub.log_file}:\n{log_tail(hub.log_file)}"
