@@ -6,8 +6,11 @@
 - :func:`follow_login` walks a login through redirects like a browser would, choosing the
   account at the provider with ``login=<name>``.
 
-Import the fixtures into a test module with ``from oauth_fixtures import *``-free explicit
-names, or register this module as a plugin: ``pytest_plugins = ["oauth_fixtures"]``.
+- :class:`Hub`: a configured hub (as configure.ipynb leaves it) in a sandbox prefix whose env and proxy
+  are symlinks to one shared install with oauthenticator (fixtures ``oauth_install``, ``hub``).
+- :func:`reference_sandbox`: the sandbox oauth.ipynb's reference outputs come from (papermill, nbval).
+
+Test modules import the fixtures they use by name (``from oauth_fixtures import hub, oauth_install``).
 """
 from __future__ import annotations
 
@@ -135,24 +138,6 @@ def follow_login(session: requests.Session, start_url: str, provider_url: str, l
             continue
         return resp
     raise AssertionError(f"more than {max_hops} redirects starting at {start_url}")
-
-
-@pytest.fixture
-def fake_github():
-    """A started FakeGitHub with users hrb-gh-alice (org hrb-org), HRB-Gh-Bob (no org) and Bad.Name (invalid)."""
-    gh = FakeGitHub(
-        client_id="hrb-test-client",
-        client_secret="fake-gh-secret-" + os.urandom(8).hex(),
-        users={
-            "alice": GitHubUser("hrb-gh-alice", 1001, orgs=["hrb-org"], teams=["hrb-org:ops"]),
-            "bob": GitHubUser("HRB-Gh-Bob", 1002),
-            "carol": GitHubUser("hrb-gh-carol", 1003, orgs=["other-org"]),
-            "bad": GitHubUser("Bad.Name", 1004, orgs=["hrb-org"]),
-        },
-        default_user="hrb-gh-alice",
-    ).start()
-    yield gh
-    gh.stop()
 
 
 # --- a configured hub in a sandbox -------------------------------------------------------------------

@@ -65,3 +65,16 @@ def test_oauth_runbook_outputs_match_reference(tmp_path):
                               "--nbval-sanitize-with", str(SANITIZE), str(copy), "-q"],
                              capture_output=True, text=True, cwd=REPO / "runbooks", timeout=900)
         assert res.returncode == 0, res.stdout[-6000:]
+
+
+def test_oauth_runbook_dry_run_changes_nothing(tmp_path, sandbox):
+    with reference_sandbox(sandbox) as (hub, gh, params):
+        p = hub.params
+        before = (p.config_path.read_text(), (p.secrets_dir / "hub.env").read_text())
+        proc, out = papermill("oauth", {**params, "dry_run": True}, tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        statuses = step_statuses(out)
+        assert statuses["ensure_oauth_secrets"] == "would change" and statuses["ensure_oauth_config"] == "would change"
+        assert statuses["ensure_hub_running"] == "unchanged" and statuses["check_oauth_static"] == "ok", statuses
+        assert (p.config_path.read_text(), (p.secrets_dir / "hub.env").read_text()) == before
+        assert gh.client_secret not in out.read_text()

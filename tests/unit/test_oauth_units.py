@@ -310,3 +310,54 @@ def test_discover_oidc_gives_up_after_the_timeout():
         with pytest.raises(oauth.ProviderError, match="did not answer within 1 s"):
             oauth.discover_oidc(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=1)
         assert time.monotonic() - t0 < 5
+
+
+# --- the client-credentials probe and the fake GitHub it is tested against ----------------------------------
+@pytest.fixture
+def fake_gh():
+    from fakegithub import FakeGitHub, GitHubUser
+
+    gh = FakeGitHub("Iv1.unit", "unit-secret-123", {"a": GitHubUser("Alice", 1, orgs=["org"])}, default_user="Alice").start()
+    yield gh
+    gh.stop()
+
+
+def test_probe_tells_a_wrong_secret_from_a_bad_code(fake_gh):
+    from hubrunbook.oauthcheck import probe_client_credentials
+
+    token = f"{fake_gh.url}/login/oauth/access_token"
+    ok, why = probe_client_credentials(token, "Iv1.unit", "unit-secret-123", "http://127.0.0.1:1/hub/oauth_callback", 5)
+    assert ok and "bad_verification_code" in why
+    ok, why = probe_client_credentials(token, "Iv1.unit", "wrong", "http://127.0.0.1:1/hub/oauth_callback", 5)
+    assert not ok and "rejects the client id/secret (incorrect_client_credentials)" in why
+    ok, why = probe_client_credentials(f"{fake_gh.url}/nowhere", "Iv1.unit", "unit-secret-123", "http://x/cb", 5)
+    assert not ok and "cannot tell" in why
+
+
+def test_fake_github_checks_pkce_and_case_insensitive_membership(fake_gh):
+    import base64
+    import hashlib
+    from urllib.parse import parse_qs, urlsplit
+
+    import requests
+
+    verifier = "v" * 43
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+
+    def code():
+        r = requests.get(f"{fake_gh.url}/login/oauth/authorize", allow_redirects=False, params={
+            "client_id": "Iv1.unit", "redirect_uri": "http://127.0.0.1:1/cb", "state": "s", "code_challenge": challenge,
+            "code_challenge_method": "S256"})
+        return parse_qs(urlsplit(r.headers["Location"]).query)["code"][0]
+
+    form = {"client_id": "Iv1.unit", "client_secret": "unit-secret-123", "redirect_uri": "http://127.0.0.1:1/cb"}
+    bad = requests.post(f"{fake_gh.url}/login/oauth/access_token", data={**form, "code": code(), "code_verifier": "x" * 43},
+                        headers={"Accept": "application/json"}).json()
+    assert bad["error"] == "bad_verification_code"
+    good = requests.post(f"{fake_gh.url}/login/oauth/access_token", data={**form, "code": code(), "code_verifier": verifier},
+                         headers={"Accept": "application/json"}).json()
+    auth = {"Authorization": f"token {good['access_token']}"}
+    assert requests.get(f"{fake_gh.url}/user", headers=auth).json()["login"] == "Alice"
+    assert requests.get(f"{fake_gh.url}/api/v3/orgs/org/members/alice", headers=auth).status_code == 204
+    assert requests.get(f"{fake_gh.url}/orgs/other/members/alice", headers=auth).status_code == 404
+    assert requests.get(f"{fake_gh.url}/user").status_code == 401
