@@ -57,11 +57,14 @@ class Deployment:
         self.started: list[subprocess.Popen] = []  # processes the test started (foreign listeners, hand-run hubs)
 
     # --- build -------------------------------------------------------------------------------------
-    def build(self, *, start: bool = True) -> "Deployment":
+    def build(self, *, start: bool = True, before=None) -> "Deployment":
+        """Make the deployment (config, secrets, users, running hub); *before(params)* runs on the empty prefix."""
         shutil.rmtree(self.prefix, ignore_errors=True)
         self.prefix.mkdir(parents=True)
         os.chmod(self.prefix, 0o755)
         p = self.params
+        if before:
+            before(p)
         if self.own_env:
             ensure_hub_env(p)  # a real env of its own (uv, from cache: a few seconds)
         else:

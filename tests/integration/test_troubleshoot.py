@@ -129,3 +129,193 @@ def _wait_gone(pid: int, timeout: float = 10) -> None:
         psutil.Process(pid).wait(timeout)
     except psutil.NoSuchProcess:
         pass
+
+
+# --- guide §3.1: tornado ------------------------------------------------------------------------------
+def _uv_install(d: Deployment, *specs: str) -> None:
+    from hubrunbook.hubenv import uv_binary
+
+    subprocess.run([uv_binary(), "pip", "install", "--quiet", "--python", d.params.env_dir / "bin" / "python", *specs],
+                   check=True, capture_output=True, timeout=300)
+
+
+def _restart_fails(d: Deployment) -> None:
+    from hubrunbook.errors import HubError
+
+    service.stop_managed_hub(d.params)
+    with pytest.raises(HubError):
+        service.start_managed_hub(d.params)
+
+
+def test_tornado_5_forced_under_jupyterhub_6(deploy, tmp_path):
+    d = deploy(own_env=True).build()
+    _uv_install(d, "tornado==5.1.1")  # a later install forcing an old tornado into the hub env
+    _restart_fails(d)
+
+    proc, report = scan(d, tmp_path)
+    assert_errors(report, {"hub-packages-import", "tornado-too-old", "hub-running"}, {"dependency-conflicts"})
+    assert "MutableMapping" in finding(report, "hub-packages-import")["seen"]
+    assert "tornado 5.1.1" in finding(report, "tornado-too-old")["seen"]
+    assert "has no attribute 'MutableMapping'" in finding(report, "log:mutable-mapping")["evidence"]
+
+    repair_and_prove(d, tmp_path)
+    assert facts.probe_env(d.params)["versions"]["tornado"].startswith("6.")
+
+
+def test_tornado_pin_downgraded_jupyterhub(deploy, tmp_path):
+    d = deploy(own_env=True).build()
+    _uv_install(d, "jupyterhub", "tornado<6")  # guide §3.1: silently picks an older jupyterhub
+    assert facts.probe_env(d.params)["versions"]["jupyterhub"].startswith("5.")
+    _restart_fails(d)
+
+    proc, report = scan(d, tmp_path)
+    assert_errors(report, {"jupyterhub-version", "hub-running"}, {"hub-packages-import", "tornado-too-old",
+                                                                  "dependency-conflicts", "db-schema"})
+    assert "pins 6.1.1" in finding(report, "jupyterhub-version")["seen"]
+
+    repair_and_prove(d, tmp_path)
+    assert facts.probe_env(d.params)["versions"]["jupyterhub"] == "6.1.1"
+
+
+# --- ports ----------------------------------------------------------------------------------------------
+def _wait_log(d: Deployment, text: str, timeout: float = 30) -> None:
+    import time
+
+    log = d.params.state_dir / "jupyterhub.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and text in log.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} not in {log} after {timeout} s")
+
+
+def test_public_port_held_by_another_program(deploy, tmp_path):
+    d = deploy().build(start=False)
+    other = d.start_listener(d.params.port)
+    d.start_hub_by_hand()
+    _wait_log(d, "JupyterHub is now running")  # the hub claims success…
+
+    proc, report = scan(d, tmp_path)
+    assert_errors(report, {"public-port"}, {"hub-api"})
+    f = finding(report, "public-port")
+    assert f"pid {other.pid}" in f["evidence"] and "http.server" in f["evidence"] and not f["repairable"]
+    assert "EADDRINUSE" in finding(report, "log:proxy-eaddrinuse")["evidence"]
+
+    proc, report = d.troubleshoot(tmp_path, apply_fixes=True)
+    assert proc.returncode != 0 and "public-port" in ids(report["findings"], "error")
+    assert alive(other), "a program we do not own must never be killed"
+
+
+def test_hub_port_held_by_another_program(deploy, tmp_path):
+    d = deploy().build(start=False)
+    other = d.start_listener(d.params.hub_port)
+    d.start_hub_by_hand(wait_exit=20)
+
+    proc, report = scan(d, tmp_path)
+    assert proc.returncode != 0
+    assert_errors(report, {"hub-port", "hub-running"})
+    assert f"pid {other.pid}" in finding(report, "hub-port")["evidence"]
+    assert "Failed to bind hub to" in finding(report, "log:hub-bind-failed")["evidence"]
+    assert alive(other)
+
+
+# --- users and login ------------------------------------------------------------------------------------
+def test_no_allow_rule(deploy, tmp_path):
+    d = deploy(admin_users=[]).build()
+    cfg = d.params.config_path
+    cfg.write_text("".join(l for l in cfg.read_text().splitlines(True) if not l.startswith("c.Authenticator.allowed_users")))
+    service.ensure_hub_running(d.params)  # restarted on the edited config: starts, but nobody gets in
+
+    proc, report = scan(d, tmp_path)
+    assert_errors(report, {"allow-rule"})
+    assert "No allow config found" in finding(report, "log:no-allow-config")["evidence"]
+
+    repair_and_prove(d, tmp_path)
+
+
+def test_user_without_system_account(deploy, tmp_path):
+    d = deploy().build()
+    subprocess.run(["userdel", "-r", "--", d.user], check=True, capture_output=True)
+
+    proc, report = scan(d, tmp_path)
+    assert_errors(report, {"user-accounts"})
+    assert f"getent passwd {d.user}: no entry" in finding(report, "user-accounts")["evidence"]
+
+    repair_and_prove(d, tmp_path)
+
+
+def test_missing_notebook_dir(deploy, tmp_path):
+    import shutil
+
+    d = deploy().build()
+    nbdir = f"/home/{d.user}/notebooks"
+    shutil.rmtree(nbdir)
+
+    proc, report = scan(d, tmp_path)
+    assert_errors(report, {"notebook-dirs"})
+    assert f"{nbdir}: absent" in finding(report, "notebook-dirs")["evidence"]
+
+    repair_and_prove(d, tmp_path)
+
+
+def test_singleuser_not_runnable_by_users(deploy, tmp_path):
+    from hubrunbook import probe, users
+
+    d = deploy().build()
+    os.chmod(d.prefix, 0o700)  # e.g. a hub env under a 0700 home
+    session = probe.login(d.params.public_url, d.user, users.user_password(d.params, d.user))
+    with pytest.raises(Exception):
+        probe.start_server(session, d.params.public_url, d.user, timeout=30)
+
+    proc, report = scan(d, tmp_path)
+    assert_errors(report, {"singleuser-runnable"})
+    assert "(mode 0700)" in finding(report, "singleuser-runnable")["evidence"]
+    assert "Permission denied trying to run" in finding(report, "log:singleuser-permission")["evidence"]
+
+
+# --- installs, database, disk -------------------------------------------------------------------------
+def test_proxy_missing(deploy, tmp_path):
+    d = deploy().build()
+    (d.prefix / "proxy").unlink()  # configurable-http-proxy gone (removed, or never installed here)
+    _restart_fails(d)
+
+    proc, report = scan(d, tmp_path)
+    assert_errors(report, {"proxy-installed", "hub-running"})
+
+    repair_and_prove(d, tmp_path)
+    assert (d.prefix / "proxy" / "node_modules" / "configurable-http-proxy" / "package.json").exists()
+
+
+def test_database_schema_older_than_jupyterhub(deploy, tmp_path):
+    d = deploy().build()
+    service.stop_managed_hub(d.params)
+    db = d.params.state_dir / "jupyterhub.sqlite"
+    downgrade = (
+        "import subprocess, sys\n"
+        "from jupyterhub.dbutil import _temp_alembic_ini\n"
+        f"with _temp_alembic_ini('sqlite:///{db}') as ini:\n"
+        "    subprocess.check_call([sys.prefix + '/bin/alembic', '-c', ini, 'downgrade', '-1'])\n")
+    subprocess.run([d.params.env_dir / "bin" / "python", "-c", downgrade], check=True, capture_output=True, timeout=120)
+    old = sqlite3.connect(db).execute("SELECT version_num FROM alembic_version").fetchone()[0]
+    _restart_fails(d)
+
+    proc, report = scan(d, tmp_path)
+    assert_errors(report, {"db-schema", "hub-running"})
+    assert old in finding(report, "db-schema")["evidence"]
+    assert "Found database schema version" in finding(report, "log:db-schema")["evidence"]
+
+    repair_and_prove(d, tmp_path)
+    backups = list((d.params.state_dir / "backups").iterdir())
+    assert len(backups) == 1 and old in backups[0].name
+
+
+def test_low_disk_space_where_the_hub_keeps_state(deploy, tmp_path):
+    def small_state(p):
+        p.state_dir.mkdir(mode=0o700)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m,mode=0700", "tmpfs", str(p.state_dir)], check=True)
+
+    d = deploy().build(before=small_state)
+    proc, report = scan(d, tmp_path)
+    assert_errors(report, {"disk-space"})
+    assert "MiB free" in finding(report, "disk-space")["evidence"]
