@@ -114,6 +114,8 @@ class OIDCProvider:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+        if self.log_path:
+            self.log_path.unlink(missing_ok=True)
 
 
 def add_query(url: str, **params) -> str:
