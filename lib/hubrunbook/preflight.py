@@ -98,6 +98,7 @@ def check_configure_preflight(params) -> StepResult:
                      f"{len(set(params.users) | set(params.allowed_users) | set(params.admin_users))} users may log in"))
     except ConfigError as exc:
         rows.append(("allow rule", FAILED, str(exc)))
+    rows += foreign_user_rows(params)
     rows += port_rows(params)
     failed = [r for r in rows if r[1] == FAILED]
     result = StepResult("check_configure_preflight", FAILED if failed else OK,
@@ -105,3 +106,18 @@ def check_configure_preflight(params) -> StepResult:
     if failed:
         raise PreflightError("preflight failed, nothing was changed:\n" + "\n".join(f"  - {r[0]}: {r[2]}" for r in failed))
     return result
+
+
+def foreign_user_rows(params) -> list[tuple[str, str, str]]:
+    """A row per listed user that exists but was not created by hubrunbook and has no passwords entry."""
+    from .users import lookup, managed_names, read_registry
+
+    ours = read_registry(params)
+    rows = []
+    for name in managed_names(params):
+        if lookup(name) and name not in ours and name not in params.passwords:
+            rows.append((f"user {name}", FAILED,
+                         f"{name} already exists and was not created by hubrunbook, so its password is not ours to set or "
+                         f"know (verification logs in as it). Fix: add passwords: {{{name}: 'env:VAR'}} with its password, "
+                         "or choose another name"))
+    return rows
