@@ -19,6 +19,7 @@ import os
 import pwd
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
@@ -268,6 +269,11 @@ def check_verification(params, *, user: str, password: str, admin: str, admin_pa
         rows.append((label, OK, detail))
         return value if value is not None else True
 
+    # the refusals wait out PAM's ~3 s failure delay: run them while the server spawns
+    pool = ThreadPoolExecutor(max_workers=2)
+    wrong_pw = pool.submit(_safe, lambda: _refused(url, user, _wrong(password)))
+    outsider_row = pool.submit(_safe, lambda: _outsider_row(params, outsider))
+    pool.shutdown(wait=False)
     session = probe("user logs in", lambda: (login(url, user, password), f"{user}: 302 and login cookie"))
 
     def spawn():
@@ -280,8 +286,8 @@ def check_verification(params, *, user: str, password: str, admin: str, admin_pa
     try:
         probe("server runs as user in notebook dir (file owned by user)", lambda: _probe_file(session, url, user, nbdir), spawned)
         probe("admin lists users via REST API", lambda: _probe_list(login(url, admin, admin_password), url, {user, admin}))
-        rows.append(("wrong password refused (403)", *_safe(lambda: _refused(url, user, _wrong(password)))))
-        rows.append(("user not in allow list refused (403)", *_safe(lambda: _outsider_row(params, outsider))))
+        rows.append(("wrong password refused (403)", *wrong_pw.result(timeout=60)))
+        rows.append(("user not in allow list refused (403)", *outsider_row.result(timeout=60)))
     finally:
         if spawned == "started":
             probe("servers started by the probe stopped", lambda: (stop_server(session, url, user), f"{user}'s server stopped"))
