@@ -56,7 +56,6 @@ def hub_settings(params) -> dict[str, str]:
     """The settings configure.ipynb owns, as {'c.Class.trait': python source}."""
     check_allow_rule(params)
     state, sec = params.state_dir, params.secrets_dir
-    auth = "pam" if params.authenticator == "pam" else "dummy"
     return {
         "c.JupyterHub.bind_url": _lit(f"http://{params.bind_ip}:{params.port}"),
         "c.JupyterHub.hub_ip": _lit("127.0.0.1"),
@@ -66,7 +65,7 @@ def hub_settings(params) -> dict[str, str]:
         "c.ConfigurableHTTPProxy.pid_file": _lit(str(state / "jupyterhub-proxy.pid")),
         "c.JupyterHub.db_url": _lit(f"sqlite:///{state / 'jupyterhub.sqlite'}"),
         "c.JupyterHub.cookie_secret_file": _lit(str(sec / "cookie_secret")),
-        "c.JupyterHub.authenticator_class": _lit(auth),
+        "c.JupyterHub.authenticator_class": _lit("pam"),
         "c.Authenticator.admin_users": _lit(set(params.admin_users)),
         "c.Authenticator.allowed_users": _lit(allowed_names(params)),
         "c.Authenticator.allow_all": _lit(params.allow_all),
@@ -235,14 +234,43 @@ def apply_settings(params, settings: dict[str, str | None], *, step: str = "ensu
                       rows, ("setting", "action", "value"))
 
 
+AUTH_KEY = "c.JupyterHub.authenticator_class"
+
+
+def switched_authenticator(params) -> str | None:
+    """The authenticator another runbook (oauth.ipynb) set in our managed line, or None when it is PAM/unset."""
+    path = params.config_path
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        if line.startswith(f"{AUTH_KEY} =") and line.endswith(MARK):
+            value = line.split("=", 1)[1].removesuffix(MARK).strip()
+            return None if value in ("'pam'", '"pam"') else value
+    return None
+
+
+def configure_settings(params) -> dict[str, str]:
+    """hub_settings, minus the authenticator once oauth.ipynb has switched it (configure must not undo that)."""
+    settings = hub_settings(params)
+    if switched_authenticator(params):
+        settings.pop(AUTH_KEY)
+    return settings
+
+
 def ensure_config(params, *, dry_run: bool = False) -> StepResult:
-    """Set admins, allow rule, notebook dir, ports, proxy, database and secrets paths (guide §2.2–2.3). Idempotent."""
-    return apply_settings(params, hub_settings(params), step="ensure_config", dry_run=dry_run)
+    """Set admins, allow rule, notebook dir, ports, proxy, database and secrets paths (guide §2.2–2.3). Idempotent.
+
+    Leaves c.JupyterHub.authenticator_class alone once oauth.ipynb has switched it.
+    """
+    result = apply_settings(params, configure_settings(params), step="ensure_config", dry_run=dry_run)
+    if other := switched_authenticator(params):
+        result.detail += f"; authenticator kept as {other} (set by oauth.ipynb)"
+    return result
 
 
 def check_config_loads(params) -> StepResult:
     """Load the config file with JupyterHub's loader and compare it with the parameters. Read-only."""
-    settings = hub_settings(params)
+    settings = configure_settings(params)
     got = load_effective(params, params.config_path, list(settings))
     rows = []
     for key, src in settings.items():

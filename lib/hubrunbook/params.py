@@ -137,7 +137,6 @@ class ConfigureParams(_Base):
     default_url: str = Field("/lab", description="c.Spawner.default_url")
     home_base: str = Field("/home", description="parent of the home directories of created users")
     user_shell: str = Field("/bin/bash", description="login shell of created users")
-    authenticator: Literal["pam", "sandbox"] = Field("pam", description="pam (system users) or sandbox (non-root demo only)")
 
     @field_validator("admin_users", "users", "allowed_users")
     @classmethod

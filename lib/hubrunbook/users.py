@@ -214,8 +214,7 @@ def _plan(params) -> list[dict]:
     """Look at every user and validate everything; raise before anything changes. Read-only."""
     if not system.is_root():
         raise PreflightError(
-            "creating system users needs root (useradd, chpasswd). Run the runbook as root, or use "
-            "authenticator: 'sandbox' for a non-root demo"
+            "creating system users needs root (useradd, chpasswd). Run the runbook as root (sudo make deploy)"
         )
     for tool in ("useradd", "chpasswd"):
         _tool(tool)

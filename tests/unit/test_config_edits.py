@@ -70,3 +70,15 @@ def test_lockout_refused():
     with pytest.raises(ConfigError, match="nobody could log in"):
         check_allow_rule(p)
     check_allow_rule(build_params({"users": [], "admin_users": [], "allow_all": True}))
+
+
+def test_configure_keeps_an_authenticator_switched_by_oauth(tmp_path):
+    from hubrunbook.config import AUTH_KEY, configure_settings, switched_authenticator
+
+    p = build_params({"prefix": str(tmp_path / "p"), "config_file": str(tmp_path / "c.py")})
+    path = p.config_path
+    path.write_text(edit_text(GENERATED, {AUTH_KEY: "'pam'"})[0])
+    assert switched_authenticator(p) is None and AUTH_KEY in configure_settings(p)
+    path.write_text(edit_text(path.read_text(), {AUTH_KEY: "'oauthenticator.github.LocalGitHubOAuthenticator'"})[0])
+    assert switched_authenticator(p) == "'oauthenticator.github.LocalGitHubOAuthenticator'"
+    assert AUTH_KEY not in configure_settings(p)
