@@ -158,6 +158,11 @@ def check_oauth_params(params) -> None:
         problems.append("oauth_provider 'generic' needs oidc_issuer (or all of oauth_authorize_url, oauth_token_url, oauth_userdata_url)")
     if params.oauth_provider == "generic" and "openid" not in scopes(params) and params.oidc_issuer:
         problems.append("oauth_scopes must include 'openid' for an OpenID Connect provider")
+    if params.base_url != "/":
+        problems.append(
+            f"base_url {params.base_url!r}: the hub managed by configure.ipynb serves at '/' (its bind_url has no path, and "
+            "setting c.JupyterHub.base_url alone makes JupyterHub 6.1 fall back to port 8000); use base_url: '/'"
+        )
     if problems:
         raise ParameterError("OAuth parameters refused, nothing was changed:\n" + "\n".join(f"  - {p}" for p in problems))
 
@@ -204,8 +209,6 @@ def oauth_settings(params, endpoints: dict[str, str] | None = None) -> dict[str,
     s.update({k: None for k in (GENERIC_ONLY if gh else GITHUB_ONLY)})
     s.update({f"c.{other}.{t}": None for t in ("create_system_users", "add_user_cmd")})
     s["c.JupyterHub.authenticator_class"] = _py(CLASSES[params.oauth_provider])
-    if params.base_url != "/":
-        s["c.JupyterHub.base_url"] = _py(params.base_url)
     s["c.OAuthenticator.oauth_callback_url"] = _py(callback_url(public_url(params), params.base_url))
     s["c.OAuthenticator.login_service"] = _py(LOGIN_SERVICE[params.oauth_provider])
     s["c.OAuthenticator.scope"] = _py(scopes(params))

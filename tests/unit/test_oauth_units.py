@@ -155,7 +155,7 @@ def test_generic_settings_with_groups():
     assert s["c.OAuthenticator.manage_groups"] is True
     assert s["c.OAuthenticator.auth_state_groups_key"] == "oauth_user.groups"
     assert s["c.OAuthenticator.allowed_groups"] == {"staff"} and s["c.OAuthenticator.admin_groups"] == {"hub-admins"}
-    assert s["c.JupyterHub.base_url"] == "/jh/"
+    assert "c.JupyterHub.base_url" not in s  # configure.ipynb owns where the hub listens
     assert s["c.OAuthenticator.oauth_callback_url"] == "http://127.0.0.1:8000/jh/hub/oauth_callback"
     assert s["c.GitHubOAuthenticator.allowed_organizations"] is None
 
@@ -192,6 +192,11 @@ def test_refuses_a_configuration_that_locks_everyone_out():
 ])
 def test_any_allow_rule_is_enough(values):
     oauth.check_oauth_params(params(**values))
+
+
+def test_refuses_a_base_url_the_managed_hub_does_not_serve():
+    with pytest.raises(ParameterError, match="base_url '/jh/'.*serves at '/'"):
+        oauth.check_oauth_params(params(oauth_allowed_users=["a"], base_url="/jh/"))
 
 
 def test_generic_needs_an_issuer_and_openid():
