@@ -222,7 +222,7 @@ class OAuthParams(_Base):
     oauthenticator_version: str = Field("17.4.0", description="oauthenticator version installed into the hub env")
     oauth_public_url: str = Field(
         "", description="the URL users open, scheme://host[:port] without path; empty: http://<bind_ip>:<port>")
-    base_url: str = Field("/", description="the hub's URL prefix (c.JupyterHub.base_url), e.g. '/' or '/jupyter/'")
+    base_url: str = Field("/", description="the hub's URL path prefix in the callback URL; the managed hub serves at '/' only")
     github_url: str = Field("https://github.com", description="GitHub or GitHub Enterprise URL (github only)")
     oauth_client_id: str = Field("", description="where the OAuth client id lives: 'env:VAR' or 'file:/path' (0600)")
     oauth_client_secret: str = Field("", description="where the OAuth client secret lives: 'env:VAR' or 'file:/path' (0600)")
