@@ -35,7 +35,8 @@ ENV_VARS = {
     "generic": ("OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET"),
 }
 LOGIN_SERVICE = {"github": "GitHub", "generic": "OpenID Connect"}
-GITHUB_ONLY = ("c.GitHubOAuthenticator.github_url", "c.GitHubOAuthenticator.allowed_organizations")
+GITHUB_ONLY = ("c.GitHubOAuthenticator.github_url", "c.GitHubOAuthenticator.allowed_organizations",
+               "c.GitHubOAuthenticator.username_claim")
 GENERIC_ONLY = (
     "c.GenericOAuthenticator.username_claim", "c.OAuthenticator.manage_groups", "c.OAuthenticator.auth_state_groups_key",
     "c.OAuthenticator.allowed_groups", "c.OAuthenticator.admin_groups",
@@ -226,6 +227,7 @@ def oauth_settings(params, endpoints: dict[str, str] | None = None) -> dict[str,
     if gh:
         s["c.GitHubOAuthenticator.github_url"] = _py(params.github_url)
         s["c.GitHubOAuthenticator.allowed_organizations"] = _py(set(params.oauth_allowed_organizations))
+        s["c.GitHubOAuthenticator.username_claim"] = _py(username_claim(params))
     else:
         s["c.GenericOAuthenticator.username_claim"] = _py(username_claim(params))
         groups = uses_groups(params)

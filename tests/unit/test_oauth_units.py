@@ -122,6 +122,7 @@ def test_github_settings():
     assert not any(k.startswith("c.Authenticator.") for k in s)  # configure.ipynb's local-login settings stay
     assert s["c.GitHubOAuthenticator.allowed_organizations"] == {"hrb-org:ops"}
     assert s["c.OAuthenticator.scope"] == ["read:org"]
+    assert s["c.GitHubOAuthenticator.username_claim"] == "login" and s["c.GenericOAuthenticator.username_claim"] is None
     assert s["c.LocalGitHubOAuthenticator.create_system_users"] is True
     assert s["c.LocalGenericOAuthenticator.create_system_users"] is None
     assert s["c.OAuthenticator.allow_all"] is False
