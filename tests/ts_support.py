@@ -162,6 +162,10 @@ class Deployment:
             users.remove_users(p, [self.user])
         except Exception:
             subprocess.run(["userdel", "-r", "--", self.user], capture_output=True)
+        for name in p.oauth_allowed_users:  # accounts the hub itself created (create_system_users)
+            if name.startswith("hrb-ts-") and users.lookup(name):
+                _kill_user_processes(name)
+                subprocess.run(["userdel", "-r", "--", name], capture_output=True)
         if os.path.ismount(p.state_dir):
             subprocess.run(["umount", "-l", str(p.state_dir)], capture_output=True)
         os.chmod(self.prefix, 0o755) if self.prefix.exists() else None

@@ -342,7 +342,7 @@ def check_user_accounts(ctx: Context) -> list[Finding]:
     """Every user who may log in needs a system account with a home (LocalProcessSpawner runs as them)."""
     p = ctx.params
     managed = set(p.users) | set(p.admin_users)
-    creates = bool(cfg(ctx, "LocalAuthenticator.create_system_users"))
+    creates = bool(cfg(ctx, "Authenticator.create_system_users"))
     out = []
     for name in _user_names(ctx):
         try:
@@ -438,8 +438,8 @@ def check_config_file(ctx: Context) -> list[Finding]:
     return []
 
 
-ALLOW_KEYS = ("Authenticator.allowed_users", "Authenticator.admin_users", "OAuthenticator.allowed_groups",
-              "GitHubOAuthenticator.allowed_organizations")
+ALLOW_KEYS = ("Authenticator.allowed_users", "Authenticator.admin_users", "Authenticator.allowed_groups",
+              "Authenticator.allowed_organizations")
 
 
 def check_allow_rule(ctx: Context) -> list[Finding]:
@@ -489,13 +489,13 @@ def check_oauth(ctx: Context) -> list[Finding]:
 
     p = ctx.params
     out = []
-    got = cfg(ctx, "OAuthenticator.oauth_callback_url")
+    got = cfg(ctx, "Authenticator.oauth_callback_url")
     base = cfg(ctx, "JupyterHub.base_url") or p.base_url
     want = oauth.callback_url(oauth.public_url(p), base)
     if got and got.rstrip("/") != want:
         out.append(OAUTH.finding(
             ERROR, "the OAuth callback URL does not match the hub's public URL",
-            f"c.OAuthenticator.oauth_callback_url = {got!r}; public URL {oauth.public_url(p)} + base_url {base!r} gives "
+            f"oauth_callback_url = {got!r} (effective, from {ctx.params.config_path.name}); public URL {oauth.public_url(p)} + base_url {base!r} gives "
             f"{want!r}", id="oauth-callback", title="OAuth callback URL mismatch",
             cause="the provider sends users back to the registered callback; a different host, port, scheme or base "
                   "URL ends in the provider's 'redirect_uri mismatch' page or a 404/403 at /hub/oauth_callback",

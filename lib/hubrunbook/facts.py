@@ -179,26 +179,70 @@ def db_revision(path: Path) -> str | None:
 
 
 # --- the config file, as JupyterHub's loader sees it ------------------------------------------------
+# "Authenticator.<trait>" / "Spawner.<trait>": the value that applies to the configured authenticator / spawner
+# class (the most specific class in its MRO that the file sets, as traitlets resolves it); others: exact class.
 CONFIG_KEYS = (
-    "c.JupyterHub.bind_url", "c.JupyterHub.hub_port", "c.JupyterHub.base_url", "c.ConfigurableHTTPProxy.api_url",
-    "c.ConfigurableHTTPProxy.command", "c.ConfigurableHTTPProxy.pid_file", "c.JupyterHub.db_url",
-    "c.JupyterHub.cookie_secret_file", "c.JupyterHub.authenticator_class", "c.Authenticator.admin_users",
-    "c.Authenticator.allowed_users", "c.Authenticator.allow_all", "c.Authenticator.any_allow_config",
-    "c.Spawner.notebook_dir", "c.Spawner.cmd", "c.OAuthenticator.oauth_callback_url",
-    "c.OAuthenticator.allowed_groups", "c.GitHubOAuthenticator.allowed_organizations",
-    "c.LocalAuthenticator.create_system_users", "c.OAuthenticator.allow_existing_users",
+    "JupyterHub.bind_url", "JupyterHub.hub_port", "JupyterHub.base_url", "ConfigurableHTTPProxy.api_url",
+    "ConfigurableHTTPProxy.command", "ConfigurableHTTPProxy.pid_file", "JupyterHub.db_url",
+    "JupyterHub.cookie_secret_file", "JupyterHub.authenticator_class", "Authenticator.admin_users",
+    "Authenticator.allowed_users", "Authenticator.allow_all", "Authenticator.any_allow_config",
+    "Authenticator.allowed_groups", "Authenticator.allowed_organizations", "Authenticator.allow_existing_users",
+    "Authenticator.create_system_users", "Authenticator.oauth_callback_url", "Spawner.notebook_dir", "Spawner.cmd",
 )  # never client_id / client_secret: the loader prints values
+
+EFFECTIVE_LOADER = r"""
+import importlib, json, sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from traitlets.config.loader import PyFileConfigLoader
+p = Path(sys.argv[1])
+cfg = PyFileConfigLoader(p.name, path=str(p.parent)).load_config()
+
+def exact(cls, trait):
+    return (True, cfg[cls][trait]) if cls in cfg and trait in cfg[cls] else (False, None)
+
+def chain(kind, default, group, base):
+    name = exact("JupyterHub", kind)[1] or default
+    if not isinstance(name, str):
+        return [c.__name__ for c in name.__mro__]
+    try:
+        if "." in name:
+            mod, _, attr = name.rpartition(".")
+            klass = getattr(importlib.import_module(mod), attr)
+        else:
+            klass = entry_points(group=group)[name].load()
+        return [c.__name__ for c in klass.__mro__]
+    except Exception:  # the env cannot import it (broken env): a best guess from the name
+        short = name.rpartition(".")[2]
+        guess = [short] + (["OAuthenticator"] if "OAuth" in short else []) + (["LocalAuthenticator"] if base == "Authenticator" else [])
+        return guess + [base]
+
+chains = {"Authenticator": chain("authenticator_class", "pam", "jupyterhub.authenticators", "Authenticator"),
+          "Spawner": chain("spawner_class", "localprocess", "jupyterhub.spawners", "Spawner")}
+out = {}
+for key in sys.argv[2:]:
+    cls, trait = key.split(".")
+    for c in chains.get(cls, [cls]):
+        found, value = exact(c, trait)
+        if found:
+            out["c." + key] = sorted(value) if isinstance(value, (set, frozenset)) else value
+            break
+print(json.dumps(out, default=repr))
+"""
 
 
 def load_config(params) -> dict:
-    """Effective values of CONFIG_KEYS from the config file, loaded with JupyterHub's loader in the hub env.
+    """Effective values of CONFIG_KEYS ('c.Class.trait' → value), loaded with traitlets in the hub env.
 
     Keys the file does not set are absent. Raises ConfigError when the file is missing or does not load.
     """
-    from .config import load_effective
     from .errors import ConfigError
 
     path = params.config_path
     if not path.exists():
         raise ConfigError(f"{path} does not exist")
-    return load_effective(params, path, list(CONFIG_KEYS))
+    proc = run_command([env_python(params), "-c", EFFECTIVE_LOADER, path, *CONFIG_KEYS], timeout=30, check=False,
+                       what="load jupyterhub_config.py")
+    if proc.returncode != 0:
+        raise ConfigError(f"{path} does not load with JupyterHub's config loader:\n{secretref.mask(proc.stderr)[-1500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -45,7 +45,7 @@ def scan(d: Deployment, tmp_path, tag="scan"):
 def assert_errors(report: dict, expected: set[str], allowed: set[str] = frozenset()) -> None:
     """The expected error findings are there, and no error outside expected|allowed."""
     errors = ids(report["findings"], "error")
-    assert expected <= errors, f"missing {expected - errors}; got {errors}"
+    assert expected <= errors, f"missing {expected - errors}; got {report['findings']}"
     assert errors <= expected | allowed, f"unrelated errors {errors - expected - allowed}"
 
 
@@ -319,3 +319,66 @@ def test_low_disk_space_where_the_hub_keeps_state(deploy, tmp_path):
     proc, report = scan(d, tmp_path)
     assert_errors(report, {"disk-space"})
     assert "MiB free" in finding(report, "disk-space")["evidence"]
+
+
+# --- guide §2.5: OAuth ----------------------------------------------------------------------------------
+def _replace_line(path, startswith: str, new: str) -> str:
+    old = path.read_text()
+    lines = [new if l.startswith(startswith) else l for l in old.splitlines()]
+    assert lines != old.splitlines(), f"no line starting with {startswith!r}"
+    path.write_text("\n".join(lines) + "\n")
+    return old
+
+
+def test_oauth_misconfigurations(deploy, tmp_path, monkeypatch):
+    from hubrunbook import oauthsteps
+
+    monkeypatch.setenv("HRB_TS_GH_ID", "ts-client-id-0123")
+    monkeypatch.setenv("HRB_TS_GH_SECRET", "ts-client-secret-0123456789")
+    gh_user = f"hrb-ts-gh{os.getpid() % 10000}"
+    d = deploy(own_env=True, oauth_provider="github", oauth_client_id="env:HRB_TS_GH_ID",
+               oauth_client_secret="env:HRB_TS_GH_SECRET", oauth_allowed_users=[gh_user]).build(start=False)
+    for step in (oauthsteps.ensure_oauthenticator, oauthsteps.ensure_oauth_secrets, oauthsteps.ensure_oauth_config):
+        step(d.params)
+    service.ensure_hub_running(d.params)
+    cfg = d.params.config_path
+
+    proc, report = scan(d, tmp_path, "healthy")
+    assert proc.returncode == 0 and not ids(report["findings"], "error"), report["findings"]
+
+    # 1. the callback URL does not match the public URL (e.g. registered with another port)
+    wrong = f"http://127.0.0.1:{d.params.port + 1}/hub/oauth_callback"
+    good = _replace_line(cfg, "c.OAuthenticator.oauth_callback_url", f"c.OAuthenticator.oauth_callback_url = {wrong!r}")
+    proc, report = scan(d, tmp_path, "callback")
+    assert_errors(report, {"oauth-callback"})
+    assert wrong in finding(report, "oauth-callback")["evidence"]
+    cfg.write_text(good)
+
+    # 2. the client secret is missing from the hub's environment file
+    service.set_hub_env(d.params, {"GITHUB_CLIENT_SECRET": None})
+    proc, report = scan(d, tmp_path, "secret")
+    assert_errors(report, {"oauth-client"})
+    assert "no GITHUB_CLIENT_SECRET" in finding(report, "oauth-client")["evidence"]
+    assert "ts-client-id-0123" not in str(report)
+    oauthsteps.ensure_oauth_secrets(d.params)
+
+    # 3. accounts managed by hand (create_system_users off), and a login added without an account (500 at spawn)
+    assert pwd_exists(gh_user)  # the hub created the first one at start (create_system_users)
+    newcomer = gh_user + "b"
+    _replace_line(cfg, "c.LocalGitHubOAuthenticator.create_system_users",
+                  "c.LocalGitHubOAuthenticator.create_system_users = False")
+    _replace_line(cfg, "c.OAuthenticator.allowed_users", f"c.OAuthenticator.allowed_users = {{{gh_user!r}, {newcomer!r}}}")
+    proc, report = scan(d, tmp_path, "account")
+    assert_errors(report, {"user-accounts"})
+    f = finding(report, "user-accounts")
+    assert newcomer in f["seen"] and not f["repairable"]
+
+
+def pwd_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False

@@ -269,3 +269,87 @@ def test_repairs_run_in_catalog_order_and_failures_do_not_stop_others(params, mo
     assert calls == ["first", "second"]
     assert [(r.step, r.status) for r in results] == [("first", "failed"), ("second", "changed")]
     assert diagnose.repairs_summary(results).failed
+
+
+# --- detectors on synthetic config and processes ---------------------------------------------------------
+def _ctx_with_config(params, values: dict) -> Context:
+    ctx = Context(params)
+    ctx.fact("config", lambda: ({f"c.{k}": v for k, v in values.items()}, None))
+    ctx.fact("env", lambda: {"versions": {}, "requires": {}})
+    return ctx
+
+
+def test_no_allow_rule_from_the_loaded_config(params):
+    assert [f.id for f in checks.check_allow_rule(_ctx_with_config(params, {"Authenticator.allowed_users": []}))] \
+        == ["allow-rule"]
+    for ok in ({"Authenticator.allowed_users": ["a"]}, {"Authenticator.allow_all": True},
+               {"Authenticator.admin_users": ["root-ish"]}, {"Authenticator.allowed_organizations": ["org"]}):
+        assert checks.check_allow_rule(_ctx_with_config(params, ok)) == []
+
+
+def test_oauth_callback_and_client(params, monkeypatch):
+    params.secrets_dir.mkdir(parents=True)
+    (params.secrets_dir / "hub.env").write_text("GITHUB_CLIENT_ID=abcdabcd\n")
+    monkeypatch.setattr(checks, "_hub_pid", lambda ctx: None)
+    ctx = _ctx_with_config(params, {"JupyterHub.authenticator_class": "oauthenticator.github.LocalGitHubOAuthenticator",
+                                    "Authenticator.oauth_callback_url": "http://127.0.0.1:9999/hub/oauth_callback"})
+    found = {f.id: f for f in checks.check_oauth(ctx)}
+    assert set(found) == {"oauth-callback", "oauth-client"}
+    assert "http://127.0.0.1:38901/hub/oauth_callback" in found["oauth-callback"].evidence
+    assert "GITHUB_CLIENT_SECRET" in found["oauth-client"].evidence and "abcdabcd" not in repr(found)
+    ctx = _ctx_with_config(params, {"JupyterHub.authenticator_class": "pam"})
+    assert checks.check_oauth(ctx) == []
+
+
+def test_oauth_users_without_accounts_are_fine_when_the_hub_creates_them(params):
+    values = {"Authenticator.allowed_users": ["hrb-nobody-y"]}
+    assert "hrb-nobody-y" in {f.data["user"] for f in checks.check_user_accounts(_ctx_with_config(params, values))}
+    values["Authenticator.create_system_users"] = True
+    assert "hrb-nobody-y" not in {f.data["user"] for f in checks.check_user_accounts(_ctx_with_config(params, values))}
+
+
+def test_proxy_on_api_port_classification(params, monkeypatch):
+    monkeypatch.setattr(checks.ports, "describe", lambda pid: f"pid {pid} (node configurable-http-proxy)")
+    monkeypatch.setattr(checks, "_listeners", lambda ctx, port: {4242} if port == params.proxy_api_port else set())
+
+    def ctx_for(*, is_proxy=True, token="accepted", hub=None, recorded=None):
+        monkeypatch.setattr(checks.ports, "is_proxy", lambda pid: is_proxy)
+        monkeypatch.setattr(checks.facts, "proxy_token_status", lambda p: token)
+        ctx = Context(params)
+        ctx.fact("hub_pid", lambda: hub)
+        ctx.fact("proxy_pid", lambda: recorded)
+        return ctx
+
+    found = checks.check_proxy_api_port(ctx_for(token="rejected 403"))
+    assert [(f.id, f.severity, f.repairable, f.data["pid"]) for f in found] == [("proxy-foreign-token", ERROR, True, 4242)]
+    found = checks.check_proxy_api_port(ctx_for(recorded=4242))  # hub killed, proxy in the pid file
+    assert [(f.id, f.severity) for f in found] == [("proxy-stale", WARNING)]
+    found = checks.check_proxy_api_port(ctx_for(recorded=None))  # hub gone and the pid file does not name it
+    assert [(f.id, f.severity) for f in found] == [("proxy-stale", ERROR)]
+    assert checks.check_proxy_api_port(ctx_for(hub=1, recorded=4242)) == []  # our running hub's own proxy
+    found = checks.check_proxy_api_port(ctx_for(is_proxy=False))
+    assert [(f.id, f.repairable) for f in found] == [("proxy-api-port-foreign", False)]
+
+
+def test_stale_proxy_repair_proves_again_before_killing(params, monkeypatch):
+    from hubrunbook import repairs
+
+    killed = []
+    monkeypatch.setattr(repairs, "terminate", lambda pid, timeout: killed.append(pid) or True)
+    monkeypatch.setattr(repairs.ports, "listeners", lambda port: set())  # it no longer holds our port
+    f = Finding("proxy-stale", WARNING, "t", "seen", data={"pid": 4242}, repairable=True, check="proxy-api-port")
+    assert repairs.repair_stale_proxy(params, f).status == "unchanged" and killed == []
+    monkeypatch.setattr(repairs.ports, "listeners", lambda port: set() if killed else {4242})
+    monkeypatch.setattr(repairs.ports, "is_proxy", lambda pid: False)  # the PID now runs something else
+    assert repairs.repair_stale_proxy(params, f).status == "unchanged" and killed == []
+    monkeypatch.setattr(repairs.ports, "is_proxy", lambda pid: True)
+    monkeypatch.setattr(repairs.facts, "proxy_token_status", lambda p: "accepted")
+    monkeypatch.setattr(repairs.facts, "hub_pid", lambda p: None)
+    assert repairs.repair_stale_proxy(params, f).status == "changed" and killed == [4242]
+
+
+def test_node_too_old(params, monkeypatch):
+    monkeypatch.setattr(checks, "choose_node", lambda p: ("system", Path("/usr/bin/node"), "system node"))
+    monkeypatch.setattr(checks, "node_version", lambda node: (18, 19, 0))
+    found = checks.check_node(Context(params))
+    assert [(f.id, f.severity) for f in found] == [("node", ERROR)] and "v18.19.0" in found[0].seen
