@@ -44,7 +44,7 @@ same name on first login (home and notebook dir included) and a server that runs
 | system accounts of people who log in (created by the hub on first login; `oauth_allowed_users` and `oauth_admin_users` when the hub starts) | `/etc/passwd`, `<home_base>/<user>` |
 
 The local-login settings of `configure.ipynb` stay in the file (`c.Authenticator.*`); OAuth's own are set on
-`c.OAuthenticator`, which wins for the OAuth classes. Running `configure.ipynb` again switches back to local logins.
+`c.OAuthenticator`, which wins for the OAuth classes. Running `configure.ipynb` again keeps the OAuth authenticator.
 
 **Safe to re-run**: unchanged parameters change nothing and leave the hub running. **Takes** ~10 s (oauthenticator
 install and one hub restart). **Next**: log in at the URL shown at the end; `troubleshoot.ipynb` if that fails.
