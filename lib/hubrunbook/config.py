@@ -216,6 +216,9 @@ def apply_settings(params, settings: dict[str, str | None], *, step: str = "ensu
     """Set *settings* in the config file (atomic, backup, verified with the loader first). Idempotent."""
     path = params.config_path
     if not path.exists():
+        if dry_run:
+            return StepResult(step, WOULD_CHANGE, f"would set {len(settings)} settings in the generated {path}",
+                              [(k, "set", v) for k, v in settings.items() if v is not None], ("setting", "action", "value"))
         raise ConfigError(f"{path} does not exist; run ensure_config_file first")
     old = path.read_text()
     new, rows = edit_text(old, settings)

@@ -13,7 +13,7 @@ from .hubenv import env_bin
 from .preflight import our_hub_pids
 from .process import hub_api_ok, read_pid, start_hub, stop_hub, wait_hub_ready
 from .proxy import proxy_command
-from .steps import OK, WOULD_CHANGE, StepResult
+from .steps import OK, SKIPPED, StepResult
 
 SMOKE_CONFIG = """\
 # throwaway config written by hubrunbook's smoke test; deleted afterwards
@@ -36,7 +36,7 @@ def check_hub_starts(params, *, dry_run: bool = False) -> StepResult:
     """
     url = params.public_url
     if dry_run:
-        return StepResult("check_hub_starts", WOULD_CHANGE, f"would start a throwaway hub on {url} and stop it again")
+        return StepResult("check_hub_starts", SKIPPED, f"dry run: would start a throwaway hub on {url} and stop it again")
     managed = read_pid(params.state_dir / "hub.pid")
     if managed and our_hub_pids(params) & ports.listeners(params.port):
         ok, version = hub_api_ok(url)

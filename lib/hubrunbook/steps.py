@@ -13,8 +13,9 @@ from . import secretref
 from .errors import RunbookError, VerificationError
 
 UNCHANGED, CHANGED, WOULD_CHANGE, FAILED, OK = "unchanged", "changed", "would change", "failed", "ok"
-ICONS = {UNCHANGED: "✔", CHANGED: "✚", WOULD_CHANGE: "…", FAILED: "✘", OK: "✔"}
-COLORS = {UNCHANGED: "#2e7d32", CHANGED: "#1565c0", WOULD_CHANGE: "#ef6c00", FAILED: "#c62828", OK: "#2e7d32"}
+SKIPPED = "skipped"  # a check not run (dry run): never reported as passing
+ICONS = {UNCHANGED: "✔", CHANGED: "✚", WOULD_CHANGE: "…", FAILED: "✘", OK: "✔", SKIPPED: "–"}
+COLORS = {UNCHANGED: "#2e7d32", CHANGED: "#1565c0", WOULD_CHANGE: "#ef6c00", FAILED: "#c62828", OK: "#2e7d32", SKIPPED: "#757575"}
 
 
 def html_table(header: tuple[str, ...], rows: list[tuple]) -> str:

@@ -133,3 +133,17 @@ def test_bad_parameters_change_nothing(deployment, bad, needle):
     assert digest(params.config_path) == conf
     assert ours() == users_before
     assert hub_pid(params) == pid
+
+
+def test_dry_run_reports_and_changes_nothing(deployment):
+    params = deployment["params"]
+    pid, conf = hub_pid(params), digest(params.config_path)
+    values = {**deployment["values"], "users": [USER, "hrb-it-dry"], "dry_run": True}
+    proc, out = papermill("configure", values, deployment["tmp"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    st = step_statuses(out)
+    assert st["ensure_config"] == "would change" and st["ensure_users"] == "would change"
+    assert st["check_local_deployment"] == "skipped"
+    assert digest(params.config_path) == conf and hub_pid(params) == pid
+    with pytest.raises(KeyError):
+        pwd.getpwnam("hrb-it-dry")

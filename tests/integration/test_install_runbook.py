@@ -78,6 +78,7 @@ def test_dry_run_changes_nothing(tmp_path, shared_install):
     assert proc.returncode == 0, proc.stderr[-3000:]
     statuses = step_statuses(out)
     assert statuses["ensure_proxy"] == "would change" and statuses["ensure_hub_env"] == "would change"
+    assert statuses["check_hub_starts"] == "skipped"
     assert not prefix.exists()
 
 
