@@ -235,7 +235,13 @@ def write_local_yaml() -> None:
     print("wrote parameters/local.yaml")
 
 
-BUILDERS = {"install": install, "configure": configure}
+def _oauth():
+    from build_oauth_runbook import oauth
+
+    return oauth()
+
+
+BUILDERS = {"install": install, "configure": configure, "oauth": _oauth}
 
 if __name__ == "__main__":
     write_local_yaml()
