@@ -145,13 +145,13 @@ class Deployment:
     # --- cleanup -------------------------------------------------------------------------------------
     def teardown(self) -> None:
         p = self.params
+        for proc in self.started:  # first: a hand-started hub stops its own proxy
+            if proc.is_running():
+                terminate(proc.pid, timeout=5)
         try:
             service.stop_managed_hub(p)
         except Exception:
             pass
-        for proc in self.started:
-            if proc.is_running():
-                terminate(proc.pid, timeout=5)
         # a proxy the hub started for this prefix (its command line names our prefix) and that survived
         for port in (p.port, p.proxy_api_port, p.hub_port):
             for pid in ports.listeners(port):

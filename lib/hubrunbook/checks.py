@@ -122,7 +122,7 @@ def check_dependency_conflicts(ctx: Context) -> list[Finding]:
     uv = uv_binary()
     argv = [uv, "pip", "check", "--python", py] if uv else [py, "-m", "pip", "check"]
     proc = run_command(argv, timeout=20, check=False, what="pip check")
-    if proc.returncode == 0:
+    if proc.returncode == 0 or "No module named pip" in proc.stderr:  # a uv-made env without pip, and no uv here
         return []
     lines = [l.strip() for l in (proc.stdout + proc.stderr).splitlines()
              if l.strip() and not l.startswith(("Using Python", "Checked ", "Found "))]
@@ -227,11 +227,12 @@ def check_public_port(ctx: Context) -> list[Finding]:
             "; ".join(f"{ports.describe(pid)} listens on {p.port}" for pid in foreign),
             pids=foreign)]
     if not holders and _hub_pid(ctx):
-        return [PUBLIC_PORT.finding(
+        return [HUB_RUNNING.finding(  # our own hub: a restart (the hub-running repair) brings its proxy back
             ERROR, f"the hub runs but nothing listens on the public port {p.port}",
             f"hub pid {_hub_pid(ctx)}; proxy pid file: {facts.pid_file_text(p.state_dir / 'jupyterhub-proxy.pid')}",
             id="public-port-unserved", title="the proxy is gone",
-            cause="the proxy died or could not listen (EADDRINUSE at start)", fix="restart the hub")]
+            cause="the proxy died (killed, OOM) while the hub kept running",
+            fix="restart the hub (repaired with apply_fixes)")]
     return []
 
 
@@ -529,6 +530,7 @@ def check_oauth(ctx: Context) -> list[Finding]:
 def check_hub_log(ctx: Context) -> list[Finding]:
     """Known log messages in the hub's last run map to findings (warnings: the live checks say what still holds)."""
     p = ctx.params
+    facts.read_hub_env(p)  # registers the hub's secrets so that no log line shows them
     lines = ctx.fact("log_lines", lambda: last_run_lines(p.state_dir / "jupyterhub.log", ctx.log_tail_kb))
     out = []
     for msg, hits in match_log(lines):

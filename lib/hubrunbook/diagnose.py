@@ -51,7 +51,7 @@ class Finding:
 
     def as_dict(self) -> dict[str, Any]:
         keys = ("id", "check", "severity", "title", "seen", "evidence", "cause", "fix", "repairable")
-        return {k: getattr(self, k) for k in keys} | {
+        return {k: secretref.mask(v) if isinstance(v := getattr(self, k), str) else v for k in keys} | {
             "data": {k: v for k, v in self.data.items() if isinstance(v, (str, int, float, bool, type(None), list))}
         }
 
@@ -193,7 +193,10 @@ def run_checks(params, *, timeout_per_check: float = 10, checks: list[Check] | N
     """
     from .checks import CATALOG
 
+    from .facts import read_hub_env
+
     checks = CATALOG if checks is None else checks
+    read_hub_env(params)  # register the hub's secrets for masking before any finding is made
     ctx = Context(params, log_tail_kb=log_tail_kb)
     t0 = time.monotonic()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")

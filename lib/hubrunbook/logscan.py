@@ -90,9 +90,17 @@ LOG_MESSAGES: tuple[LogMessage, ...] = (
         "create the notebook dir owned by the user; read the server's lines just above in the log",
         "notebook-dirs"),
     LogMessage(
+        "notebook-dir-missing", r"TraitError: No such directory: ",
+        "a user's server refused to start: its notebook dir does not exist",
+        "traitlets.traitlets.TraitError: No such directory: ''/home/alice/notebooks''",
+        "c.Spawner.notebook_dir (jupyter_server's root_dir) names a directory that does not exist for this user; "
+        "the server exits and the spawn fails with a 500",
+        "create the notebook dir owned by the user (repaired with apply_fixes for users hubrunbook created)",
+        "notebook-dirs"),
+    LogMessage(
         "invalid-state", r"InvalidStateError",
         "a spawn failed with InvalidStateError",
-        "[E 2026-11-25 21:00:00.000 JupyterHub log:192] 500 POST /hub/api/users/alice/server: InvalidStateError",
+        "asyncio.exceptions.InvalidStateError: Exception is not set.  (then: 500 POST /hub/api/users/alice/server)",
         "in JupyterHub 6.1.1 a spawn whose server could not start (e.g. notebook_dir missing) answers 500 "
         "InvalidStateError after the start timeout",
         "create the notebook dir owned by the user; check the user's account and home", "notebook-dirs"),

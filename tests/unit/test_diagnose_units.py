@@ -69,10 +69,14 @@ SOURCE_TEXTS = {
 }
 
 
+SOURCE_TEXTS["notebook-dir-missing"] = "No such directory: '%r'"  # jupyter_server, the single-user server
+
+
 @pytest.mark.skipif(not JH_SRC.is_dir(), reason="shared hub env not built (integration fixture)")
 @pytest.mark.parametrize("mid,text", sorted(SOURCE_TEXTS.items()))
 def test_log_texts_exist_in_jupyterhub_source(mid, text):
-    src = "\n".join(p.read_text(errors="replace") for p in JH_SRC.rglob("*.py") if "tests" not in p.parts)
+    pkgs = [JH_SRC, JH_SRC.parent / "jupyter_server"]
+    src = "\n".join(p.read_text(errors="replace") for d in pkgs for p in d.rglob("*.py") if "tests" not in p.parts)
     assert text in src, f"{mid}: {text!r} is not in jupyterhub's source"
 
 
@@ -353,3 +357,14 @@ def test_node_too_old(params, monkeypatch):
     monkeypatch.setattr(checks, "node_version", lambda node: (18, 19, 0))
     found = checks.check_node(Context(params))
     assert [(f.id, f.severity) for f in found] == [("node", ERROR)] and "v18.19.0" in found[0].seen
+
+
+def test_catalog_doc_is_current():
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(repo / "tools"))
+    from build_troubleshoot import catalog_markdown
+
+    assert (repo / "docs" / "troubleshoot-catalog.md").read_text() == catalog_markdown(), \
+        "run: .venv/bin/python tools/build_troubleshoot.py docs"
