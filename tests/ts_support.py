@@ -25,7 +25,7 @@ from conftest import REPO, TEST_ROOT, port_params
 from hubrunbook import config, ports, probe, service, users
 from hubrunbook.hubenv import ensure_hub_env, env_bin
 from hubrunbook.params import build_params
-from hubrunbook.process import read_pid, start_hub, terminate
+from hubrunbook.process import start_hub, terminate
 
 TEMPLATE = TEST_ROOT / "ts-config-template.py"
 

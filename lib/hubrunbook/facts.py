@@ -10,7 +10,6 @@ import re
 import sqlite3
 from pathlib import Path
 
-import psutil
 import requests
 
 from . import ports, secretref

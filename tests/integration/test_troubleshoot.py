@@ -13,7 +13,7 @@ import subprocess
 import psutil
 import pytest
 
-from hubrunbook import facts, ports, service
+from hubrunbook import facts, service
 from ts_support import Deployment, ids
 
 pytestmark = [

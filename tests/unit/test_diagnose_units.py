@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import stat
 import time
@@ -11,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hubrunbook import checks, diagnose, facts, logscan, secretref
+from hubrunbook import checks, diagnose, facts, logscan, secretref, system
+from hubrunbook.checks import access, install, processes
 from hubrunbook.diagnose import ERROR, WARNING, Check, Context, Finding, Report, run_checks
 from hubrunbook.params import build_params
 
@@ -187,12 +187,12 @@ def test_singleuser_under_a_0700_dir_is_blocked(tmp_path_factory):
     script.write_text("#!/usr/bin/python3\n")
     script.chmod(0o755)
     home.chmod(0o700)
-    why = checks._blocked(script)
+    why = access._blocked(script)
     assert why and str(home) in why and "0700" in why
     home.chmod(0o755)
-    assert checks._blocked(script) is None
+    assert access._blocked(script) is None
     script.write_text(f"#!{home}/py/python3\n")  # interpreter missing
-    assert "does not exist" in checks._blocked(script)
+    assert "does not exist" in access._blocked(script)
     import shutil
 
     shutil.rmtree(tmp_path)
@@ -200,11 +200,11 @@ def test_singleuser_under_a_0700_dir_is_blocked(tmp_path_factory):
 
 def test_disk_thresholds(params, monkeypatch):
     params.state_dir.mkdir(parents=True)
-    monkeypatch.setattr(checks.system, "free_mb", lambda p: (p, 10))
+    monkeypatch.setattr(system, "free_mb", lambda p: (p, 10))
     assert [f.severity for f in checks.check_disk_space(Context(params))] == [ERROR]
-    monkeypatch.setattr(checks.system, "free_mb", lambda p: (p, 500))
+    monkeypatch.setattr(system, "free_mb", lambda p: (p, 500))
     assert [f.severity for f in checks.check_disk_space(Context(params))] == [WARNING]  # < min_free_disk_mb 1024
-    monkeypatch.setattr(checks.system, "free_mb", lambda p: (p, 5000))
+    monkeypatch.setattr(system, "free_mb", lambda p: (p, 5000))
     assert checks.check_disk_space(Context(params)) == []
 
 
@@ -284,17 +284,17 @@ def _ctx_with_config(params, values: dict) -> Context:
 
 
 def test_no_allow_rule_from_the_loaded_config(params):
-    assert [f.id for f in checks.check_allow_rule(_ctx_with_config(params, {"Authenticator.allowed_users": []}))] \
+    assert [f.id for f in access.check_allow_rule(_ctx_with_config(params, {"Authenticator.allowed_users": []}))] \
         == ["allow-rule"]
     for ok in ({"Authenticator.allowed_users": ["a"]}, {"Authenticator.allow_all": True},
                {"Authenticator.admin_users": ["root-ish"]}, {"Authenticator.allowed_organizations": ["org"]}):
-        assert checks.check_allow_rule(_ctx_with_config(params, ok)) == []
+        assert access.check_allow_rule(_ctx_with_config(params, ok)) == []
 
 
 def test_oauth_callback_and_client(params, monkeypatch):
     params.secrets_dir.mkdir(parents=True)
     (params.secrets_dir / "hub.env").write_text("GITHUB_CLIENT_ID=abcdabcd\n")
-    monkeypatch.setattr(checks, "_hub_pid", lambda ctx: None)
+    monkeypatch.setattr(access, "_hub_pid", lambda ctx: None)
     ctx = _ctx_with_config(params, {"JupyterHub.authenticator_class": "oauthenticator.github.LocalGitHubOAuthenticator",
                                     "Authenticator.oauth_callback_url": "http://127.0.0.1:9999/hub/oauth_callback"})
     found = {f.id: f for f in checks.check_oauth(ctx)}
@@ -313,12 +313,12 @@ def test_oauth_users_without_accounts_are_fine_when_the_hub_creates_them(params)
 
 
 def test_proxy_on_api_port_classification(params, monkeypatch):
-    monkeypatch.setattr(checks.ports, "describe", lambda pid: f"pid {pid} (node configurable-http-proxy)")
-    monkeypatch.setattr(checks, "_listeners", lambda ctx, port: {4242} if port == params.proxy_api_port else set())
+    monkeypatch.setattr(processes.ports, "describe", lambda pid: f"pid {pid} (node configurable-http-proxy)")
+    monkeypatch.setattr(processes, "_listeners", lambda ctx, port: {4242} if port == params.proxy_api_port else set())
 
     def ctx_for(*, is_proxy=True, token="accepted", hub=None, recorded=None):
-        monkeypatch.setattr(checks.ports, "is_proxy", lambda pid: is_proxy)
-        monkeypatch.setattr(checks.facts, "proxy_token_status", lambda p: token)
+        monkeypatch.setattr(processes.ports, "is_proxy", lambda pid: is_proxy)
+        monkeypatch.setattr(facts, "proxy_token_status", lambda p: token)
         ctx = Context(params)
         ctx.fact("hub_pid", lambda: hub)
         ctx.fact("proxy_pid", lambda: recorded)
@@ -353,8 +353,8 @@ def test_stale_proxy_repair_proves_again_before_killing(params, monkeypatch):
 
 
 def test_node_too_old(params, monkeypatch):
-    monkeypatch.setattr(checks, "choose_node", lambda p: ("system", Path("/usr/bin/node"), "system node"))
-    monkeypatch.setattr(checks, "node_version", lambda node: (18, 19, 0))
+    monkeypatch.setattr(install, "choose_node", lambda p: ("system", Path("/usr/bin/node"), "system node"))
+    monkeypatch.setattr(install, "node_version", lambda node: (18, 19, 0))
     found = checks.check_node(Context(params))
     assert [(f.id, f.severity) for f in found] == [("node", ERROR)] and "v18.19.0" in found[0].seen
 

@@ -1,0 +1,136 @@
+"""Checks of processes and ports: the stale proxy of guide §3.2, foreign programs on our ports, the hub itself."""
+from __future__ import annotations
+
+from .. import facts, ports, repairs
+from ..diagnose import ERROR, WARNING, Check, Context, Finding
+from ..logscan import last_run_lines
+from ..process import hub_api_ok
+from .common import _hub_pid, _listeners, _proxy_pid
+
+
+def check_proxy_api_port(ctx: Context) -> list[Finding]:
+    """Who holds the proxy API port: our proxy, a stale proxy (seed §3.2's 403), or something else."""
+    p = ctx.params
+    hub, recorded = _hub_pid(ctx), _proxy_pid(ctx)
+    out = []
+    for pid in sorted(_listeners(ctx, p.proxy_api_port)):
+        who = ports.describe(pid)
+        if not ports.is_proxy(pid):
+            out.append(PROXY_API.finding(
+                ERROR, f"port {p.proxy_api_port} (proxy_api_port) is held by a process that is not our proxy",
+                f"{who} listens on {p.proxy_api_port}", id="proxy-api-port-foreign",
+                title="another program holds the proxy API port",
+                cause="the proxy cannot open its API port, so the hub cannot start its proxy",
+                fix="stop that program yourself (it is not ours; hubrunbook leaves it alone) or choose another "
+                    "proxy_api_port", repairable=False))
+            continue
+        token = ctx.fact("proxy_token", lambda: facts.proxy_token_status(p))
+        evidence = f"{who} listens on 127.0.0.1:{p.proxy_api_port}; GET /api/routes with the hub's token → {token}"
+        if token.startswith("rejected 403"):
+            out.append(PROXY_API.finding(
+                ERROR, "a configurable-http-proxy with another auth token holds the proxy API port", evidence,
+                id="proxy-foreign-token", title="old proxy still running: the hub gets 403 (guide §3.2)",
+                pid=pid, why="token rejected"))
+        elif hub is None:
+            in_file = pid == recorded
+            out.append(PROXY_API.finding(
+                WARNING if in_file else ERROR, "a configurable-http-proxy runs without its hub (stale proxy)",
+                evidence + f"; state/jupyterhub-proxy.pid: {facts.pid_file_text(p.state_dir / 'jupyterhub-proxy.pid')}"
+                + ("" if in_file else " (not this PID)"), id="proxy-stale",
+                title="stale proxy left by a hub that was killed",
+                cause="the hub was killed (kill -9, OOM, crash) and its proxy survived" +
+                      ("; the next hub start would stop it through the proxy pid file" if in_file else
+                       "; the pid file does not name it, so the next hub start fails on the busy port"),
+                pid=pid, why="no hub"))
+        elif recorded and pid != recorded:
+            out.append(PROXY_API.finding(
+                WARNING, "the proxy on the API port is not the one the hub recorded", evidence,
+                id="proxy-unrecorded", title="proxy PID differs from state/jupyterhub-proxy.pid", repairable=False))
+    return out
+
+
+def check_public_port(ctx: Context) -> list[Finding]:
+    """The proxy must own the public port; otherwise users reach whatever holds it."""
+    p = ctx.params
+    holders = _listeners(ctx, p.port)
+    api_holders = _listeners(ctx, p.proxy_api_port)
+    ours = {_proxy_pid(ctx)} | {pid for pid in holders if pid in api_holders and ports.is_proxy(pid)}
+    foreign = sorted(holders - ours)
+    if foreign:
+        return [PUBLIC_PORT.finding(
+            ERROR, f"port {p.port} (the public port) is held by a process that is not our proxy",
+            "; ".join(f"{ports.describe(pid)} listens on {p.port}" for pid in foreign),
+            pids=foreign)]
+    if not holders and _hub_pid(ctx):
+        return [HUB_RUNNING.finding(  # our own hub: a restart (the hub-running repair) brings its proxy back
+            ERROR, f"the hub runs but nothing listens on the public port {p.port}",
+            f"hub pid {_hub_pid(ctx)}; proxy pid file: {facts.pid_file_text(p.state_dir / 'jupyterhub-proxy.pid')}",
+            id="public-port-unserved", title="the proxy is gone",
+            cause="the proxy died (killed, OOM) while the hub kept running",
+            fix="restart the hub (repaired with apply_fixes)")]
+    return []
+
+
+def check_hub_port(ctx: Context) -> list[Finding]:
+    p = ctx.params
+    foreign = sorted(_listeners(ctx, p.hub_port) - {_hub_pid(ctx)})
+    if foreign:
+        return [HUB_PORT.finding(ERROR, f"port {p.hub_port} (hub_port) is held by a process that is not our hub",
+                                 "; ".join(f"{ports.describe(pid)} listens on {p.hub_port}" for pid in foreign),
+                                 pids=foreign)]
+    return []
+
+
+def check_hub_running(ctx: Context) -> list[Finding]:
+    """The managed hub runs (state/hub.pid) and answers GET /hub/api with 200 JSON through the proxy."""
+    p = ctx.params
+    pid = _hub_pid(ctx)
+    if pid is None:
+        tail = [t for _, t in ctx.fact("log_lines", lambda: last_run_lines(p.state_dir / "jupyterhub.log",
+                                                                            ctx.log_tail_kb)) if t.strip()]
+        last = tail[-1].strip()[:300] if tail else "(no log)"
+        return [HUB_RUNNING.finding(
+            ERROR, "the managed hub is not running",
+            f"state/hub.pid: {facts.pid_file_text(p.state_dir / 'hub.pid')}; last log line: {last}")]
+    ok, seen = hub_api_ok(p.public_url, timeout=3)
+    if not ok:
+        return [HUB_RUNNING.finding(
+            ERROR, f"the hub runs (pid {pid}) but {p.public_url}/hub/api gives {seen}",
+            f"GET {p.public_url}/hub/api → {seen}", id="hub-api", title="the hub does not answer through the proxy",
+            cause="the proxy does not own the public port, or the hub is stuck", fix="see the other findings; "
+            "restart the hub when they are fixed", repairable=False)]
+    return []
+
+
+PROXY_API = Check(
+    "proxy-api-port", "a stale configurable-http-proxy holds the proxy API port",
+    "api_request to proxy failed: 403, message='Forbidden'  (tornado.httpclient.HTTPError: HTTP 403: Forbidden in "
+    "older hubs)",
+    "a proxy started earlier (by a hub that was killed, or by hand) still listens on proxy_api_port with another "
+    "CONFIGPROXY_AUTH_TOKEN; the new hub's requests are refused and it exits",
+    "stop that proxy — found by the port it listens on, confirmed to be configurable-http-proxy, killed by PID, "
+    "never `ps aux | grep` and kill by name (repaired with apply_fixes), then start the hub",
+    check_proxy_api_port, repairs.repair_stale_proxy, guide="§3.2")
+
+
+PUBLIC_PORT = Check(
+    "public-port", "another program holds the public port",
+    "[ConfigProxy] error: Uncaught Exception: listen EADDRINUSE: address already in use 127.0.0.1:8000",
+    "the proxy logs EADDRINUSE but keeps running and the hub reports success; users reach the other program",
+    "stop that program yourself (it is not ours; never killed by hubrunbook) or choose another port, then restart "
+    "the hub", check_public_port)
+
+
+HUB_PORT = Check(
+    "hub-port", "another program holds the hub's own port",
+    "Failed to bind hub to http://127.0.0.1:8081/hub/ … OSError: [Errno 98] Address already in use",
+    "something else (often a second JupyterHub) listens on hub_port; the hub exits at start",
+    "stop that program yourself or choose another hub_port", check_hub_port)
+
+
+HUB_RUNNING = Check(
+    "hub-running", "the managed hub is not running",
+    "state/hub.pid names a process that is gone; the log ends with the reason it stopped",
+    "the hub exited (see the log findings) or was never started",
+    "fix the other findings, then start it (repaired with apply_fixes: starts the managed hub and waits for "
+    "/hub/api)", check_hub_running, repairs.repair_hub_running)
