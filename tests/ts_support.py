@@ -33,13 +33,14 @@ TEMPLATE = TEST_ROOT / "ts-config-template.py"
 def config_template(shared) -> Path:
     """A generated jupyterhub_config.py (jupyterhub --generate-config, ~3 s), made once and copied per test."""
     if not TEMPLATE.exists():
-        work = TEST_ROOT / "ts-template-prefix"
+        work = TEST_ROOT / f"ts-template-prefix-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         (work / "env").symlink_to(shared.env_dir)
         p = build_params({**port_params(), "prefix": str(work)})
         config.ensure_config_file(p)
-        shutil.copy(p.config_path, TEMPLATE)
+        shutil.copy(p.config_path, work / "template.py")
+        os.replace(work / "template.py", TEMPLATE)  # atomic: a concurrent run sees all of it or nothing
         shutil.rmtree(work)
     return TEMPLATE
 
@@ -49,7 +50,7 @@ class Deployment:
 
     def __init__(self, shared, name: str, *, own_env: bool = False, **values):
         self.shared, self.name, self.own_env = shared, name, own_env
-        self.prefix = TEST_ROOT / f"ts-{name}"
+        self.prefix = TEST_ROOT / f"ts-{name}-{os.getpid()}"  # concurrent runs (a CI clone) do not collide
         self.user = f"hrb-ts-{secrets.token_hex(3)}"
         self.values = {**port_params(), "prefix": str(self.prefix), "users": [self.user], "admin_users": [self.user],
                        "start_timeout": 30, **values}
