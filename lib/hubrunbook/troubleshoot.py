@@ -10,7 +10,7 @@ from pathlib import Path
 from . import diagnose
 from .diagnose import ERROR, Finding, Report
 from .errors import RunbookError
-from .steps import CHANGED, FAILED, OK, UNCHANGED, WOULD_CHANGE, StepResult
+from .steps import CHANGED, FAILED, OK, SKIPPED, UNCHANGED, WOULD_CHANGE, StepResult
 
 
 def report_path(params) -> Path:
@@ -84,19 +84,20 @@ def _verify_user(params) -> str | None:
 def check_user_spawns(params, report: Report) -> StepResult:
     """After repairs: a user logs in with their password and gets a server, which is stopped again.
 
-    Skipped (ok) when apply_fixes is false, when errors remain, or when there is no user to try.
+    Skipped when apply_fixes is false, in a dry run, or when there is no user to try; failed while errors remain.
     """
     from . import probe
     from .users import user_password
 
     name = "check_user_spawns"
     user = _verify_user(params)
-    if not params.apply_fixes:
-        return StepResult(name, OK, "not run: apply_fixes is false (diagnosis only)")
+    if not params.apply_fixes or params.dry_run:
+        why = "dry_run" if params.dry_run else "apply_fixes is false (diagnosis only)"
+        return StepResult(name, SKIPPED, f"not run: {why}")
     if report.errors:
         return StepResult(name, FAILED, f"not run: {len(report.errors)} error(s) remain ({', '.join(sorted(report.ids(ERROR)))})")
     if user is None:
-        return StepResult(name, OK, "not run: no users parameter (and no verify_user) to log in with")
+        return StepResult(name, SKIPPED, "not run: no users parameter (and no verify_user) to log in with")
     url = params.public_url
     try:
         session = probe.login(url, user, user_password(params, user))
