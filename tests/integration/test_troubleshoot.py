@@ -259,6 +259,20 @@ def test_missing_notebook_dir(deploy, tmp_path):
     repair_and_prove(d, tmp_path)
 
 
+def test_missing_home(deploy, tmp_path):
+    import shutil
+
+    d = deploy().build()
+    shutil.rmtree(f"/home/{d.user}")
+
+    proc, report = scan(d, tmp_path)
+    assert_errors(report, {"user-home", "notebook-dirs"})
+    assert f"home /home/{d.user} (absent)" in finding(report, "user-home")["evidence"]
+
+    repair_and_prove(d, tmp_path)
+    assert os.stat(f"/home/{d.user}").st_uid == __import__("pwd").getpwnam(d.user).pw_uid
+
+
 def test_singleuser_not_runnable_by_users(deploy, tmp_path):
     from hubrunbook import probe, users
 
