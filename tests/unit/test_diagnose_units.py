@@ -368,3 +368,12 @@ def test_catalog_doc_is_current():
 
     assert (repo / "docs" / "troubleshoot-catalog.md").read_text() == catalog_markdown(), \
         "run: .venv/bin/python tools/build_troubleshoot.py docs"
+
+
+def test_eaddrinuse_names_the_port(params):
+    params.state_dir.mkdir(parents=True)
+    (params.state_dir / "jupyterhub.log").write_text(
+        "[I app] Running JupyterHub version 6.1.1\n"
+        "[ConfigProxy] error: Uncaught Exception: listen EADDRINUSE: address already in use 127.0.0.1:38903\n")
+    (f,) = checks.check_hub_log(Context(params))
+    assert f.id == "log:proxy-eaddrinuse" and "(port 38903: the proxy API port)" in f.seen

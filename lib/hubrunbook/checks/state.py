@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 from .. import facts, repairs, system
@@ -67,9 +68,20 @@ def check_hub_log(ctx: Context) -> list[Finding]:
     out = []
     for msg, hits in match_log(lines):
         more = f" (seen {len(hits)} times in the last run; last shown)" if len(hits) > 1 else ""
-        out.append(Finding(f"log:{msg.id}", WARNING, f"log: {msg.title}", f"the hub log says: {msg.title}",
+        seen = f"the hub log says: {msg.title}" + _which_port(p, hits[-1])
+        out.append(Finding(f"log:{msg.id}", WARNING, f"log: {msg.title}", seen,
                            hits[-1][:400] + more, msg.cause, msg.action, check=HUB_LOG.id))
     return out
+
+
+def _which_port(params, line: str) -> str:
+    """' (port N: the public port)' for an 'address already in use HOST:N' line, else ''."""
+    m = re.search(r"address already in use \S*?:(\d+)", line)
+    if not m:
+        return ""
+    port = int(m.group(1))
+    names = {params.port: "the public port", params.proxy_api_port: "the proxy API port", params.hub_port: "hub_port"}
+    return f" (port {port}: {names.get(port, 'not one of ours')})"
 
 
 SECRET_FILES = Check(
