@@ -377,3 +377,17 @@ def test_eaddrinuse_names_the_port(params):
         "[ConfigProxy] error: Uncaught Exception: listen EADDRINUSE: address already in use 127.0.0.1:38903\n")
     (f,) = checks.check_hub_log(Context(params))
     assert f.id == "log:proxy-eaddrinuse" and "(port 38903: the proxy API port)" in f.seen
+
+
+@pytest.mark.skipif(not JH_SRC.is_dir(), reason="shared hub env not built (integration fixture)")
+def test_known_mros_are_the_real_ones():
+    import subprocess
+
+    py = JH_SRC.parents[3] / "bin" / "python"
+    names = [n for n in facts.KNOWN_MRO if n.startswith("jupyterhub.")]
+    code = ("import importlib, json, sys\nfrom traitlets.config import Configurable\nout = {}\n"
+            "for n in sys.argv[1:]:\n    m, _, a = n.rpartition('.')\n    k = getattr(importlib.import_module(m), a)\n"
+            "    out[n] = [c.__name__ for c in k.__mro__ if issubclass(c, Configurable) and c.__name__ not in "
+            "('Configurable', 'LoggingConfigurable')]\nprint(json.dumps(out))")
+    real = json.loads(subprocess.run([py, "-c", code, *names], capture_output=True, text=True, check=True).stdout)
+    assert real == {n: facts.KNOWN_MRO[n] for n in names}
