@@ -19,7 +19,7 @@ deploy: $(STAMP)
 	$(BIN)/python -m hubrunbook.deploy $(PARAMS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -ra tests
+	$(BIN)/python -m pytest -ra tests/unit tests/integration
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -ra tests/unit
