@@ -9,21 +9,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from nbtools import CHECK, code, md, parameters_cell, write_notebook  # noqa: E402
+from nbtools import CHECK, VALIDATE, code, md, parameters_cell, write_notebook  # noqa: E402
 
 from hubrunbook.params import OAuthParams  # noqa: E402
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "runbooks"
 SHARED = ["prefix", "dry_run", "bind_ip", "port", "hub_port", "proxy_api_port", "start_timeout",
           "config_file", "home_base", "user_shell", "notebook_dir"]
-VALIDATE = """\
-from hubrunbook.notebook import load_params
-from hubrunbook.steps import Run
-params = load_params(globals())  # unknown keys, wrong types, bad values: an error here, nothing changed
-run = Run("oauth", params)
-params"""
-
-
 def oauth():
     return [
         md("""
@@ -74,7 +66,7 @@ anyone who may log in, so a run with them stops at Step 1 and says what to set. 
 Names, types and values are checked first: secret references must be `env:VAR` or `file:/path` (a literal
 secret is refused), URLs must be https (plain http only on loopback), logins must be valid system usernames.
 """),
-        code(VALIDATE, CHECK),
+        code(VALIDATE.format(name="oauth"), CHECK),
         md("""
 ## Step 1 — Check the plan: who may log in, and where the provider is
 JupyterHub ≥ 5 lets nobody in without an allow rule, so a configuration without allowed users, admins,

@@ -9,19 +9,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from nbtools import CHECK, code, md, parameters_cell, write_notebook  # noqa: E402
+from nbtools import CHECK, VALIDATE, code, md, parameters_cell, write_notebook  # noqa: E402
 
 from hubrunbook.params import ConfigureParams, InstallParams  # noqa: E402
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "runbooks"
-
-VALIDATE = """\
-from hubrunbook.notebook import load_params
-from hubrunbook.steps import Run
-params = load_params(globals())  # unknown keys, wrong types, bad values: an error here, nothing changed
-run = Run("{name}", params)
-params"""
-
 
 def install():
     return [

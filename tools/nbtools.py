@@ -14,6 +14,13 @@ from hubrunbook.params import Params
 
 CHECK = "nbval-check-output"
 
+VALIDATE = """\
+from hubrunbook.notebook import load_params
+from hubrunbook.steps import Run
+params = load_params(globals())  # unknown keys, wrong types, bad values: an error here, nothing changed
+run = Run("{name}", params)
+params"""
+
 
 def md(text: str):
     return nbformat.v4.new_markdown_cell(text.strip("\n"))

@@ -34,6 +34,14 @@ def port_rows(params) -> list[tuple[str, str, str]]:
     return rows
 
 
+def preflight_result(step: str, rows: list[tuple[str, str, str]]) -> StepResult:
+    """The result of a preflight table; raises PreflightError listing every failed row."""
+    failed = [r for r in rows if r[1] == FAILED]
+    if failed:
+        raise PreflightError("preflight failed, nothing was changed:\n" + "\n".join(f"  - {r[0]}: {r[2]}" for r in failed))
+    return StepResult(step, OK, f"all {len(rows)} checks passed", rows)
+
+
 def check_preflight(params) -> StepResult:
     """Check OS, Python, privileges, disk, directory modes and ports; raise PreflightError listing every failure."""
     rows: list[tuple[str, str, str]] = []
@@ -67,12 +75,7 @@ def check_preflight(params) -> StepResult:
     except PreflightError as exc:
         rows.append(("Node.js", FAILED, str(exc)))
     rows += port_rows(params)
-    failed = [r for r in rows if r[1] == FAILED]
-    result = StepResult("check_preflight", FAILED if failed else OK,
-                        f"{len(failed)} of {len(rows)} checks failed" if failed else f"all {len(rows)} checks passed", rows)
-    if failed:
-        raise PreflightError("preflight failed, nothing was changed:\n" + "\n".join(f"  - {r[0]}: {r[2]}" for r in failed))
-    return result
+    return preflight_result("check_preflight", rows)
 
 
 def check_configure_preflight(params) -> StepResult:
@@ -100,12 +103,7 @@ def check_configure_preflight(params) -> StepResult:
         rows.append(("allow rule", FAILED, str(exc)))
     rows += foreign_user_rows(params)
     rows += port_rows(params)
-    failed = [r for r in rows if r[1] == FAILED]
-    result = StepResult("check_configure_preflight", FAILED if failed else OK,
-                        f"{len(failed)} of {len(rows)} checks failed" if failed else f"all {len(rows)} checks passed", rows)
-    if failed:
-        raise PreflightError("preflight failed, nothing was changed:\n" + "\n".join(f"  - {r[0]}: {r[2]}" for r in failed))
-    return result
+    return preflight_result("check_configure_preflight", rows)
 
 
 def foreign_user_rows(params) -> list[tuple[str, str, str]]:
