@@ -121,7 +121,7 @@ LOG_MESSAGES: tuple[LogMessage, ...] = (
     LogMessage(
         "db-schema", r"Found database schema version \S+ != \S+",
         "the hub database schema is older than the installed JupyterHub",
-        "Found database schema version 4621fec11365 != afd65840b69e. Backup your database and run "
+        "Found database schema version ff1860e38070 != f460b0348206. Backup your database and run "
         "`jupyterhub upgrade-db` to upgrade to the latest schema.",
         "JupyterHub was upgraded but the database was not; the hub refuses to start",
         "back up the database file, run `jupyterhub upgrade-db -f <config>` (repaired with apply_fixes)",
@@ -141,6 +141,14 @@ LOG_MESSAGES: tuple[LogMessage, ...] = (
         "['configurable-http-proxy']",
         "configurable-http-proxy is not installed where c.ConfigurableHTTPProxy.command points (or not on PATH)",
         "install it (install runbook, or repaired with apply_fixes)", "proxy-installed"),
+    LogMessage(
+        "proxy-module-missing", r"Cannot find module .*configurable-http-proxy",
+        "Node.js cannot find configurable-http-proxy",
+        "Error: Cannot find module '/opt/hubrunbook/proxy/node_modules/configurable-http-proxy/bin/"
+        "configurable-http-proxy'",
+        "c.ConfigurableHTTPProxy.command names [node, <script>] and the script is gone (proxy removed or never "
+        "installed there); the proxy exits at once and so does the hub",
+        "install the pinned configurable-http-proxy (repaired with apply_fixes)", "proxy-installed"),
     LogMessage(
         "proxy-exit", r"Proxy failed to start with exit code",
         "configurable-http-proxy exited at start",

@@ -157,6 +157,8 @@ def test_tornado_5_forced_under_jupyterhub_6(deploy, tmp_path):
     assert "MutableMapping" in finding(report, "hub-packages-import")["seen"]
     assert "tornado 5.1.1" in finding(report, "tornado-too-old")["seen"]
     assert "has no attribute 'MutableMapping'" in finding(report, "log:mutable-mapping")["evidence"]
+    conflicts = finding(report, "dependency-conflicts")["evidence"]
+    assert "tornado" in conflicts and "\x1b" not in conflicts and "Using Python" not in conflicts
 
     repair_and_prove(d, tmp_path)
     assert facts.probe_env(d.params)["versions"]["tornado"].startswith("6.")
@@ -296,6 +298,7 @@ def test_proxy_missing(deploy, tmp_path):
 
     proc, report = scan(d, tmp_path)
     assert_errors(report, {"proxy-installed", "hub-running"})
+    assert "Cannot find module" in finding(report, "log:proxy-module-missing")["evidence"]
 
     repair_and_prove(d, tmp_path)
     assert (d.prefix / "proxy" / "node_modules" / "configurable-http-proxy" / "package.json").exists()

@@ -18,9 +18,10 @@ def check_config_file(ctx: Context) -> list[Finding]:
     values, error = _config_or_error(ctx)
     if values is None:
         path = ctx.params.config_path
-        last = [l for l in (error or "").splitlines() if l.strip()][-3:]
+        lines = [l.strip() for l in (error or "").splitlines() if l.strip()]
+        where = [l for l in lines if l.startswith(f'File "{path}"')][-1:]  # the line of the config that failed
         return [CONFIG_FILE.finding(ERROR, f"{path} is missing or does not load with JupyterHub's loader",
-                                    " | ".join(last) or "no output", path=str(path))]
+                                    " … ".join(where + lines[-1:]) or "no output", path=str(path))]
     return []
 
 
@@ -225,7 +226,7 @@ def check_singleuser_runnable(ctx: Context) -> list[Finding]:
 
 CONFIG_FILE = Check(
     "config-file", "jupyterhub_config.py is missing or does not load",
-    "NameError: name 'c' is not defined  |  SyntaxError: invalid syntax (jupyterhub_config.py, line 1234)",
+    "File \"/opt/hubrunbook/etc/jupyterhub_config.py\", line 1152 … SyntaxError: invalid syntax",
     "a hand edit broke the Python of the config file, or the file was moved",
     "fix the line the error names (backups: jupyterhub_config.py.bak-*), or rerun the configure runbook",
     check_config_file, guide="§2.1")
@@ -259,7 +260,8 @@ USER_ACCOUNTS = Check(
 
 NOTEBOOK_DIRS = Check(
     "notebook-dirs", "a user's notebook dir is missing",
-    "alice's server failed to start in 30 seconds, giving up.  → 500 InvalidStateError",
+    "TraitError: No such directory: ''/home/alice/notebooks''  → 500 POST /hub/api/users/alice/server "
+    "(InvalidStateError), or a spawn that hangs until Spawner.start_timeout",
     "c.Spawner.notebook_dir points to a directory that does not exist (or is not the user's); the server exits and "
     "the hub waits the whole start timeout",
     "create it owned by the user (repaired with apply_fixes for users hubrunbook created)", check_notebook_dirs,

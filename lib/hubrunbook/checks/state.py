@@ -94,7 +94,7 @@ SECRET_FILES = Check(
 
 DB_SCHEMA = Check(
     "db-schema", "the hub database schema is older than the installed JupyterHub",
-    "Found database schema version 4621fec11365 != afd65840b69e. Backup your database and run `jupyterhub "
+    "Found database schema version ff1860e38070 != f460b0348206. Backup your database and run `jupyterhub "
     "upgrade-db` to upgrade to the latest schema.",
     "JupyterHub was upgraded in the env, the database was not",
     "copy the database file aside, then `jupyterhub upgrade-db -f <config>` (repaired with apply_fixes: backup in "
