@@ -5,6 +5,7 @@ Each executed notebook is kept under runs/ as the audit record. Exit code 0 only
 """
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from datetime import datetime
@@ -17,10 +18,19 @@ REPO = Path(__file__).resolve().parents[2]
 ORDER = ("install", "configure")
 
 
+class _KnownToUs(logging.Filter):
+    """Drop papermill's "Passed unknown parameter" lines: every key was validated against our model already,
+    and a key of another runbook is expected when one file serves all of them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passed unknown parameter")
+
+
 def run_runbook(name: str, params_file: Path, runs_dir: Path) -> Path:
     """Execute runbooks/<name>.ipynb with papermill into runs_dir; raises papermill's error on failure."""
     import papermill
 
+    logging.getLogger("papermill").addFilter(_KnownToUs())
     runs_dir.mkdir(parents=True, exist_ok=True)
     out = runs_dir / f"{datetime.now():%Y%m%d-%H%M%S}-{name}.ipynb"
     import yaml
