@@ -330,7 +330,10 @@ def test_database_schema_older_than_jupyterhub(deploy, tmp_path):
 def test_low_disk_space_where_the_hub_keeps_state(deploy, tmp_path):
     def small_state(p):
         p.state_dir.mkdir(mode=0o700)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m,mode=0700", "tmpfs", str(p.state_dir)], check=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m,mode=0700", "tmpfs", str(p.state_dir)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:  # a container without CAP_SYS_ADMIN
+            pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
 
     d = deploy().build(before=small_state)
     proc, report = scan(d, tmp_path)
