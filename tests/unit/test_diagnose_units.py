@@ -391,3 +391,36 @@ def test_known_mros_are_the_real_ones():
             "('Configurable', 'LoggingConfigurable')]\nprint(json.dumps(out))")
     real = json.loads(subprocess.run([py, "-c", code, *names], capture_output=True, text=True, check=True).stdout)
     assert real == {n: facts.KNOWN_MRO[n] for n in names}
+
+
+# --- the runbook's steps -----------------------------------------------------------------------------
+def test_repair_step_only_acts_with_apply_fixes(params, monkeypatch):
+    from hubrunbook import troubleshoot
+    from hubrunbook.steps import CHANGED, StepResult
+
+    calls = []
+
+    def rep(p, f, *, dry_run=False):
+        calls.append(dry_run)
+        return StepResult("rep", "would change" if dry_run else CHANGED, "x")
+
+    cat = [_check("fixable", lambda c: [], rep), _check("foreign", lambda c: [])]
+    monkeypatch.setattr(checks, "CATALOG", cat)
+    report = Report([cat[0].finding(ERROR, "a"), cat[1].finding(ERROR, "b")], [], "", 0, "")
+    diag = troubleshoot.repair_deployment(params, report)  # apply_fixes defaults to false
+    assert diag.status == "would change" and calls == [True]
+    assert ("foreign", "by hand", "action") in diag.rows
+    fixing = params.model_copy(update={"apply_fixes": True})
+    assert troubleshoot.repair_deployment(fixing, report).status == "changed" and calls == [True, False]
+    assert troubleshoot.repair_deployment(fixing, report, dry_run=True).status == "would change"
+
+
+def test_spawn_proof_is_skipped_or_failed_never_a_false_ok(params):
+    from hubrunbook import troubleshoot
+
+    clean = Report([], [], "", 0, "")
+    broken = Report([Finding("x", ERROR, "t", "seen")], [], "", 0, "")
+    assert troubleshoot.check_user_spawns(params, clean).status == "skipped"  # diagnosis only
+    fixing = params.model_copy(update={"apply_fixes": True})
+    assert troubleshoot.check_user_spawns(fixing, broken).status == "failed"
+    assert troubleshoot.check_findings(params, broken).failed and not troubleshoot.check_findings(params, clean).failed
