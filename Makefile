@@ -26,6 +26,8 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_install.py
+	$(BIN)/python bench/bench_configure.py
+	$(BIN)/python bench/bench_troubleshoot.py
 
 clean-venv:
 	rm -rf $(VENV)

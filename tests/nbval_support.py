@@ -14,7 +14,7 @@ SANITIZE = REPO / "tests" / "nbval_sanitize.cfg"
 
 
 # runbooks to run before each one (with the same parameters) so its sandbox is converged
-CHAINS = {"install": ["install"], "configure": ["install", "configure"]}
+CHAINS = {"install": ["install"], "configure": ["install", "configure"], "troubleshoot": ["install", "configure"]}
 
 
 def reference_params(name: str, ports: tuple[int, int, int] = (18100, 18101, 18102)) -> dict:

@@ -233,7 +233,13 @@ def _oauth():
     return oauth()
 
 
-BUILDERS = {"install": install, "configure": configure, "oauth": _oauth}
+def _troubleshoot():
+    from build_troubleshoot import troubleshoot
+
+    return troubleshoot()
+
+
+BUILDERS = {"install": install, "configure": configure, "oauth": _oauth, "troubleshoot": _troubleshoot}
 
 if __name__ == "__main__":
     write_local_yaml()

@@ -15,7 +15,7 @@ from test_install_runbook import papermill
 
 pytestmark = pytest.mark.integration
 
-NBVAL_RUNBOOKS = ["install", "configure"]
+NBVAL_RUNBOOKS = ["install", "configure", "troubleshoot"]  # oauth: test_oauth_runbook.py (needs its fake GitHub)
 
 
 @pytest.mark.parametrize("name", NBVAL_RUNBOOKS)
