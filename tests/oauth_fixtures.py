@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import time
@@ -41,6 +40,7 @@ from hubrunbook.params import build_params
 from hubrunbook.proxy import ensure_proxy
 from hubrunbook.service import ensure_hub_running, ensure_hub_secrets, log_path, stop_managed_hub
 from hubrunbook.steps import CHANGED, UNCHANGED, Run
+from hubrunbook.users import lookup
 
 OIDC_SRC = REPO / "tests" / "oidc"
 INSTALL = TEST_ROOT / "oauth-install"  # node, proxy and a hub env with oauthenticator, shared by these tests only
@@ -169,11 +169,7 @@ def oauth_install():
 
 
 def exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-        return True
-    except KeyError:
-        return False
+    return lookup(name) is not None
 
 
 def delete_user(name: str) -> None:

@@ -15,8 +15,8 @@ from .process import hub_api_ok, read_pid, start_hub, stop_hub, wait_hub_ready
 from .proxy import proxy_command
 from .steps import OK, SKIPPED, StepResult
 
-SMOKE_CONFIG = """\
-# throwaway config written by hubrunbook's smoke test; deleted afterwards
+THROWAWAY_CONFIG = """\
+# throwaway config written by hubrunbook; deleted afterwards
 c.JupyterHub.bind_url = {bind_url!r}
 c.JupyterHub.hub_ip = '127.0.0.1'
 c.JupyterHub.hub_port = {hub_port}
@@ -25,8 +25,16 @@ c.ConfigurableHTTPProxy.command = {proxy_cmd!r}
 c.ConfigurableHTTPProxy.pid_file = {pid_file!r}
 c.JupyterHub.db_url = {db_url!r}
 c.JupyterHub.cookie_secret_file = {cookie!r}
-c.JupyterHub.authenticator_class = 'null'
 """
+
+
+def throwaway_config(params, work: Path, pid_file: Path, extra: str = "") -> str:
+    """A hub config on the configured ports with its state (db, cookie secret, proxy pid) under *work*. Pure."""
+    return THROWAWAY_CONFIG.format(
+        bind_url=f"http://{params.bind_ip}:{params.port}", hub_port=params.hub_port,
+        api_url=f"http://127.0.0.1:{params.proxy_api_port}", proxy_cmd=proxy_command(params),
+        pid_file=str(pid_file), db_url=f"sqlite:///{work / 'jupyterhub.sqlite'}", cookie=str(work / "cookie_secret"),
+    ) + extra
 
 
 def check_hub_starts(params, *, dry_run: bool = False) -> StepResult:
@@ -46,11 +54,7 @@ def check_hub_starts(params, *, dry_run: bool = False) -> StepResult:
     params.state_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="smoke-", dir=params.state_dir))
     pid_file = work / "proxy.pid"
-    (work / "jupyterhub_config.py").write_text(SMOKE_CONFIG.format(
-        bind_url=f"http://{params.bind_ip}:{params.port}", hub_port=params.hub_port,
-        api_url=f"http://127.0.0.1:{params.proxy_api_port}", proxy_cmd=proxy_command(params),
-        pid_file=str(pid_file), db_url=f"sqlite:///{work / 'jupyterhub.sqlite'}", cookie=str(work / "cookie_secret"),
-    ))
+    (work / "jupyterhub_config.py").write_text(throwaway_config(params, work, pid_file, "c.JupyterHub.authenticator_class = 'null'\n"))
     token = secrets.token_hex(32)  # the proxy token goes through the environment, never argv
     t0 = time.monotonic()
     hub = start_hub([str(env_bin(params, "jupyterhub")), "-f", str(work / "jupyterhub_config.py")],

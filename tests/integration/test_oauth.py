@@ -9,9 +9,6 @@ from __future__ import annotations
 import os
 import pwd
 import secrets
-import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import psutil
@@ -19,7 +16,7 @@ import pytest
 import requests
 
 from fakegithub import FakeGitHub, GitHubUser
-from oauth_fixtures import OAUTH_STEPS, Hub, OIDCProvider, exists, follow_login, hub, oauth_install  # noqa: F401 (fixtures)
+from oauth_fixtures import Hub, OIDCProvider, exists, follow_login, hub, oauth_install  # noqa: F401 (fixtures)
 
 from hubrunbook import oauth, probe
 from hubrunbook.errors import ParameterError, SecretError, VerificationError
@@ -199,9 +196,9 @@ def test_oidc_login_groups_admins_and_wrong_secret(hub):
     }).start()
     try:
         os.environ["HRB_T_OIDC_ID"] = provider.client_id
-        params = hub.configure(oauth_provider="generic", oidc_issuer=provider.issuer, oauth_client_id="env:HRB_T_OIDC_ID",
-                               oauth_client_secret=f"file:{hub.secret_file}", oauth_scopes=["openid", "profile", "groups"],
-                               oauth_allowed_groups=["staff"], oauth_admin_groups=["hub-admins"])
+        hub.configure(oauth_provider="generic", oidc_issuer=provider.issuer, oauth_client_id="env:HRB_T_OIDC_ID",
+                      oauth_client_secret=f"file:{hub.secret_file}", oauth_scopes=["openid", "profile", "groups"],
+                      oauth_allowed_groups=["staff"], oauth_admin_groups=["hub-admins"])
         results = hub.run_oauth()
         assert all(r.status in (OK, CHANGED, UNCHANGED) for r in results.values()), {k: (r.status, r.detail) for k, r in results.items()}
         plan = {r[0]: r[1] for r in results["check_oauth_plan"].rows}

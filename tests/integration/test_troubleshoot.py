@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from hubrunbook import facts, service
+from hubrunbook.users import lookup
 from ts_support import Deployment, ids
 
 pytestmark = [
@@ -383,7 +384,7 @@ def test_oauth_misconfigurations(deploy, tmp_path, monkeypatch):
     oauthsteps.ensure_oauth_secrets(d.params)
 
     # 3. accounts managed by hand (create_system_users off), and a login added without an account (500 at spawn)
-    assert pwd_exists(gh_user)  # the hub created the first one at start (create_system_users)
+    assert lookup(gh_user) is not None  # the hub created the first one at start (create_system_users)
     newcomer = gh_user + "b"
     _replace_line(cfg, "c.LocalGitHubOAuthenticator.create_system_users",
                   "c.LocalGitHubOAuthenticator.create_system_users = False")
@@ -393,12 +394,3 @@ def test_oauth_misconfigurations(deploy, tmp_path, monkeypatch):
     f = finding(report, "user-accounts")
     assert newcomer in f["seen"] and not f["repairable"]
 
-
-def pwd_exists(name: str) -> bool:
-    import pwd
-
-    try:
-        pwd.getpwnam(name)
-        return True
-    except KeyError:
-        return False

@@ -16,7 +16,7 @@ from hubrunbook import probe, users
 from hubrunbook.errors import PreflightError, VerificationError
 from hubrunbook.hubenv import env_bin
 from hubrunbook.process import start_hub, stop_hub, wait_hub_ready
-from hubrunbook.proxy import proxy_command
+from hubrunbook.smoke import throwaway_config
 from hubrunbook.steps import CHANGED, FAILED, OK, UNCHANGED, WOULD_CHANGE
 
 pytestmark = [
@@ -30,7 +30,7 @@ def tname(tag: str) -> str:
 
 
 def exists(name: str) -> bool:
-    return subprocess.run(["id", "-u", name], capture_output=True).returncode == 0
+    return users.lookup(name) is not None
 
 
 def shadow(name: str) -> str | None:
@@ -137,15 +137,7 @@ def test_missing_home_base_fails_before_any_user_is_created(made):
 
 
 # --- a real hub, verified over HTTP --------------------------------------------------------------
-HUB_CONFIG = """\
-c.JupyterHub.bind_url = {bind_url!r}
-c.JupyterHub.hub_ip = '127.0.0.1'
-c.JupyterHub.hub_port = {hub_port}
-c.ConfigurableHTTPProxy.api_url = {api_url!r}
-c.ConfigurableHTTPProxy.command = {proxy_cmd!r}
-c.ConfigurableHTTPProxy.pid_file = {pid_file!r}
-c.JupyterHub.db_url = {db_url!r}
-c.JupyterHub.cookie_secret_file = {cookie!r}
+HUB_EXTRA = """\
 c.Authenticator.allowed_users = {allowed!r}
 c.Authenticator.admin_users = {admins!r}
 c.Spawner.notebook_dir = {notebook_dir!r}
@@ -173,13 +165,10 @@ def hub(shared_install):
         users.ensure_users(own)
         users.ensure_users(outsider_params)
         pid_file = work / "proxy.pid"
-        (work / "jupyterhub_config.py").write_text(HUB_CONFIG.format(
-            bind_url=f"http://127.0.0.1:{params.port}", hub_port=params.hub_port,
-            api_url=f"http://127.0.0.1:{params.proxy_api_port}", proxy_cmd=proxy_command(params), pid_file=str(pid_file),
-            db_url=f"sqlite:///{work / 'jupyterhub.sqlite'}", cookie=str(work / "cookie_secret"),
+        (work / "jupyterhub_config.py").write_text(throwaway_config(params, work, pid_file, HUB_EXTRA.format(
             allowed={user}, admins={admin}, notebook_dir=params.notebook_dir,
             singleuser=str(env_bin(params, "jupyterhub-singleuser")),
-        ))
+        )))
         proc = start_hub([str(env_bin(params, "jupyterhub")), "-f", str(work / "jupyterhub_config.py")], cwd=work,
                          log_file=work / "jupyterhub.log", env={"CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(32)},
                          proxy_pid_file=pid_file)
