@@ -200,7 +200,11 @@ class Hub:
 
     def configure(self, **oauth_params):
         """Write the config the way configure.ipynb does and start the hub (PAM), then return OAuth params."""
-        base = {"prefix": str(self.sandbox), **self.ports, "users": [], "admin_users": ["demo"], "start_timeout": 60}
+        # the local (PAM) admin; it stays in the hub's database, so an OAuth authenticator with
+        # create_system_users creates its account at the next start: a test name, deleted on close
+        admin = f"hrb-oa-admin{os.getpid() % 10000}"
+        self.users.append(admin)
+        base = {"prefix": str(self.sandbox), **self.ports, "users": [], "admin_users": [admin], "start_timeout": 60}
         local = build_params(base)
         for step in (ensure_config_file, ensure_hub_secrets, ensure_config, ensure_hub_running):
             assert step(local).status in (CHANGED, UNCHANGED)
