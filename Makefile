@@ -9,9 +9,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: deploy test unit bench clean-venv
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check uv
+$(STAMP): pyproject.toml tools/bootstrap.sh
+	sh tools/bootstrap.sh $(PY) $(VENV)
 	$(BIN)/uv pip install --python $(BIN)/python -q -e '.[test]'
 	touch $(STAMP)
 

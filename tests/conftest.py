@@ -29,9 +29,11 @@ def free_ports(n: int) -> list[int]:
 
 
 def port_params(**extra) -> dict:
-    """Parameters with three fresh loopback ports."""
+    """Parameters with three fresh loopback ports, the Node.js hubrunbook installs (never the machine's own: a
+    development machine's node on PATH would hide a missing install step on a pristine server) and the hub as a
+    managed process (many sandboxes at once cannot share one systemd unit; tests/system covers the unit)."""
     p, h, a = free_ports(3)
-    return {"port": p, "hub_port": h, "proxy_api_port": a, **extra}
+    return {"port": p, "hub_port": h, "proxy_api_port": a, "node": "wheel", "service": "process", **extra}
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,8 @@ CHAINS = {"install": ["install"], "configure": ["install", "configure"], "troubl
 def reference_params(name: str, ports: tuple[int, int, int] = (18100, 18101, 18102)) -> dict:
     """Parameters of the sandbox a runbook's reference outputs come from (ports are sanitised away)."""
     port, hub_port, api_port = ports
-    values = {"prefix": str(TEST_ROOT / f"nbval-{name}"), "port": port, "hub_port": hub_port, "proxy_api_port": api_port}
+    values = {"prefix": str(TEST_ROOT / f"nbval-{name}"), "port": port, "hub_port": hub_port, "proxy_api_port": api_port,
+              "node": "wheel", "service": "process"}
     if name != "install":
         values |= {"users": ["hrb-nbv-user"], "admin_users": ["hrb-nbv-admin"]}
     return values

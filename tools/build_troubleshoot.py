@@ -18,7 +18,8 @@ from hubrunbook.params import TroubleshootParams  # noqa: E402
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "runbooks"
 SHARED = ["prefix", "config_file", "dry_run", "bind_ip", "port", "hub_port", "proxy_api_port", "users", "admin_users",
-          "notebook_dir", "jupyterhub_version", "jupyterlab_version", "proxy_version", "min_free_disk_mb", "start_timeout"]
+          "allowed_users", "allow_all", "passwords", "notebook_dir", "default_url", "node", "service", "service_name",
+          "jupyterhub_version", "jupyterlab_version", "proxy_version", "min_free_disk_mb", "start_timeout"]
 
 
 def troubleshoot():

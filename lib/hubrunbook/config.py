@@ -166,15 +166,20 @@ def verify_candidate(params, text: str, settings: dict[str, str | None]) -> None
     try:
         os.write(fd, text.encode())
         os.close(fd)
-        keys = [k for k, v in settings.items() if v is not None]
-        got = load_effective(params, Path(tmp), keys)
+        verify_file(params, Path(tmp), settings, what="the edited config would not give the intended values "
+                                                      "(a hand-written line overrides them?), file left unchanged")
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def verify_file(params, path: Path, settings: dict[str, str | None], *, what: str) -> None:
+    """Load *path* with JupyterHub's loader and compare effective values with *settings*; raise ConfigError. Read-only."""
+    keys = [k for k, v in settings.items() if v is not None]
+    got = load_effective(params, path, keys)
     wrong = [f"{k}: wanted {_expected(settings[k])!r}, file gives {got.get(k, '(unset)')!r}"
              for k in keys if got.get(k) != _expected(settings[k])]
     if wrong:
-        raise ConfigError("the edited config would not give the intended values (a hand-written line overrides them?), "
-                          "file left unchanged:\n  " + "\n  ".join(wrong))
+        raise ConfigError(f"{what}:\n  " + "\n  ".join(wrong))
 
 
 def write_atomic(path: Path, text: str) -> Path | None:
@@ -228,7 +233,10 @@ def apply_settings(params, settings: dict[str, str | None], *, step: str = "ensu
         if over:
             raise ConfigError(f"{path}: lines written by hand after ours override {', '.join(over)}; "
                               "remove them or change the parameters instead")
-        return StepResult(step, UNCHANGED, f"{path}: {len(settings)} settings already in place")
+        # "unchanged" means the file loads and gives these values, not only that its text matches
+        verify_file(params, path, settings, what=f"{path} does not give the intended values")
+        return StepResult(step, UNCHANGED, f"{path}: {len(settings)} settings already in place, verified with "
+                                           "JupyterHub's loader")
     if dry_run:
         return StepResult(step, WOULD_CHANGE, f"would change {len(rows)} settings in {path}", rows, ("setting", "action", "value"))
     verify_candidate(params, new, settings)
@@ -270,17 +278,3 @@ def ensure_config(params, *, dry_run: bool = False) -> StepResult:
         result.detail += f"; authenticator kept as {other} (set by oauth.ipynb)"
     return result
 
-
-def check_config_loads(params) -> StepResult:
-    """Load the config file with JupyterHub's loader and compare it with the parameters. Read-only."""
-    settings = configure_settings(params)
-    got = load_effective(params, params.config_path, list(settings))
-    rows = []
-    for key, src in settings.items():
-        ok = got.get(key) == _expected(src)
-        rows.append((key, "ok" if ok else "failed", str(got.get(key, "(unset)"))))
-    bad = [r for r in rows if r[1] == "failed"]
-    status = "failed" if bad else "ok"
-    return StepResult("check_config_loads", status,
-                      f"{params.config_path} loads; {len(rows) - len(bad)} of {len(rows)} settings as intended", rows,
-                      ("setting", "result", "effective value"))

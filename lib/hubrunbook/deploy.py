@@ -54,17 +54,33 @@ def main(argv: list[str]) -> int:
         print(f"deploy: {exc}", file=sys.stderr)
         return 2
     runs_dir = REPO / "runs"
+    audit = params.state_dir / "audit.jsonl"
     for name in names:
         t0 = time.monotonic()
         print(f"==> {name}.ipynb with {params_file}", flush=True)
+        seen = audit.stat().st_size if audit.exists() else 0
         try:
             out = run_runbook(name, params_file, runs_dir)
         except Exception as exc:  # papermill raises PapermillExecutionError naming the cell and the exception
             print(f"deploy: {name}.ipynb FAILED — the executed notebook is the record under {runs_dir}/\n{exc}", file=sys.stderr)
             return 1
-        print(f"    ok in {time.monotonic() - t0:.1f} s → {out.relative_to(REPO)}", flush=True)
+        print(f"    ok in {time.monotonic() - t0:.1f} s, {changes_since(audit, seen)} → {out.relative_to(REPO)}", flush=True)
     _print_next(params, names)
     return 0
+
+
+def changes_since(audit: Path, offset: int) -> str:
+    """'2 changed: ensure_proxy, ensure_hub_env' or 'no changes', from the audit lines a run appended."""
+    import json
+
+    try:
+        with open(audit) as fh:
+            fh.seek(offset)
+            entries = [json.loads(line) for line in fh if line.strip()]
+    except (OSError, ValueError):
+        return "changes unknown (no audit log)"
+    changed = [e["step"] for e in entries if e.get("status") == "changed"]
+    return f"{len(changed)} changed: {', '.join(changed)}" if changed else "no changes"
 
 
 def _print_next(params, names) -> None:

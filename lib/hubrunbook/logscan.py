@@ -173,6 +173,15 @@ LOG_MESSAGES: tuple[LogMessage, ...] = (
 )
 
 
+def hub_log_lines(params, tail_kb: int = 256) -> list[tuple[int, str]]:
+    """(line number, text) of the hub's last run: from the unit's journal under systemd, else from the log file."""
+    from . import systemd
+
+    if systemd.mode(params) == "systemd":
+        return _last_run(systemd.journal_lines(params, max(200, tail_kb * 8)), cut=False)
+    return last_run_lines(params.state_dir / "jupyterhub.log", tail_kb)
+
+
 def last_run_lines(path: Path, tail_kb: int = 256) -> list[tuple[int, str]]:
     """(line number, text) of the hub's last run in *path*: after the last start line, last *tail_kb* KiB only."""
     try:
@@ -183,8 +192,12 @@ def last_run_lines(path: Path, tail_kb: int = 256) -> list[tuple[int, str]]:
             data = fh.read().decode("utf-8", errors="replace")
     except OSError:
         return []
-    lines = ANSI_RE.sub("", data).splitlines()
-    if start:
+    return _last_run(data.splitlines(), cut=bool(start))
+
+
+def _last_run(raw: list[str], *, cut: bool) -> list[tuple[int, str]]:
+    lines = [ANSI_RE.sub("", line) for line in raw]
+    if cut:
         lines = lines[1:]  # the first line is cut
     first = 0
     for i in range(len(lines) - 1, -1, -1):

@@ -137,6 +137,9 @@ class ConfigureParams(_Base):
     default_url: str = Field("/lab", description="c.Spawner.default_url")
     home_base: str = Field("/home", description="parent of the home directories of created users")
     user_shell: str = Field("/bin/bash", description="login shell of created users")
+    service: Literal["auto", "systemd", "process"] = Field(
+        "auto", description="how the hub runs: a systemd unit (auto: where systemd is PID 1) or a managed background process")
+    service_name: str = Field("jupyterhub", description="name of the systemd unit (<name>.service) when the hub runs under systemd")
 
     @field_validator("admin_users", "users", "allowed_users")
     @classmethod
@@ -171,6 +174,13 @@ class ConfigureParams(_Base):
         if "{" in rest or "}" in rest:
             raise ValueError("notebook_dir may only use the placeholder {username}")
         return v
+
+    @field_validator("service_name")
+    @classmethod
+    def _service_name(cls, v):
+        from .systemd import check_unit_name
+
+        return check_unit_name(v)
 
     @field_validator("home_base", "user_shell")
     @classmethod

@@ -10,10 +10,11 @@ from .steps import FAILED, OK, StepResult
 
 
 def our_hub_pids(params) -> set[int]:
-    """PIDs of the managed hub and its proxy recorded under <prefix>/state (alive only)."""
+    """PIDs of the managed hub (the unit's main PID or the background process of hub.pid) and its proxy (alive only)."""
     from .process import read_pid
+    from .service import background_hub_pid, managed_hub_pid, proxy_pid_path
 
-    pids = {read_pid(params.state_dir / "hub.pid"), read_pid(params.state_dir / "jupyterhub-proxy.pid")}
+    pids = {managed_hub_pid(params), background_hub_pid(params), read_pid(proxy_pid_path(params))}
     return {p for p in pids if p}
 
 

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from .errors import CommandError
-from .node import choose_node
+from .node import choose_node, node_env, npm_command
 from .shell import run_command
 from .steps import CHANGED, UNCHANGED, WOULD_CHANGE, StepResult
 
@@ -17,8 +16,7 @@ def npm_prefix(params) -> Path:
     """npm prefix the proxy is installed into."""
     if params.proxy_install == "private":
         return params.root / "proxy"
-    _, node, _ = choose_node(params)
-    out = run_command([node.parent / "npm", "prefix", "-g"], timeout=30, env=_node_env(node), what="npm prefix -g")
+    out = run_command(npm_command(params) + ["prefix", "-g"], timeout=30, env=node_env(params), what="npm prefix -g")
     return Path(out.stdout.strip())
 
 
@@ -28,13 +26,10 @@ def package_dir(params) -> Path:
 
 
 def proxy_command(params) -> list[str]:
-    """The proxy command for c.ConfigurableHTTPProxy.command: [node, chp script] (no PATH lookup)."""
+    """The proxy command for c.ConfigurableHTTPProxy.command: [real node binary, chp script] (no PATH lookup, no
+    launcher in between: the PID the hub records is the process that holds the port)."""
     _, node, _ = choose_node(params)
     return [str(node), str(package_dir(params) / "bin" / PKG)]
-
-
-def _node_env(node: Path) -> dict[str, str]:
-    return {"PATH": f"{node.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def installed_version(params) -> str | None:
@@ -62,16 +57,14 @@ def ensure_proxy(params, *, dry_run: bool = False) -> StepResult:
         return StepResult("ensure_proxy", UNCHANGED, f"configurable-http-proxy {want} in {where}")
     if dry_run:
         return StepResult("ensure_proxy", WOULD_CHANGE, f"would npm install {PKG}@{want} into {where} (now: {have or 'absent'})")
-    _, node, _ = choose_node(params)
-    npm = node.parent / "npm"
-    args = [npm, "install", "--no-fund", "--no-audit", "--loglevel=error"]
+    args = [*npm_command(params), "install", "--no-fund", "--no-audit", "--loglevel=error"]
     if params.proxy_install == "private":
         prefix = npm_prefix(params)
         prefix.mkdir(parents=True, exist_ok=True)
         args += ["--prefix", prefix]
     else:
         args += ["-g"]
-    run_command(args + [f"{PKG}@{want}"], timeout=300, env=_node_env(node), what=f"npm install {PKG}@{want}")
+    run_command(args + [f"{PKG}@{want}"], timeout=300, env=node_env(params), what=f"npm install {PKG}@{want}")
     got = proxy_runs(params)
     if got != want:
         raise CommandError(f"npm installed {PKG} but `--version` says {got!r}, expected {want}")

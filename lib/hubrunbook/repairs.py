@@ -190,6 +190,14 @@ def repair_allow_rule(params, finding, *, dry_run: bool = False) -> StepResult:
     return StepResult("repair_allow_rule", result.status, result.detail, result.rows, result.header)
 
 
+def repair_config_file(params, finding, *, dry_run: bool = False) -> StepResult:
+    """Rewrite hubrunbook's own (marked) config lines from the parameters; the hub restarts in the hub-running repair."""
+    from .config import ensure_config
+
+    result = ensure_config(params, dry_run=dry_run)
+    return StepResult("repair_config_file", result.status, result.detail, result.rows, result.header)
+
+
 def _restart_hub(params) -> str:
     from .service import ensure_hub_running, stop_managed_hub
 

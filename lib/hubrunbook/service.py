@@ -1,22 +1,23 @@
-"""The managed hub (guide §2.1.1): `jupyterhub -f <config>` in the background, pid file, log, health.
+"""The running hub (guide §2.1.1): `jupyterhub -f <config>` as a systemd unit where systemd is PID 1, else as a
+managed background process with a pid file and a log.
 
 The hub's environment comes from ``<prefix>/secrets/hub.env`` (0600): the proxy auth token
-(so a restarted hub and a surviving proxy agree) and any OAuth client secrets. Start, stop and
-restart go by recorded PIDs only.
+(so a restarted hub and a surviving proxy agree) and any OAuth client secrets; the unit reads it as its
+EnvironmentFile. The managed process is started, stopped and restarted by recorded, proven PIDs only; the unit
+by systemctl (the proxy is the hub's child in the unit's cgroup, so stopping the unit stops both).
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import secrets
+import time
 from pathlib import Path
 
-import psutil
-
-from . import ports, secretref
+from . import ports, secretref, systemd
 from .errors import HubError
 from .hubenv import env_bin
-from .process import HubProcess, hub_api_ok, read_pid, start_hub, stop_hub, wait_hub_ready
+from .process import hub_api_ok, read_pid, start_hub, stop_hub, wait_hub_ready
 from .steps import CHANGED, FAILED, OK, UNCHANGED, WOULD_CHANGE, StepResult
 
 
@@ -114,15 +115,25 @@ def fingerprint(params) -> str:
     return h.hexdigest()
 
 
-def managed_hub_pid(params) -> int | None:
-    """PID of our running hub: from hub.pid, alive, and really `jupyterhub -f <our config>`."""
+def _is_our_hub(params, pid: int | None) -> bool:
+    """*pid* runs `jupyterhub -f <our config>`."""
+    cmd = ports.cmdline(pid) if pid else []
+    return any(part.endswith("jupyterhub") for part in cmd[:2]) and str(params.config_path) in cmd
+
+
+def background_hub_pid(params) -> int | None:
+    """PID of a managed background hub: from hub.pid, alive, and really `jupyterhub -f <our config>`."""
     pid = read_pid(hub_pid_path(params))
-    if not pid:
-        return None
-    cmd = ports.cmdline(pid)
-    if not any(part.endswith("jupyterhub") for part in cmd[:2]) or str(params.config_path) not in cmd:
-        return None
-    return pid
+    return pid if _is_our_hub(params, pid) else None
+
+
+def managed_hub_pid(params) -> int | None:
+    """PID of our running hub: the unit's main PID under systemd, else the background process of hub.pid."""
+    if systemd.mode(params) == "systemd":
+        pid = systemd.main_pid(params)
+        if _is_our_hub(params, pid):
+            return pid
+    return background_hub_pid(params)
 
 
 def _healthy(params) -> tuple[bool, str]:
@@ -137,7 +148,7 @@ def _healthy(params) -> tuple[bool, str]:
 
 
 def _foreign_port_holders(params) -> list[str]:
-    ours = {p for p in (managed_hub_pid(params), read_pid(proxy_pid_path(params))) if p}
+    ours = {p for p in (managed_hub_pid(params), background_hub_pid(params), read_pid(proxy_pid_path(params))) if p}
     bad = []
     for name in ("port", "hub_port", "proxy_api_port"):
         port = getattr(params, name)
@@ -174,22 +185,46 @@ def start_managed_hub(params) -> str:
 
 
 def stop_managed_hub(params, *, dry_run: bool = False) -> StepResult:
-    """Stop our hub and its proxy by recorded PIDs. Idempotent."""
-    pid, proxy = managed_hub_pid(params), read_pid(proxy_pid_path(params))
-    if proxy and not ports.is_proxy(proxy):
-        proxy = None
-    if not pid and not proxy:
+    """Stop our hub and its proxy: the unit with systemctl, a background hub by its recorded PIDs. Idempotent."""
+    todo = []
+    unit_up = systemd.mode(params) == "systemd" and systemd.state(params).get("ActiveState") in ACTIVE_STATES
+    if unit_up:
+        todo.append(f"unit {systemd.unit(params)}")
+    pid, proxy = background_hub_pid(params), read_pid(proxy_pid_path(params))
+    if proxy and (not ports.is_proxy(proxy) or unit_up):
+        proxy = None  # a proxy of the unit stops with it; anything else is not ours to signal
+    if pid or proxy:
+        todo.append(f"hub pid {pid} and proxy pid {proxy}")
+    if not todo:
         return StepResult("stop_managed_hub", UNCHANGED, "no managed hub running")
     if dry_run:
-        return StepResult("stop_managed_hub", WOULD_CHANGE, f"would stop hub pid {pid} and proxy pid {proxy}")
-    done = stop_hub(pid, proxy)
-    hub_pid_path(params).unlink(missing_ok=True)
+        return StepResult("stop_managed_hub", WOULD_CHANGE, "would stop " + ", ".join(todo))
+    done = []
+    if unit_up:
+        systemd.systemctl("stop", systemd.unit(params))
+        done.append(f"stopped {systemd.unit(params)}")
+    if pid or proxy:
+        done += stop_hub(pid, proxy)
+        hub_pid_path(params).unlink(missing_ok=True)
     return StepResult("stop_managed_hub", CHANGED, "; ".join(done) or "stopped")
 
 
 def ensure_hub_running(params, *, dry_run: bool = False) -> StepResult:
-    """Keep our hub running on the current config: leave a healthy, unchanged hub alone; (re)start otherwise."""
-    pid = managed_hub_pid(params)
+    """Keep our hub running on the current config: leave a healthy, unchanged hub alone; (re)start otherwise.
+
+    Where systemd is PID 1 the hub is a unit (enabled: it starts at boot and restarts after a crash); elsewhere a
+    managed background process, which the result says will not start at boot.
+    """
+    if systemd.mode(params) == "systemd":
+        return ensure_hub_unit(params, dry_run=dry_run)
+    result = _ensure_background_hub(params, dry_run=dry_run)
+    why = ("service: 'process' was asked for" if params.service == "process" else "systemd is not PID 1 here")
+    result.detail += f" — a managed process ({why}): it will not start at boot or after a crash"
+    return result
+
+
+def _ensure_background_hub(params, *, dry_run: bool = False) -> StepResult:
+    pid = background_hub_pid(params)
     fp_file = params.state_dir / "hub.fingerprint"
     same = fp_file.exists() and fp_file.read_text() == fingerprint(params)
     healthy, why = _healthy(params) if pid else (False, "not running")
@@ -205,22 +240,113 @@ def ensure_hub_running(params, *, dry_run: bool = False) -> StepResult:
                       f"{params.public_url}; log {log_path(params)}")
 
 
+# --- systemd unit ----------------------------------------------------------------------------------
+ACTIVE_STATES = ("active", "activating", "reloading", "deactivating")
+
+
+def render_hub_unit(params) -> str:
+    return systemd.render_unit(params, jupyterhub=env_bin(params, "jupyterhub"), hub_env=hub_env_path(params))
+
+
+def _unit_plan(params) -> list[tuple[str, str]]:
+    """(action, why) that ensure_hub_unit would take, in order; empty when the unit is in place, enabled, runs our
+    hub on the current config and answers healthy. Actions: handover, write, enable, restart."""
+    want, path = render_hub_unit(params), systemd.unit_path(params)
+    have = path.read_text() if path.exists() else None
+    st = systemd.state(params)
+    plan = []
+    bg = background_hub_pid(params)
+    if bg:
+        plan.append(("handover", f"stop the background hub (pid {bg}) and hand over to the unit"))
+    if have != want:
+        plan.append(("write", f"{'write' if have is None else 'update'} {path} and reload systemd"))
+    if st.get("UnitFileState") != "enabled":
+        plan.append(("enable", f"enable {systemd.unit(params)} (start at boot)"))
+    fp_file = params.state_dir / "hub.fingerprint"
+    same = fp_file.exists() and fp_file.read_text() == fingerprint(params) + _unit_digest(want)
+    running = st.get("ActiveState") == "active" and _is_our_hub(params, systemd.main_pid(params))
+    healthy, why = _healthy(params) if running else (False, "")
+    if not running:
+        plan.append(("restart", f"start {systemd.unit(params)} (now {systemd.describe_state(st)})"))
+    elif have != want or not same:
+        plan.append(("restart", f"restart {systemd.unit(params)} (config, hub.env or unit changed)"))
+    elif not healthy:
+        plan.append(("restart", f"restart {systemd.unit(params)} (unhealthy: {why})"))
+    return plan
+
+
+def _unit_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def ensure_hub_unit(params, *, dry_run: bool = False) -> StepResult:
+    """The hub as an enabled systemd unit on the current config, verified healthy. Idempotent: an unchanged, healthy
+    unit is left alone; a changed unit, config or hub.env gets a daemon-reload and a restart."""
+    name = systemd.unit(params)
+    plan = _unit_plan(params)
+    if not plan:
+        _, why = _healthy(params)
+        return StepResult("ensure_hub_running", UNCHANGED, f"{name} active and enabled, main pid "
+                          f"{systemd.main_pid(params)}, on {params.public_url} ({why}); starts at boot, restarts on failure")
+    said = "; ".join(why for _, why in plan)
+    if dry_run:
+        return StepResult("ensure_hub_running", WOULD_CHANGE, f"would {said}")
+    actions = {action for action, _ in plan}
+    if "handover" in actions:
+        stop_hub(background_hub_pid(params), read_pid(proxy_pid_path(params)))
+        hub_pid_path(params).unlink(missing_ok=True)
+    want = render_hub_unit(params)
+    if "write" in actions:
+        params.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(params.state_dir, 0o700)
+        systemd.write_unit(params, want)
+    if "enable" in actions:
+        systemd.systemctl("enable", "--quiet", name)
+    if "restart" in actions:
+        busy = [] if systemd.state(params).get("ActiveState") in ACTIVE_STATES else _foreign_port_holders(params)
+        if busy:
+            raise HubError(f"cannot start {name}, ports in use by other processes:\n  " + "\n  ".join(busy) +
+                           "\nStop them or choose other ports (troubleshoot.ipynb names them).")
+        if systemd.state(params).get("ActiveState") == "failed":
+            systemd.systemctl("reset-failed", name)  # a unit that hit its start limit refuses a plain restart
+        systemd.systemctl("restart", name)
+    pid = wait_unit_ready(params, params.start_timeout)
+    (params.state_dir / "hub.fingerprint").write_text(fingerprint(params) + _unit_digest(want))
+    return StepResult("ensure_hub_running", CHANGED, f"{said} → {name} active, main pid {pid}, {params.public_url}; "
+                      f"logs: journalctl -u {name}")
+
+
+def wait_unit_ready(params, timeout: float) -> int:
+    """Wait until the unit runs our hub, /hub/api answers 200 JSON and the proxy owns the public port; its main PID.
+
+    Raises HubError with the unit's state and last journal lines when the unit fails or *timeout* passes."""
+    deadline = time.monotonic() + timeout
+    seen = "nothing yet"
+    while time.monotonic() < deadline:
+        st = systemd.state(params)
+        if st.get("ActiveState") == "failed":
+            break
+        pid = systemd.main_pid(params)
+        if st.get("ActiveState") == "active" and _is_our_hub(params, pid):
+            ok, seen = _healthy(params)
+            if ok:
+                return pid
+        else:
+            seen = systemd.describe_state(st)
+        time.sleep(0.2)
+    raise HubError(f"{systemd.unit(params)} did not become ready within {timeout:g} s (waiting for {params.public_url}"
+                   f"/hub/api → 200 JSON and the proxy on port {params.port}; last seen: {seen}).\n"
+                   + systemd.failure_report(params))
+
+
 def check_hub_health(params) -> StepResult:
     """Is our hub running, answering /hub/api with 200 JSON, and does its proxy own the public port? Read-only."""
     pid = managed_hub_pid(params)
+    if not pid and systemd.mode(params) == "systemd":
+        return StepResult("check_hub_health", FAILED, f"{systemd.unit(params)} runs no hub: "
+                          f"{systemd.describe_state(systemd.state(params))}")
     if not pid:
         return StepResult("check_hub_health", FAILED, f"no managed hub running (pid file {hub_pid_path(params)})")
     ok, why = _healthy(params)
     return StepResult("check_hub_health", OK if ok else FAILED, f"hub pid {pid} on {params.public_url}: {why}")
 
-
-def hub_process(params) -> HubProcess | None:
-    pid = managed_hub_pid(params)
-    return HubProcess(pid, proxy_pid_path(params), log_path(params)) if pid else None
-
-
-def process_tree(pid: int) -> list[int]:
-    try:
-        return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
-    except psutil.Error:
-        return []

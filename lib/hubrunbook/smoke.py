@@ -11,8 +11,9 @@ from . import ports
 from .errors import HubError
 from .hubenv import env_bin
 from .preflight import our_hub_pids
-from .process import hub_api_ok, read_pid, start_hub, stop_hub, wait_hub_ready
+from .process import hub_api_ok, start_hub, stop_hub, wait_hub_ready
 from .proxy import proxy_command
+from .service import managed_hub_pid
 from .steps import OK, SKIPPED, StepResult
 
 THROWAWAY_CONFIG = """\
@@ -45,7 +46,7 @@ def check_hub_starts(params, *, dry_run: bool = False) -> StepResult:
     url = params.public_url
     if dry_run:
         return StepResult("check_hub_starts", SKIPPED, f"dry run: would start a throwaway hub on {url} and stop it again")
-    managed = read_pid(params.state_dir / "hub.pid")
+    managed = managed_hub_pid(params)
     if managed and our_hub_pids(params) & ports.listeners(params.port):
         ok, version = hub_api_ok(url)
         if not ok:

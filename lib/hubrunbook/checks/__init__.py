@@ -11,19 +11,19 @@ from .access import (ALLOW_RULE, CONFIG_FILE, NOTEBOOK_DIRS, OAUTH, SINGLEUSER, 
                      check_config_file, check_notebook_dirs, check_oauth, check_singleuser_runnable, check_user_accounts)
 from .install import (HUB_ENV, HUB_PACKAGES_CHECK, NODE, PIP_CHECK, PROXY_INSTALLED, check_dependency_conflicts,
                       check_hub_env, check_hub_packages, check_node, check_proxy_installed)
-from .processes import (HUB_PORT, HUB_RUNNING, PROXY_API, PUBLIC_PORT, check_hub_port, check_hub_running,
-                        check_proxy_api_port, check_public_port)
+from .processes import (HUB_PORT, HUB_RUNNING, HUB_SERVICE, PROXY_API, PUBLIC_PORT, check_hub_port, check_hub_running,
+                        check_hub_service, check_proxy_api_port, check_public_port)
 from ..diagnose import Check
 from .state import DB_SCHEMA, DISK, HUB_LOG, SECRET_FILES, check_db_schema, check_disk_space, check_hub_log, check_secret_files
 
 __all__ = [
     "CATALOG", "check_allow_rule", "check_config_file", "check_notebook_dirs", "check_oauth", "check_singleuser_runnable",
     "check_user_accounts", "check_dependency_conflicts", "check_hub_env", "check_hub_packages", "check_node",
-    "check_proxy_installed", "check_hub_port", "check_hub_running", "check_proxy_api_port", "check_public_port",
+    "check_proxy_installed", "check_hub_port", "check_hub_running", "check_hub_service", "check_proxy_api_port", "check_public_port",
     "check_db_schema", "check_disk_space", "check_hub_log", "check_secret_files",
 ]
 
 CATALOG: list[Check] = [
     HUB_ENV, HUB_PACKAGES_CHECK, PIP_CHECK, NODE, PROXY_INSTALLED, PROXY_API, PUBLIC_PORT, HUB_PORT, SECRET_FILES,
-    DB_SCHEMA, DISK, CONFIG_FILE, ALLOW_RULE, OAUTH, USER_ACCOUNTS, NOTEBOOK_DIRS, SINGLEUSER, HUB_RUNNING, HUB_LOG,
+    DB_SCHEMA, DISK, CONFIG_FILE, ALLOW_RULE, OAUTH, USER_ACCOUNTS, NOTEBOOK_DIRS, SINGLEUSER, HUB_SERVICE, HUB_RUNNING, HUB_LOG,
 ]

@@ -20,9 +20,29 @@ def check_config_file(ctx: Context) -> list[Finding]:
         path = ctx.params.config_path
         lines = [l.strip() for l in (error or "").splitlines() if l.strip()]
         where = [l for l in lines if l.startswith(f'File "{path}"')][-1:]  # the line of the config that failed
+        ours = _managed_line(path, where[0] if where else "")
+        evidence = " … ".join(where + lines[-1:]) or "no output"
+        if ours:
+            return [CONFIG_FILE.finding(
+                ERROR, f"{path} does not load: line {ours[0]} is a line hubrunbook manages", f"{evidence}; line {ours[0]}: "
+                f"{ours[1][:200]}", cause="a line marked '# hubrunbook' was edited by hand and broken",
+                fix="rewrite hubrunbook's lines from the parameters (repaired with apply_fixes), then restart the hub",
+                path=str(path))]
         return [CONFIG_FILE.finding(ERROR, f"{path} is missing or does not load with JupyterHub's loader",
-                                    " … ".join(where + lines[-1:]) or "no output", path=str(path))]
+                                    evidence, repairable=False, path=str(path))]
     return []
+
+
+def _managed_line(path, where: str) -> tuple[int, str] | None:
+    """(number, text) of the config line a traceback names, when it is one of hubrunbook's marked lines."""
+    from ..config import MARK
+
+    m = re.search(r", line (\d+)", where)
+    try:
+        text = path.read_text().splitlines()[int(m.group(1)) - 1] if m else ""
+    except (OSError, IndexError):
+        return None
+    return (int(m.group(1)), text) if text.endswith(MARK) else None
 
 
 ALLOW_KEYS = ("Authenticator.allowed_users", "Authenticator.admin_users", "Authenticator.allowed_groups",
@@ -228,8 +248,9 @@ CONFIG_FILE = Check(
     "config-file", "jupyterhub_config.py is missing or does not load",
     "File \"/opt/hubrunbook/etc/jupyterhub_config.py\", line 1152 … SyntaxError: invalid syntax",
     "a hand edit broke the Python of the config file, or the file was moved",
-    "fix the line the error names (backups: jupyterhub_config.py.bak-*), or rerun the configure runbook",
-    check_config_file, guide="§2.1")
+    "fix the line the error names (backups: jupyterhub_config.py.bak-*), or rerun the configure runbook; a broken "
+    "line of hubrunbook's own ('# hubrunbook') is rewritten with apply_fixes",
+    check_config_file, repairs.repair_config_file, guide="§2.1")
 
 
 ALLOW_RULE = Check(

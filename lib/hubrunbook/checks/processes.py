@@ -1,9 +1,9 @@
 """Checks of processes and ports: the stale proxy of guide §3.2, foreign programs on our ports, the hub itself."""
 from __future__ import annotations
 
-from .. import facts, ports, repairs
+from .. import facts, ports, repairs, systemd
 from ..diagnose import ERROR, WARNING, Check, Context, Finding
-from ..logscan import last_run_lines
+from ..logscan import hub_log_lines
 from ..process import hub_api_ok
 from .common import _hub_pid, _listeners, _proxy_pid
 
@@ -71,6 +71,35 @@ def check_public_port(ctx: Context) -> list[Finding]:
     return []
 
 
+def _unit_state(ctx: Context) -> dict:
+    return ctx.fact("unit_state", lambda: systemd.state(ctx.params))
+
+
+def check_hub_service(ctx: Context) -> list[Finding]:
+    """Will the hub come back after a crash or a reboot? A systemd unit, installed and enabled; else a warning."""
+    p = ctx.params
+    if systemd.mode(p) == "process":
+        why = ("service: 'process' was chosen although systemd runs here" if systemd.booted() else
+               "systemd is not PID 1 on this machine (/run/systemd/system is missing)")
+        return [HUB_SERVICE.finding(
+            WARNING, "the hub runs as a managed background process: nothing restarts it after a crash or a reboot",
+            f"{why}; state/hub.pid: {facts.pid_file_text(p.state_dir / 'hub.pid')}", id="hub-not-a-service",
+            title="the hub is not a system service", cause=why,
+            fix="start it again with configure.ipynb after a reboot (or troubleshoot with apply_fixes); on a server "
+                "booted with systemd, service: 'auto' makes it a unit", repairable=False)]
+    st = _unit_state(ctx)
+    if not p.config_path.exists():
+        return []  # not configured yet: the config check says so
+    if st.get("LoadState") == "not-found" or not systemd.unit_path(p).exists():
+        return [HUB_SERVICE.finding(ERROR, f"the hub's unit {systemd.unit(p)} is not installed",
+                                    f"{systemd.unit_path(p)}: absent; systemctl: {systemd.describe_state(st)}")]
+    if st.get("UnitFileState") != "enabled":
+        return [HUB_SERVICE.finding(WARNING, f"{systemd.unit(p)} is not enabled: the hub will not start at boot",
+                                    f"systemctl: {systemd.describe_state(st)}", id="hub-service-disabled",
+                                    title="the hub's unit is not enabled")]
+    return []
+
+
 def check_hub_port(ctx: Context) -> list[Finding]:
     p = ctx.params
     foreign = sorted(_listeners(ctx, p.hub_port) - {_hub_pid(ctx)})
@@ -86,12 +115,13 @@ def check_hub_running(ctx: Context) -> list[Finding]:
     p = ctx.params
     pid = _hub_pid(ctx)
     if pid is None:
-        tail = [t for _, t in ctx.fact("log_lines", lambda: last_run_lines(p.state_dir / "jupyterhub.log",
-                                                                            ctx.log_tail_kb)) if t.strip()]
+        tail = [t for _, t in ctx.fact("log_lines", lambda: hub_log_lines(p, ctx.log_tail_kb)) if t.strip()]
         last = tail[-1].strip()[:300] if tail else "(no log)"
-        return [HUB_RUNNING.finding(
-            ERROR, "the managed hub is not running",
-            f"state/hub.pid: {facts.pid_file_text(p.state_dir / 'hub.pid')}; last log line: {last}")]
+        if systemd.mode(p) == "systemd":
+            where = f"unit {systemd.unit(p)}: {systemd.describe_state(_unit_state(ctx))}; last journal line: {last}"
+        else:
+            where = f"state/hub.pid: {facts.pid_file_text(p.state_dir / 'hub.pid')}; last log line: {last}"
+        return [HUB_RUNNING.finding(ERROR, "the managed hub is not running", where)]
     ok, seen = hub_api_ok(p.public_url, timeout=3)
     if not ok:
         return [HUB_RUNNING.finding(
@@ -134,3 +164,12 @@ HUB_RUNNING = Check(
     "the hub exited (see the log findings) or was never started",
     "fix the other findings, then start it (repaired with apply_fixes: starts the managed hub and waits for "
     "/hub/api)", check_hub_running, repairs.repair_hub_running)
+
+
+HUB_SERVICE = Check(
+    "hub-service", "the hub is not installed as an enabled systemd unit",
+    "systemctl status jupyterhub → Unit jupyterhub.service could not be found (or: disabled)",
+    "the unit file was removed or disabled, or configure never ran under systemd; the hub then does not come back "
+    "after a reboot or a crash",
+    "re-run configure.ipynb, or troubleshoot with apply_fixes: writes and enables the unit, starts it and waits for "
+    "/hub/api", check_hub_service, repairs.repair_hub_running)

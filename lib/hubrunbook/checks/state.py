@@ -7,7 +7,7 @@ import stat
 
 from .. import facts, repairs, system
 from ..diagnose import ERROR, WARNING, Check, Context, Finding
-from ..logscan import last_run_lines, match_log
+from ..logscan import hub_log_lines, match_log
 from .common import _env
 
 
@@ -64,7 +64,7 @@ def check_hub_log(ctx: Context) -> list[Finding]:
     """Known log messages in the hub's last run map to findings (warnings: the live checks say what still holds)."""
     p = ctx.params
     facts.read_hub_env(p)  # registers the hub's secrets so that no log line shows them
-    lines = ctx.fact("log_lines", lambda: last_run_lines(p.state_dir / "jupyterhub.log", ctx.log_tail_kb))
+    lines = ctx.fact("log_lines", lambda: hub_log_lines(p, ctx.log_tail_kb))
     out = []
     for msg, hits in match_log(lines):
         more = f" (seen {len(hits)} times in the last run; last shown)" if len(hits) > 1 else ""
