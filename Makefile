@@ -1,4 +1,4 @@
-# Two commands on a fresh machine (root, Python 3, registry access):
+# Two commands on a fresh Debian/Ubuntu server (root; python3, git, make; PyPI, npm and Debian mirrors reachable):
 #   make deploy   install + configure a hub from parameters/local.yaml (PARAMS=... to choose another file)
 #   make test     the whole test suite
 PY ?= python3
@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PARAMS ?= parameters/local.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: deploy test unit bench clean-venv
+.PHONY: deploy test test-pristine test-system unit bench clean-venv status start stop restart logs
 
 $(STAMP): pyproject.toml tools/bootstrap.sh
 	sh tools/bootstrap.sh $(PY) $(VENV)
@@ -17,8 +17,21 @@ $(STAMP): pyproject.toml tools/bootstrap.sh
 deploy: $(STAMP)
 	$(BIN)/python -m hubrunbook.deploy $(PARAMS)
 
+# the running hub, the same way under systemd and without it (python -m hubrunbook.hubctl)
+status start stop restart logs: $(STAMP)
+	$(BIN)/python -m hubrunbook.hubctl $@ $(PARAMS)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -ra tests/unit tests/integration
+
+# `make test` inside a booted pristine Debian 12 server (a fresh clone of this checkout): nothing on this
+# machine can hide a missing install step there. Needs root, debootstrap and systemd-container.
+test-pristine: $(STAMP)
+	$(BIN)/python tests/system/pristine.py run bookworm -- make test
+
+# the system scenarios on booted pristine Debian 12 and 13 servers (deploy, crash, reboot, broken config)
+test-system: $(STAMP)
+	$(BIN)/python -m pytest -ra -s tests/system
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -ra tests/unit

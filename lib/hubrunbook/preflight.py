@@ -102,9 +102,24 @@ def check_configure_preflight(params) -> StepResult:
                      f"{len(set(params.users) | set(params.allowed_users) | set(params.admin_users))} users may log in"))
     except ConfigError as exc:
         rows.append(("allow rule", FAILED, str(exc)))
+    rows.append(service_row(params))
     rows += foreign_user_rows(params)
     rows += port_rows(params)
     return preflight_result("check_configure_preflight", rows)
+
+
+def service_row(params) -> tuple[str, str, str]:
+    """How the hub will run: a systemd unit (systemd is PID 1) or a managed process, or why neither fits."""
+    from . import systemd
+
+    try:
+        mode = systemd.mode(params)
+    except PreflightError as exc:
+        return ("hub service", FAILED, str(exc))
+    if mode == "systemd":
+        return ("hub service", OK, f"systemd is PID 1: the hub runs as {systemd.unit(params)}, enabled at boot")
+    why = "service: 'process' was asked for" if params.service == "process" else "systemd is not PID 1 here"
+    return ("hub service", OK, f"a managed background process ({why}); it will not start at boot")
 
 
 def foreign_user_rows(params) -> list[tuple[str, str, str]]:

@@ -169,6 +169,17 @@ def test_singleuser_under_a_0700_dir_is_blocked(tmp_path_factory):
     shutil.rmtree(tmp_path)
 
 
+def test_missing_singleuser_is_reported_as_missing_not_as_permissions(params, monkeypatch):
+    (params.env_dir / "bin").mkdir(parents=True)
+    ctx = Context(params)
+    monkeypatch.setattr(access, "_env", lambda c: {"python": "ok"})
+    monkeypatch.setattr(access, "cfg", lambda c, key, default=None: default)
+    found = access.check_singleuser_runnable(ctx)
+    assert [(f.id, f.severity) for f in found] == [("singleuser-missing", ERROR)]
+    assert "No such file" in found[0].evidence and "does not exist" in found[0].seen
+    assert "permission" not in found[0].cause.lower() and "enter" not in found[0].cause
+
+
 def test_disk_thresholds(params, monkeypatch):
     params.state_dir.mkdir(parents=True)
     monkeypatch.setattr(system, "free_mb", lambda p: (p, 10))

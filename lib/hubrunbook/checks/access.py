@@ -238,6 +238,13 @@ def check_singleuser_runnable(ctx: Context) -> list[Finding]:
     path = Path(cmd[0]) if cmd and str(cmd[0]).startswith("/") else ctx.params.env_dir / "bin" / "jupyterhub-singleuser"
     if not path.exists() and "missing" in _env(ctx):
         return []
+    if not path.exists():  # a missing file is not a permissions problem: say so
+        return [SINGLEUSER.finding(ERROR, f"spawned users cannot run {path}: it does not exist",
+                                   f"{path}: No such file or directory", id="singleuser-missing",
+                                   title="jupyterhub-singleuser is missing",
+                                   cause="the hub env is incomplete (a broken or interrupted install, or the file was "
+                                         "removed); every spawn fails",
+                                   fix="re-run install.ipynb (it rebuilds the hub env)", path=str(path))]
     why = _blocked(path)
     if why:
         return [SINGLEUSER.finding(ERROR, f"spawned users cannot run {path}", why, path=str(path))]

