@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 
+import psutil
 import pytest
 from conftest import TEST_ROOT, port_params
 
@@ -45,7 +46,13 @@ def useradd_foreign(name: str, home_base, password: str) -> None:
 
 def userdel(name: str) -> None:
     if exists(name):
-        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)  # only processes of our test user
+        uid = users.lookup(name).pw_uid  # only processes of our test user (no pkill on a minimal server)
+        for proc in psutil.process_iter(["uids"]):
+            if proc.info["uids"] and proc.info["uids"].real == uid:
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
         subprocess.run(["userdel", "-r", "--", name], capture_output=True)
 
 

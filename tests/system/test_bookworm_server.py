@@ -84,6 +84,9 @@ def test_troubleshoot_finds_a_broken_config_under_systemd_and_repairs_it(box):
     assert len(ours) == 1 and ours[0].endswith("# hubrunbook"), ours
     cfg.write_text(text.replace(ours[0], "c.Spawner.notebook_dir = ('/home/{username}/notebooks'  # hubrunbook"))
     box.run(f"systemctl restart {UNIT}", check=False)
+    t0 = time.monotonic()  # what an operator meets a little later: the hub exits at start, systemd keeps restarting it
+    while int(unit_show(box, "NRestarts")["NRestarts"] or 0) < 1 and time.monotonic() - t0 < 60:
+        time.sleep(0.5)
     papermill = "cd /root/hubrunbook && .venv/bin/papermill -f parameters/local.yaml --cwd runbooks"
     scan = box.run(f"{papermill} runbooks/troubleshoot.ipynb /tmp/scan.ipynb 2>&1", check=False, timeout=600)
     assert scan.returncode != 0, "a scan that finds errors fails the run"
@@ -98,3 +101,25 @@ def test_troubleshoot_finds_a_broken_config_under_systemd_and_repairs_it(box):
     assert unit_show(box, "ActiveState")["ActiveState"] == "active"
     assert ours[0] in cfg.read_text().splitlines()
     login_and_spawn(demo_password(box))
+
+
+def test_a_background_hub_from_an_earlier_run_is_handed_over_to_the_unit(box):
+    box.path("/root/process.yaml").write_text("service: 'process'\n")
+    stop = box.run("cd /root/hubrunbook && make stop 2>&1").stdout
+    assert f"stopped {UNIT}" in stop, stop
+    start = box.run("cd /root/hubrunbook && make start PARAMS=/root/process.yaml 2>&1").stdout
+    assert "will not start at boot" in start, start
+    old = int(box.path("/opt/hubrunbook/state/hub.pid").read_text())
+    out = make_deploy(box)
+    assert "1 changed: ensure_hub_running" in out and "stop the background hub" in _last_audit(box, "ensure_hub_running")
+    assert box.run(f"test -d /proc/{old}", check=False).returncode != 0, "the background hub is still running"
+    assert not box.path("/opt/hubrunbook/state/hub.pid").exists()
+    st = unit_show(box, "ActiveState", "UnitFileState")
+    assert st == {"ActiveState": "active", "UnitFileState": "enabled"}, st
+    status = box.run("cd /root/hubrunbook && make status 2>&1").stdout
+    assert f"unit {UNIT}: ok" in status, status
+
+
+def _last_audit(box, step: str) -> str:
+    entries = [json.loads(x) for x in box.path("/opt/hubrunbook/state/audit.jsonl").read_text().splitlines()]
+    return next(e["detail"] for e in reversed(entries) if e["step"] == step)

@@ -334,8 +334,10 @@ def test_stale_proxy_repair_proves_again_before_killing(params, monkeypatch):
     assert repairs.repair_stale_proxy(params, f).status == "changed" and killed == [4242]
 
 
-def test_node_too_old(params, monkeypatch):
-    monkeypatch.setattr(install, "choose_node", lambda p: ("system", Path("/usr/bin/node"), "system node"))
+def test_node_too_old(params, monkeypatch, tmp_path):
+    old = tmp_path / "node"  # a node of its own: the machine may have none (a pristine server has none)
+    old.write_text("")
+    monkeypatch.setattr(install, "choose_node", lambda p: ("system", old, "system node"))
     monkeypatch.setattr(install, "node_version", lambda node: (18, 19, 0))
     found = checks.check_node(Context(params))
     assert [(f.id, f.severity) for f in found] == [("node", ERROR)] and "v18.19.0" in found[0].seen
