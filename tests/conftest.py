@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TEST_ROOT = Path(os.environ.get("HRB_TEST_ROOT", "/tmp/hrb-tests"))  # never under a 0700 dir such as /root
+TEST_ROOT = Path(os.environ.get("HRB_TEST_ROOT", "/var/tmp/hrb-tests"))  # never under a 0700 dir such as /root; not /tmp: often a small tmpfs (Debian 13, containers)
 sys.path.insert(0, str(REPO / "tests"))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-TEST_ROOT = Path(os.environ.get("HRB_TEST_ROOT", "/tmp/hrb-tests"))
+TEST_ROOT = Path(os.environ.get("HRB_TEST_ROOT", "/var/tmp/hrb-tests"))
 SANITIZE = REPO / "tests" / "nbval_sanitize.cfg"
 
 

@@ -71,6 +71,7 @@ class Deployment:
         else:
             (self.prefix / "env").symlink_to(self.shared.env_dir)
         (self.prefix / "proxy").symlink_to(self.shared.root / "proxy")
+        (self.prefix / "nodejs").symlink_to(self.shared.root / "nodejs")  # the proxy command names this prefix's node
         p.config_path.parent.mkdir(parents=True)
         shutil.copy(config_template(self.shared), p.config_path)
         config.ensure_config(p)

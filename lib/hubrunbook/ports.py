@@ -16,7 +16,7 @@ def listeners(port: int) -> set[int]:
 def describe(pid: int) -> str:
     """'pid 123 (node configurable-http-proxy …)' or 'pid 123 (gone)'."""
     try:
-        cmd = " ".join(psutil.Process(pid).cmdline())[:120]
+        cmd = " ".join(psutil.Process(pid).cmdline())[:300]  # node binary + proxy script paths come first
     except psutil.Error:
         cmd = "gone"
     return f"pid {pid} ({cmd})"

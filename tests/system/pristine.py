@@ -100,6 +100,9 @@ def container_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a root shell on a fresh server, plus this host's CA and package-client variables."""
     env = {"HOME": "/root", "USER": "root", "LOGNAME": "root", "LANG": "C.UTF-8", "TERM": "dumb",
            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    if CA_BUNDLE.exists():  # the CA store copied in (this host's egress may need its own CA): every client uses it
+        bundle = str(CA_BUNDLE)
+        env |= {"SSL_CERT_FILE": bundle, "REQUESTS_CA_BUNDLE": bundle, "NODE_EXTRA_CA_CERTS": bundle, "PIP_CERT": bundle}
     env |= {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
     return env | (extra or {})
 

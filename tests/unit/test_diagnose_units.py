@@ -19,7 +19,7 @@ from hubrunbook.params import build_params
 @pytest.fixture
 def params(tmp_path):
     return build_params({"prefix": str(tmp_path / "hub"), "port": 38901, "hub_port": 38902, "proxy_api_port": 38903,
-                         "users": ["hrb-nobody-x"], "admin_users": []})
+                         "users": ["hrb-nobody-x"], "admin_users": [], "service": "process"})
 
 
 # --- the catalog -------------------------------------------------------------------------------
