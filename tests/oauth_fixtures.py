@@ -225,7 +225,10 @@ class Hub:
         """Run the oauth runbook's steps in order (as the notebook does); {step: StepResult}."""
         params = params or self.params
         run = Run("oauth", params)
-        return {step.__name__: run(step) for step in OAUTH_STEPS}
+        try:
+            return {step.__name__: run(step) for step in OAUTH_STEPS}
+        finally:
+            run.release()
 
     @property
     def url(self) -> str:

@@ -6,6 +6,7 @@ Each executed notebook is kept under runs/ as the audit record. Exit code 0 only
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from datetime import datetime
@@ -31,14 +32,19 @@ def run_runbook(name: str, params_file: Path, runs_dir: Path) -> Path:
     import papermill
 
     logging.getLogger("papermill").addFilter(_KnownToUs())
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    runs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(runs_dir, 0o700)  # executed notebooks hold every parameter value and every output: root's only
     out = runs_dir / f"{datetime.now():%Y%m%d-%H%M%S}-{name}.ipynb"
     import yaml
 
-    papermill.execute_notebook(
-        str(REPO / "runbooks" / f"{name}.ipynb"), str(out), progress_bar=False, cwd=str(REPO / "runbooks"),
-        parameters=yaml.safe_load(params_file.read_text()) or {},
-    )
+    umask = os.umask(0o077)  # papermill writes the output notebook while it runs: 0600 from the first byte
+    try:
+        papermill.execute_notebook(
+            str(REPO / "runbooks" / f"{name}.ipynb"), str(out), progress_bar=False, cwd=str(REPO / "runbooks"),
+            parameters=yaml.safe_load(params_file.read_text()) or {},
+        )
+    finally:
+        os.umask(umask)
     return out
 
 

@@ -53,7 +53,55 @@ def _check_abs(value: str, name: str, *, allow_empty: bool = False) -> str:
         raise ValueError(f"{name} must be an absolute path starting with '/'; got {value!r}")
     if ".." in Path(value).parts:
         raise ValueError(f"{name} must not contain '..'; got {value!r}")
+    if any(not ch.isprintable() for ch in value):
+        raise ValueError(f"{name} must not contain line breaks or control characters; got {value!r}")
     return value
+
+
+# where the operating system lives: no prefix, home base, notebook dir or report of ours goes there
+SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev", "/proc", "/sys",
+               "/run", "/root", "/var/lib", "/var/spool", "/var/log")
+
+
+def _check_not_system(value: str, name: str, extra: tuple[str, ...] = ()) -> str:
+    """Refuse '/' and paths in (or equal to) a system directory."""
+    clean = value.rstrip("/") or "/"
+    for d in (*SYSTEM_DIRS, *extra):
+        if clean == d or clean.startswith(d + "/"):
+            raise ValueError(f"{name} must not lie in the system directory {d}; got {value!r}")
+    if clean == "/":
+        raise ValueError(f"{name} must not be '/'; got {value!r}")
+    return value
+
+
+def login_defs_uid_range() -> tuple[int, int]:
+    """(UID_MIN, UID_MAX) from /etc/login.defs (Debian's defaults 1000, 60000)."""
+    lo, hi = 1000, 60000
+    try:
+        for line in Path("/etc/login.defs").read_text().splitlines():
+            words = line.split()
+            if len(words) == 2 and words[0] in ("UID_MIN", "UID_MAX") and words[1].isdigit():
+                lo, hi = (int(words[1]), hi) if words[0] == "UID_MIN" else (lo, int(words[1]))
+    except OSError:
+        pass
+    return lo, hi
+
+
+def check_not_system_account(name: str, what: str) -> str:
+    """Refuse root and existing system accounts (uid outside UID_MIN..UID_MAX): they never log in or spawn."""
+    import pwd
+
+    if name == "root":
+        raise ValueError(f"{what} 'root' is refused: system accounts never log in to the hub")
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return name
+    lo, hi = login_defs_uid_range()
+    if not lo <= uid <= hi:
+        raise ValueError(f"{what} {name!r} is a system account (uid {uid}, outside UID_MIN..UID_MAX {lo}..{hi} of "
+                         "/etc/login.defs): system accounts never log in to the hub")
+    return name
 
 
 class _Base(BaseModel):
@@ -89,8 +137,9 @@ class InstallParams(_Base):
     @classmethod
     def _prefix(cls, v):
         _check_abs(v, "prefix")
-        if v.rstrip("/") in ("", "/usr", "/etc", "/var", "/home", "/root", "/opt", "/srv", "/tmp"):
+        if v.rstrip("/") in ("", "/usr", "/etc", "/var", "/home", "/root", "/opt", "/srv", "/tmp", "/var/tmp"):
             raise ValueError(f"prefix must be a directory of its own, not {v!r}; e.g. '/opt/hubrunbook'")
+        _check_not_system(v, "prefix", extra=("/home",))
         return v.rstrip("/")
 
     @field_validator("python")
@@ -116,11 +165,18 @@ class InstallParams(_Base):
             raise ValueError(f"{info.field_name} must be between 1 and 65535; got {v}")
         return v
 
-    @field_validator("min_free_disk_mb", "start_timeout")
+    @field_validator("min_free_disk_mb")
     @classmethod
     def _positive(cls, v, info):
         if v <= 0:
             raise ValueError(f"{info.field_name} must be > 0; got {v}")
+        return v
+
+    @field_validator("start_timeout")
+    @classmethod
+    def _start_timeout(cls, v):
+        if not 1 <= v <= 3600:
+            raise ValueError(f"start_timeout must be between 1 and 3600 seconds; got {v}")
         return v
 
 
@@ -146,6 +202,7 @@ class ConfigureParams(_Base):
     def _names(cls, v, info):
         for name in v:
             check_username(name, f"{info.field_name} entry")
+            check_not_system_account(name, f"{info.field_name} entry")
         if len(set(v)) != len(v):
             raise ValueError(f"{info.field_name} lists a name twice")
         return v
@@ -157,6 +214,14 @@ class ConfigureParams(_Base):
             check_username(user, "passwords key")
             secretref.validate_ref(ref, f"passwords[{user!r}]")
         return v
+
+    @model_validator(mode="after")
+    def _passwords_for_listed_users(self):
+        unknown = sorted(set(self.passwords) - set(self.users) - set(self.admin_users))
+        if unknown:
+            raise ValueError(f"passwords names {', '.join(unknown)}, not in users or admin_users: a password is only "
+                             "set for a user this run creates")
+        return self
 
     @field_validator("config_file")
     @classmethod
@@ -173,7 +238,10 @@ class ConfigureParams(_Base):
         rest = v.replace("{username}", "")
         if "{" in rest or "}" in rest:
             raise ValueError("notebook_dir may only use the placeholder {username}")
-        return v
+        if "{username}" not in v:
+            raise ValueError(f"notebook_dir must be per user, with {{username}} in it (a shared directory would be "
+                             f"handed from one user to the next); got {v!r}")
+        return _check_not_system(v, "notebook_dir")
 
     @field_validator("service_name")
     @classmethod
@@ -185,13 +253,15 @@ class ConfigureParams(_Base):
     @field_validator("home_base", "user_shell")
     @classmethod
     def _abs(cls, v, info):
-        return _check_abs(v, info.field_name)
+        _check_abs(v, info.field_name)
+        return _check_not_system(v, "home_base") if info.field_name == "home_base" else v
 
     @field_validator("default_url")
     @classmethod
     def _default_url(cls, v):
-        if not v.startswith("/"):
-            raise ValueError(f"default_url must start with '/', e.g. '/lab'; got {v!r}")
+        if not re.match(r"^/(?![/\\])[A-Za-z0-9._~/?=&%-]*$", v):
+            raise ValueError(f"default_url must be a path on the user's server such as '/lab' (one leading '/', no "
+                             f"host); got {v!r}")
         return v
 
 
@@ -291,6 +361,7 @@ class OAuthParams(_Base):
         for name in v:
             low = name.lower() if isinstance(name, str) else name
             check_username(low, f"{info.field_name} entry {name!r} (lower-cased as JupyterHub does)")
+            check_not_system_account(low, f"{info.field_name} entry")
             out.append(low)
         if len(set(out)) != len(out):
             raise ValueError(f"{info.field_name} lists a name twice (names are compared lower-cased)")
@@ -356,6 +427,8 @@ class TroubleshootParams(_Base):
     @classmethod
     def _report_file(cls, v):
         _check_abs(v, "report_file", allow_empty=True)
+        if v:
+            _check_not_system(v, "report_file")
         if v and not v.endswith(".json"):
             raise ValueError(f"report_file must end in .json; got {v!r}")
         return v

@@ -22,6 +22,11 @@ FILE_RE = re.compile(r"^file:(/.+)$")
 
 def validate_ref(value: str, name: str) -> str:
     """Return *value* if it is a well-formed reference (or empty); raise ValueError otherwise."""
+    if value.startswith("file:") and FILE_RE.match(value):
+        path = value[5:]
+        if ".." in Path(path).parts or any(not ch.isprintable() for ch in path):
+            raise ValueError(f"{name}: the file path must be a plain absolute path, without '..' or control "
+                             f"characters; got {value!r}")
     if value == "" or ENV_RE.match(value) or FILE_RE.match(value):
         return value
     raise ValueError(

@@ -114,6 +114,9 @@ class Run:
     """The journal of one runbook run: calls steps, records results, writes the audit log."""
 
     def __init__(self, runbook: str, params):
+        from .runlock import acquire
+
+        acquire(params.prefix, runbook)  # one run at a time per prefix, held until this process ends
         self.runbook, self.params = runbook, params
         self.results: list[StepResult] = []
         self._pending: list[dict] = []
@@ -153,8 +156,15 @@ class Run:
             fh.writelines(json.dumps(e) + "\n" for e in self._pending)
         self._pending.clear()
 
+    def release(self) -> None:
+        """End the run: give back the prefix's lock (also given back when the kernel ends)."""
+        from .runlock import release
+
+        release(self.params.prefix)
+
     def summary(self) -> Summary:
-        """Return the summary; raise VerificationError (after showing it) when any step failed."""
+        """Return the summary and end the run; raise VerificationError (after showing it) when any step failed."""
+        self.release()
         summary = Summary(self.runbook, list(self.results))
         if not summary.ok:
             try:

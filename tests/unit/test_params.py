@@ -48,8 +48,8 @@ def test_secret_looking_unknown_key_says_secrets_are_references():
     ("notebook_dir", "notebooks", "notebook_dir must be an absolute path"),
     ("notebook_dir", "/home/{user}/nb", "only use the placeholder {username}"),
     ("config_file", "/etc/jupyterhub/config.txt", "must end in .py"),
-    ("default_url", "lab", "default_url must start with '/'"),
-    ("start_timeout", 0, "start_timeout must be > 0"),
+    ("default_url", "lab", "default_url must be a path on the user's server"),
+    ("start_timeout", 0, "start_timeout must be between 1 and 3600"),
     ("min_free_disk_mb", -1, "min_free_disk_mb must be > 0"),
 ])
 def test_bad_values_name_the_parameter(key, value, needle):
@@ -88,7 +88,7 @@ def test_literal_password_rejected():
 
 
 def test_secret_references_accepted():
-    p = build_params({"passwords": {"demo": "env:DEMO_PW", "bob": "file:/etc/hubrunbook/bob.pw"}})
+    p = build_params({"users": ["demo", "bob"], "passwords": {"demo": "env:DEMO_PW", "bob": "file:/etc/hubrunbook/bob.pw"}})
     assert p.passwords["bob"] == "file:/etc/hubrunbook/bob.pw"
 
 
@@ -128,3 +128,28 @@ def test_display_lists_changed_values_only():
 def test_model_is_frozen():
     with pytest.raises(Exception):
         Params().port = 1
+
+
+@pytest.mark.parametrize("values,needle", [  # the security review's accepted-today list (issue 8, low)
+    ({"users": ["root"]}, "users entry 'root' is refused"),
+    ({"users": ["daemon"]}, "users entry 'daemon' is a system account"),
+    ({"allowed_users": ["root"]}, "allowed_users entry 'root'"),
+    ({"admin_users": ["bin"]}, "admin_users entry 'bin' is a system account"),
+    ({"prefix": "/usr/local"}, "prefix must not lie in the system directory /usr"),
+    ({"prefix": "/home/alice"}, "prefix must not lie in the system directory /home"),
+    ({"prefix": "/opt/hub\nx"}, "prefix must not contain line breaks"),
+    ({"notebook_dir": "/"}, "notebook_dir must be per user"),
+    ({"notebook_dir": "/etc"}, "notebook_dir must be per user"),
+    ({"notebook_dir": "/etc/{username}"}, "notebook_dir must not lie in the system directory /etc"),
+    ({"notebook_dir": "/tmp/shared"}, "notebook_dir must be per user"),
+    ({"default_url": "//evil.example/"}, "default_url must be a path on the user's server"),
+    ({"default_url": "/\\evil.example"}, "default_url must be a path on the user's server"),
+    ({"home_base": "/"}, "home_base must not be '/'"),
+    ({"home_base": "/etc"}, "home_base must not lie in the system directory /etc"),
+    ({"report_file": "/etc/cron.d/x.json"}, "report_file must not lie in the system directory /etc"),
+    ({"start_timeout": 1000000000}, "start_timeout must be between 1 and 3600"),
+    ({"passwords": {"demo": "file:/etc/../etc/shadow"}}, "without '..'"),
+    ({"passwords": {"stranger": "env:X"}}, "passwords names stranger, not in users or admin_users"),
+])
+def test_unsafe_values_are_refused_naming_the_parameter(values, needle):
+    reject(values, needle)

@@ -75,3 +75,25 @@ def test_deploy_counts_changes_from_the_audit_lines_of_its_run(tmp_path):
         fh.write(json.dumps({"step": "check_hub_starts", "status": "ok"}) + "\n")
     assert changes_since(audit, seen) == "1 changed: ensure_proxy"
     assert changes_since(audit, audit.stat().st_size) == "no changes"
+
+
+def test_deploy_keeps_executed_notebooks_private_and_refuses_literals_before_writing(tmp_path, monkeypatch, capsys):
+    import papermill
+    import stat
+
+    from hubrunbook import deploy
+
+    def fake_execute(src, out, **kw):  # papermill writes the output notebook as the run goes
+        Path(out).write_text(json.dumps({"parameters": kw["parameters"]}))
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    pfile = tmp_path / "p.yaml"
+    pfile.write_text("prefix: /opt/hrb-unit\n")
+    out = deploy.run_runbook("install", pfile, tmp_path / "runs")
+    assert stat.S_IMODE((tmp_path / "runs").stat().st_mode) == 0o700 and stat.S_IMODE(out.stat().st_mode) == 0o600
+
+    monkeypatch.setattr(deploy, "REPO", tmp_path)
+    pfile.write_text("passwords: {demo: hunter2-literal}\n")
+    assert deploy.main([str(pfile)]) == 2
+    assert "passwords" in capsys.readouterr().err
+    assert not any("hunter2" in f.read_text() for f in (tmp_path / "runs").iterdir())

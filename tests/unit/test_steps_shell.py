@@ -1,5 +1,6 @@
 """Step results, the run journal, and the command runner."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,31 @@ def test_stream_command_lines_and_timeout():
     assert got == ["one", "two"] and out == "one\ntwo\n"
     with pytest.raises(CommandError, match="timed out"):
         stream_command(["sleep", "5"], timeout=0.5, on_line=got.append)
+
+
+def test_one_run_at_a_time_per_prefix(tmp_path):
+    """A second run on the same prefix fails at once, naming the process that holds it; the end of a run frees it."""
+    import subprocess
+    import sys
+    import time
+
+    from hubrunbook.runlock import LockedError, lock_path
+
+    prefix = str(tmp_path / "locked")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from hubrunbook.params import build_params; from hubrunbook.steps import Run\n"
+        f"Run('configure', build_params({{'prefix': {prefix!r}}})); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.monotonic()
+        with pytest.raises(LockedError, match=f"pid {holder.pid}, runbook configure"):
+            Run("install", build_params({"prefix": prefix, "dry_run": True}))
+        assert time.monotonic() - t0 < 2  # at once, not after a wait
+        assert not Path(prefix).exists()  # the lock lives outside the prefix: nothing was created
+    finally:
+        holder.kill()
+        holder.wait()
+    run = Run("install", build_params({"prefix": prefix}))  # the holder's end released it
+    run.release()
+    assert lock_path(prefix).exists()
