@@ -132,10 +132,20 @@ def read_hub_env(params) -> dict[str, str]:
 
 
 def proxy_token_status(params, timeout: float = 2) -> str:
-    """Ask the proxy API on proxy_api_port with the hub's token: 'accepted', 'rejected 403', 'no token', 'no answer'…"""
+    """Ask the proxy API on proxy_api_port with the hub's token: 'accepted', 'rejected 403', 'no token', 'no answer',
+    or 'not sent: …' when what listens there is not proven to be our proxy (the token goes to nobody else)."""
+    from .proxy import unproven_reason
+
     token = read_hub_env(params).get("CONFIGPROXY_AUTH_TOKEN")
     if not token:
         return "no token"
+    holders = sorted(ports.listeners(params.proxy_api_port))
+    if not holders:
+        return "no answer (nothing listens)"
+    for pid in holders:
+        why = unproven_reason(params, pid)
+        if why:
+            return f"not sent: {why}"
     try:
         resp = requests.get(f"http://127.0.0.1:{params.proxy_api_port}/api/routes",
                             headers={"Authorization": f"token {token}"}, timeout=timeout)

@@ -69,3 +69,46 @@ def ensure_proxy(params, *, dry_run: bool = False) -> StepResult:
     if got != want:
         raise CommandError(f"npm installed {PKG} but `--version` says {got!r}, expected {want}")
     return StepResult("ensure_proxy", CHANGED, f"installed configurable-http-proxy {want} in {where} (was: {have or 'absent'})")
+
+
+def unproven_reason(params, pid: int, *, on_api_port: bool = True) -> str | None:
+    """Why *pid* is not proven to be our configurable-http-proxy; None when it is.
+
+    Ours means all of: it runs as root, executes our node binary with our proxy script and our API port, is the
+    PID the hub recorded in its proxy pid file, and (*on_api_port*: before the token is sent to it) listens on
+    proxy_api_port. Only such a process is ever sent the proxy token or signalled; a name in argv proves nothing
+    (any user can start `configurable-http-proxy.py`). A recorded proxy of ours that lost the race for the API port
+    (EADDRINUSE) but holds the public port is still ours to stop: callers that signal pass on_api_port=False.
+    """
+    import os
+
+    import psutil
+
+    from . import ports
+    from .process import read_pid
+    from .service import proxy_pid_path
+
+    try:
+        proc = psutil.Process(pid)
+        uids, exe, cmd = proc.uids(), proc.exe(), proc.cmdline()
+    except psutil.Error as exc:
+        return f"pid {pid} cannot be inspected ({type(exc).__name__})"
+    if uids.real != 0 or uids.effective != 0:
+        return f"pid {pid} runs as uid {uids.real}, not root"
+    node = choose_node(params)[1]
+    if os.path.realpath(exe) != os.path.realpath(node):
+        return f"pid {pid} runs {exe}, not our node {node}"
+    script = package_dir(params) / "bin" / PKG
+    if len(cmd) < 2 or os.path.realpath(cmd[1]) != os.path.realpath(script):
+        return f"pid {pid} does not run our proxy script {script}"
+    if f"--api-port={params.proxy_api_port}" not in cmd and not _follows(cmd, "--api-port", str(params.proxy_api_port)):
+        return f"pid {pid} was not started for our API port {params.proxy_api_port}"
+    if read_pid(proxy_pid_path(params)) != pid:
+        return f"pid {pid} is not the PID the hub recorded in {proxy_pid_path(params)}"
+    if on_api_port and pid not in ports.listeners(params.proxy_api_port):
+        return f"pid {pid} does not listen on proxy_api_port {params.proxy_api_port}"
+    return None
+
+
+def _follows(cmd: list[str], flag: str, value: str) -> bool:
+    return any(a == flag and b == value for a, b in zip(cmd, cmd[1:]))

@@ -78,9 +78,9 @@ def repair_proxy_install(params, finding, *, dry_run: bool = False) -> StepResul
 
 def _proxy_still_stale(params, pid: int) -> str | None:
     """Why *pid* may be stopped (None when it must not be): proves port, command line and staleness again."""
-    if pid not in ports.listeners(params.proxy_api_port):
-        return None
-    if not ports.is_proxy(pid):
+    from .proxy import unproven_reason
+
+    if unproven_reason(params, pid):  # root, our node and script, our API port, the recorded PID, on the port
         return None
     token = facts.proxy_token_status(params)
     if token.startswith("rejected 403"):

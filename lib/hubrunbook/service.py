@@ -148,18 +148,21 @@ def _healthy(params) -> tuple[bool, str]:
 
 
 def _foreign_port_holders(params) -> list[str]:
-    ours = {p for p in (managed_hub_pid(params), background_hub_pid(params), read_pid(proxy_pid_path(params))) if p}
+    ours = {p for p in (managed_hub_pid(params), background_hub_pid(params), _our_proxy(params, read_pid(proxy_pid_path(params)))) if p}
     bad = []
     for name in ("port", "hub_port", "proxy_api_port"):
         port = getattr(params, name)
         holders = ports.listeners(port) - ours
-        if holders and not all(ports.is_proxy(p) and _is_our_stale_proxy(params, p) for p in holders):
+        if holders and not all(_our_proxy(params, p) for p in holders):
             bad.append(f"{name} {port}: {', '.join(ports.describe(p) for p in sorted(holders))}")
     return bad
 
 
-def _is_our_stale_proxy(params, pid: int) -> bool:
-    return read_pid(proxy_pid_path(params)) == pid
+def _our_proxy(params, pid: int | None) -> int | None:
+    """*pid* when it is proven to be our proxy (proxy.unproven_reason), else None: only then is it signalled."""
+    from .proxy import unproven_reason
+
+    return pid if pid and not unproven_reason(params, pid, on_api_port=False) else None
 
 
 def start_managed_hub(params) -> str:
@@ -190,9 +193,9 @@ def stop_managed_hub(params, *, dry_run: bool = False) -> StepResult:
     unit_up = systemd.mode(params) == "systemd" and systemd.state(params).get("ActiveState") in ACTIVE_STATES
     if unit_up:
         todo.append(f"unit {systemd.unit(params)}")
-    pid, proxy = background_hub_pid(params), read_pid(proxy_pid_path(params))
-    if proxy and (not ports.is_proxy(proxy) or unit_up):
-        proxy = None  # a proxy of the unit stops with it; anything else is not ours to signal
+    pid, proxy = background_hub_pid(params), _our_proxy(params, read_pid(proxy_pid_path(params)))
+    if unit_up:
+        proxy = None  # a proxy of the unit stops with it
     if pid or proxy:
         todo.append(f"hub pid {pid} and proxy pid {proxy}")
     if not todo:
@@ -234,7 +237,7 @@ def _ensure_background_hub(params, *, dry_run: bool = False) -> StepResult:
     if dry_run:
         return StepResult("ensure_hub_running", WOULD_CHANGE, f"would {'re' if pid else ''}start the hub ({reason})")
     if pid:
-        stop_hub(pid, read_pid(proxy_pid_path(params)))
+        stop_hub(pid, _our_proxy(params, read_pid(proxy_pid_path(params))))
     started = start_managed_hub(params)
     return StepResult("ensure_hub_running", CHANGED, f"{'restarted' if pid else 'started'} the hub ({reason}): {started}, "
                       f"{params.public_url}; log {log_path(params)}")
@@ -293,7 +296,7 @@ def ensure_hub_unit(params, *, dry_run: bool = False) -> StepResult:
         return StepResult("ensure_hub_running", WOULD_CHANGE, f"would {said}")
     actions = {action for action, _ in plan}
     if "handover" in actions:
-        stop_hub(background_hub_pid(params), read_pid(proxy_pid_path(params)))
+        stop_hub(background_hub_pid(params), _our_proxy(params, read_pid(proxy_pid_path(params))))
         hub_pid_path(params).unlink(missing_ok=True)
     want = render_hub_unit(params)
     if "write" in actions:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import time
 
 import psutil
 import pytest
 
-from hubrunbook import facts, service
+from hubrunbook import facts, ports, service
+from hubrunbook.process import terminate
 from hubrunbook.users import lookup
 from ts_support import Deployment, ids
 
@@ -52,7 +54,7 @@ def assert_errors(report: dict, expected: set[str], allowed: set[str] = frozense
 
 def repair_and_prove(d: Deployment, tmp_path) -> dict:
     proc, report = d.troubleshoot(tmp_path, apply_fixes=True)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, f"{report.get('repairs')}\n{proc.stderr[-4000:]}"
     assert report["ok"] and not ids(report["findings"], "error"), report["findings"]
     assert d.user_logs_in_and_spawns() < 60
     return report
@@ -74,7 +76,9 @@ def test_healthy_deployment_has_no_errors(deploy, tmp_path):
 
 
 # --- guide §3.2: the 403 of a proxy still running with another token ----------------------------------
-def test_proxy_with_another_token_gives_403_and_is_stopped(deploy, tmp_path):
+def test_proxy_started_by_hand_gives_403_and_is_reported_not_signalled(deploy, tmp_path):
+    """Guide §3.2: a proxy still running with another token. It is not the PID the hub recorded, so hubrunbook cannot
+    prove it is its own: it names it (with the kill command for the operator), sends it no token, never signals it."""
     d = deploy().build()
     service.stop_managed_hub(d.params)
     chp = d.start_proxy_by_hand("another-token-" + "x" * 20)
@@ -83,17 +87,61 @@ def test_proxy_with_another_token_gives_403_and_is_stopped(deploy, tmp_path):
 
     proc, report = scan(d, tmp_path)
     assert proc.returncode != 0  # headless run fails while an error remains
-    assert_errors(report, {"proxy-foreign-token", "hub-running"})
-    f = finding(report, "proxy-foreign-token")
-    assert f"pid {chp.pid}" in f["evidence"] and "configurable-http-proxy" in f["evidence"] and "403" in f["evidence"]
-    assert f["repairable"]
+    assert_errors(report, {"proxy-api-port-unproven", "hub-running"})
+    f = finding(report, "proxy-api-port-unproven")
+    assert f"pid {chp.pid}" in f["evidence"] and "configurable-http-proxy" in f["evidence"]
+    assert "not the PID the hub recorded" in f["evidence"] and "token was not sent" in f["evidence"]
+    assert not f["repairable"] and f"kill {chp.pid}" in f["fix"]
     log = finding(report, "log:proxy-api-403")
     assert "api_request to proxy failed: 403" in log["evidence"]
     assert "another-token" not in str(report)
 
-    fixed = repair_and_prove(d, tmp_path)
-    assert not alive(chp)
-    assert any(r[0] == "repair_stale_proxy" and r[1] == "changed" for r in fixed["repairs"]["rows"])
+    proc, fixed = d.troubleshoot(tmp_path, apply_fixes=True)
+    assert proc.returncode != 0 and alive(chp), "an unproven proxy must never be signalled"
+    terminate(chp.pid, timeout=5)  # the operator stops it, as the finding says
+    repair_and_prove(d, tmp_path)
+
+
+IMPOSTOR = """\
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        print("AUTH", self.headers.get("Authorization"), flush=True)
+        self.send_response(403); self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_a_users_listener_posing_as_the_proxy_never_gets_the_token_nor_a_signal(deploy, tmp_path):
+    """Security review, high 1: an unprivileged program named configurable-http-proxy.py on the API port while the
+    hub is down. The scan must not send it the hub's token, and apply_fixes must not kill it."""
+    d = deploy().build()
+    service.stop_managed_hub(d.params)
+    script = d.prefix / "impostor" / "configurable-http-proxy.py"
+    script.parent.mkdir(mode=0o755)
+    script.write_text(IMPOSTOR)
+    script.chmod(0o644)
+    imp = subprocess.Popen(["runuser", "-u", "nobody", "--", "/usr/bin/python3", str(script), str(d.params.proxy_api_port)],
+                           stdout=subprocess.PIPE, text=True, start_new_session=True)
+    d.started.append(psutil.Process(imp.pid))
+    try:
+        deadline = time.monotonic() + 10
+        while not ports.listeners(d.params.proxy_api_port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        holder = next(iter(ports.listeners(d.params.proxy_api_port)))
+        proc, report = scan(d, tmp_path)
+        f = finding(report, "proxy-api-port-unproven")
+        assert "not root" in f["evidence"] and not f["repairable"]
+        proc, _ = d.troubleshoot(tmp_path, apply_fixes=True)
+        assert alive(holder), "a process not proven ours must never be signalled"
+    finally:
+        for pid in ports.listeners(d.params.proxy_api_port):
+            if psutil.Process(pid).uids().real != 0:
+                os.kill(pid, 9)
+        out = imp.communicate(timeout=10)[0]
+    token = d.hub_env()["CONFIGPROXY_AUTH_TOKEN"]
+    assert token not in out, "the hub's token was sent to a process that is not ours"
 
 
 def test_stale_proxy_after_the_hub_was_killed(deploy, tmp_path):

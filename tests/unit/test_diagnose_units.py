@@ -298,8 +298,10 @@ def test_proxy_on_api_port_classification(params, monkeypatch):
     monkeypatch.setattr(processes.ports, "describe", lambda pid: f"pid {pid} (node configurable-http-proxy)")
     monkeypatch.setattr(processes, "_listeners", lambda ctx, port: {4242} if port == params.proxy_api_port else set())
 
-    def ctx_for(*, is_proxy=True, token="accepted", hub=None, recorded=None):
+    def ctx_for(*, is_proxy=True, token="accepted", hub=None, recorded=None, proven=True):
         monkeypatch.setattr(processes.ports, "is_proxy", lambda pid: is_proxy)
+        monkeypatch.setattr(processes, "unproven_reason", lambda p, pid: None if proven else f"pid {pid} runs as uid "
+                            "1000, not root")
         monkeypatch.setattr(facts, "proxy_token_status", lambda p: token)
         ctx = Context(params)
         ctx.fact("hub_pid", lambda: hub)
@@ -315,20 +317,23 @@ def test_proxy_on_api_port_classification(params, monkeypatch):
     assert checks.check_proxy_api_port(ctx_for(hub=1, recorded=4242)) == []  # our running hub's own proxy
     found = checks.check_proxy_api_port(ctx_for(is_proxy=False))
     assert [(f.id, f.repairable) for f in found] == [("proxy-api-port-foreign", False)]
+    found = checks.check_proxy_api_port(ctx_for(proven=False, token="rejected 403"))  # looks like one, is not ours
+    assert [(f.id, f.severity, f.repairable) for f in found] == [("proxy-api-port-unproven", ERROR, False)]
+    assert "not root" in found[0].evidence and "token was not sent" in found[0].evidence
 
 
 def test_stale_proxy_repair_proves_again_before_killing(params, monkeypatch):
-    from hubrunbook import repairs
+    from hubrunbook import proxy, repairs
 
     killed = []
     monkeypatch.setattr(repairs, "terminate", lambda pid, timeout: killed.append(pid) or True)
-    monkeypatch.setattr(repairs.ports, "listeners", lambda port: set())  # it no longer holds our port
     f = Finding("proxy-stale", WARNING, "t", "seen", data={"pid": 4242}, repairable=True, check="proxy-api-port")
-    assert repairs.repair_stale_proxy(params, f).status == "unchanged" and killed == []
+    for why in ("pid 4242 does not listen on proxy_api_port", "pid 4242 runs as uid 1000, not root",
+                "pid 4242 is not the PID the hub recorded"):
+        monkeypatch.setattr(proxy, "unproven_reason", lambda p, pid, why=why: why)
+        assert repairs.repair_stale_proxy(params, f).status == "unchanged" and killed == []
+    monkeypatch.setattr(proxy, "unproven_reason", lambda p, pid: None)  # proven ours again
     monkeypatch.setattr(repairs.ports, "listeners", lambda port: set() if killed else {4242})
-    monkeypatch.setattr(repairs.ports, "is_proxy", lambda pid: False)  # the PID now runs something else
-    assert repairs.repair_stale_proxy(params, f).status == "unchanged" and killed == []
-    monkeypatch.setattr(repairs.ports, "is_proxy", lambda pid: True)
     monkeypatch.setattr(repairs.facts, "proxy_token_status", lambda p: "accepted")
     monkeypatch.setattr(repairs.facts, "hub_pid", lambda p: None)
     assert repairs.repair_stale_proxy(params, f).status == "changed" and killed == [4242]

@@ -7,6 +7,7 @@ from .. import facts, ports, repairs, systemd
 from ..diagnose import ERROR, WARNING, Check, Context, Finding
 from ..logscan import hub_log_lines
 from ..process import hub_api_ok
+from ..proxy import unproven_reason
 from .common import _hub_pid, _listeners, _proxy_pid
 
 
@@ -25,6 +26,17 @@ def check_proxy_api_port(ctx: Context) -> list[Finding]:
                 cause="the proxy cannot open its API port, so the hub cannot start its proxy",
                 fix="stop that program yourself (it is not ours; hubrunbook leaves it alone) or choose another "
                     "proxy_api_port", repairable=False))
+            continue
+        unproven = unproven_reason(p, pid)
+        if unproven:
+            out.append(PROXY_API.finding(
+                ERROR, f"port {p.proxy_api_port} (proxy_api_port) is held by a proxy that is not proven ours",
+                f"{who} listens on {p.proxy_api_port}; {unproven}; the hub's token was not sent to it",
+                id="proxy-api-port-unproven", title="a proxy hubrunbook cannot prove is its own holds the proxy API port",
+                cause="a configurable-http-proxy started by hand or by another deployment (guide §3.2: the hub then "
+                      "gets 403), or a program of another user posing as one",
+                fix=f"check what pid {pid} is and stop it yourself (kill {pid}); hubrunbook sends it no token and "
+                    "never signals it", repairable=False, pid=pid))
             continue
         token = ctx.fact("proxy_token", lambda: facts.proxy_token_status(p))
         evidence = f"{who} listens on 127.0.0.1:{p.proxy_api_port}; GET /api/routes with the hub's token → {token}"
@@ -152,8 +164,9 @@ PROXY_API = Check(
     "older hubs)",
     "a proxy started earlier (by a hub that was killed, or by hand) still listens on proxy_api_port with another "
     "CONFIGPROXY_AUTH_TOKEN; the new hub's requests are refused and it exits",
-    "stop that proxy — found by the port it listens on, confirmed to be configurable-http-proxy, killed by PID, "
-    "never `ps aux | grep` and kill by name (repaired with apply_fixes), then start the hub",
+    "stop that proxy by PID, never `ps aux | grep` and kill by name; repaired with apply_fixes only when it is proven "
+    "ours (root, our node and proxy script, our API port, the PID the hub recorded), else named for you to stop; "
+    "then start the hub",
     check_proxy_api_port, repairs.repair_stale_proxy, guide="§3.2")
 
 
