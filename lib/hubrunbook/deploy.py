@@ -37,14 +37,14 @@ def run_runbook(name: str, params_file: Path, runs_dir: Path) -> Path:
     out = runs_dir / f"{datetime.now():%Y%m%d-%H%M%S}-{name}.ipynb"
     import yaml
 
-    umask = os.umask(0o077)  # papermill writes the output notebook while it runs: 0600 from the first byte
-    try:
-        papermill.execute_notebook(
-            str(REPO / "runbooks" / f"{name}.ipynb"), str(out), progress_bar=False, cwd=str(REPO / "runbooks"),
-            parameters=yaml.safe_load(params_file.read_text()) or {},
-        )
-    finally:
-        os.umask(umask)
+    # papermill writes the output notebook while it runs: it exists 0600 before the first byte. (Not a umask: the
+    # kernel would inherit it, and the hub env and everything else the runbook creates must stay readable by users.)
+    os.close(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    os.chmod(out, 0o600)
+    papermill.execute_notebook(
+        str(REPO / "runbooks" / f"{name}.ipynb"), str(out), progress_bar=False, cwd=str(REPO / "runbooks"),
+        parameters=yaml.safe_load(params_file.read_text()) or {},
+    )
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 import inspect
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -117,6 +118,9 @@ class Run:
         from .runlock import acquire
 
         acquire(params.prefix, runbook)  # one run at a time per prefix, held until this process ends
+        # what the run creates for users (the hub env, the proxy, homes) must be readable by them whatever umask the
+        # operator's shell has (077 on hardened servers); secrets are written with explicit 0600/0700 modes
+        os.umask(0o022)
         self.runbook, self.params = runbook, params
         self.results: list[StepResult] = []
         self._pending: list[dict] = []

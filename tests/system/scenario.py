@@ -35,10 +35,12 @@ def require_default_ports() -> None:
     assert not busy, f"ports {busy} are busy on this host; the containers share its network and deploy on the defaults"
 
 
-def make_deploy(box) -> str:
-    """`make deploy` in the clone, as the README says; its output (fails the test when it fails)."""
+def make_deploy(box, umask: str = "") -> str:
+    """`make deploy` in the clone, as the README says (in a shell with *umask*, if given); its output (fails the test
+    when it fails)."""
     t0 = time.monotonic()
-    proc = box.run("cd /root/hubrunbook && make deploy 2>&1", check=False, timeout=1800)
+    shell = f"umask {umask} && " if umask else ""
+    proc = box.run(f"{shell}cd /root/hubrunbook && make deploy 2>&1", check=False, timeout=1800)
     print(f"[{box.name}] make deploy: {time.monotonic() - t0:.1f} s\n{proc.stdout[-2500:]}")
     assert proc.returncode == 0, proc.stdout[-6000:]
     return proc.stdout

@@ -83,13 +83,22 @@ def test_deploy_keeps_executed_notebooks_private_and_refuses_literals_before_wri
 
     from hubrunbook import deploy
 
+    import os
+
     def fake_execute(src, out, **kw):  # papermill writes the output notebook as the run goes
         Path(out).write_text(json.dumps({"parameters": kw["parameters"]}))
+        seen["umask"] = os.umask(0o022)
+        os.umask(seen["umask"])
+
+    seen = {}
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
     pfile = tmp_path / "p.yaml"
     pfile.write_text("prefix: /opt/hrb-unit\n")
+    before = os.umask(0o022)
+    os.umask(before)
     out = deploy.run_runbook("install", pfile, tmp_path / "runs")
+    assert seen["umask"] == before, "the kernel must not inherit a private umask (the hub env must stay readable)"
     assert stat.S_IMODE((tmp_path / "runs").stat().st_mode) == 0o700 and stat.S_IMODE(out.stat().st_mode) == 0o600
 
     monkeypatch.setattr(deploy, "REPO", tmp_path)
