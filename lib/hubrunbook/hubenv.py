@@ -10,7 +10,7 @@ from pathlib import Path
 from .errors import PreflightError
 from .shell import run_command, stream_command
 from .steps import CHANGED, UNCHANGED, WOULD_CHANGE, StepResult
-from .system import find_hub_python
+from .system import find_hub_python, make_world_readable
 
 MARKER = ".hubrunbook.json"
 
@@ -145,6 +145,7 @@ def ensure_hub_env(params, *, dry_run: bool = False) -> StepResult:
         create_venv(params, env)
     print(f"installing {' '.join(specs)} with {installer(params)} …")
     install_packages(params, env, specs, progress=_show_progress)
+    make_world_readable(env)  # spawned users run it: no 0600 file from an installer cache filled under umask 077
     ok, state = check_env_state_after(params)
     if not ok:
         raise PreflightError(f"the hub env at {env} is not right after installing: {state}")

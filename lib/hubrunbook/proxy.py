@@ -65,6 +65,10 @@ def ensure_proxy(params, *, dry_run: bool = False) -> StepResult:
     else:
         args += ["-g"]
     run_command(args + [f"{PKG}@{want}"], timeout=300, env=node_env(params), what=f"npm install {PKG}@{want}")
+    if params.proxy_install == "private":
+        from .system import make_world_readable
+
+        make_world_readable(npm_prefix(params))
     got = proxy_runs(params)
     if got != want:
         raise CommandError(f"npm installed {PKG} but `--version` says {got!r}, expected {want}")

@@ -104,3 +104,25 @@ def free_mb(path: Path) -> tuple[Path, int]:
     while not p.exists():
         p = p.parent
     return p, shutil.disk_usage(p).free // (1024 * 1024)
+
+
+def make_world_readable(root: Path) -> int:
+    """Add read (and, where the owner may execute or enter, execute) permission for everyone below *root*.
+
+    What spawned users run must be readable by them, but installers copy files with the modes they had in their
+    cache: a cache filled under umask 077 (a hardened root shell) yields 0600 files in the hub env. Symlinks are
+    left alone. Returns the number of entries changed.
+    """
+    changed = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames, None]:
+            path = os.path.join(dirpath, name) if name else dirpath
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            mode = stat.S_IMODE(st.st_mode)
+            want = mode | 0o044 | (0o011 if stat.S_ISDIR(st.st_mode) or mode & 0o100 else 0)
+            if want != mode:
+                os.chmod(path, want)
+                changed += 1
+    return changed

@@ -106,3 +106,25 @@ def test_deploy_keeps_executed_notebooks_private_and_refuses_literals_before_wri
     assert deploy.main([str(pfile)]) == 2
     assert "passwords" in capsys.readouterr().err
     assert not any("hunter2" in f.read_text() for f in (tmp_path / "runs").iterdir())
+
+
+def test_make_world_readable_fixes_modes_an_installer_cache_left(tmp_path):
+    import os
+    import stat
+
+    from hubrunbook.system import make_world_readable
+
+    (tmp_path / "env" / "lib").mkdir(parents=True)
+    private = tmp_path / "env" / "lib" / "kernel.json"
+    private.write_text("{}")
+    script = tmp_path / "env" / "run"
+    script.write_text("#!/bin/sh\n")
+    os.chmod(private, 0o600)
+    os.chmod(script, 0o700)
+    os.chmod(tmp_path / "env" / "lib", 0o700)
+    os.symlink("/etc/shadow", tmp_path / "env" / "link")
+    assert make_world_readable(tmp_path / "env") == 3
+    assert stat.S_IMODE(private.stat().st_mode) == 0o644 and stat.S_IMODE(script.stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "env" / "lib").stat().st_mode) == 0o755
+    assert stat.S_IMODE(os.stat("/etc/shadow").st_mode) & 0o004 == 0  # a symlink is never followed
+    assert make_world_readable(tmp_path / "env") == 0
