@@ -82,16 +82,12 @@ def satisfies(version: str, spec: str | None) -> bool:
 def hub_pid(params) -> int | None:
     """Our running hub: the PID in state/hub.pid (service.managed_hub_pid), else a listener on hub_port whose
     command line is `jupyterhub -f <our config>` (started by hand)."""
-    from .service import managed_hub_pid
+    from .service import is_our_hub, managed_hub_pid
 
     pid = managed_hub_pid(params)
     if pid:
         return pid
-    for cand in ports.listeners(params.hub_port):
-        cmd = ports.cmdline(cand)
-        if any(part.endswith("jupyterhub") for part in cmd[:2]) and str(params.config_path) in cmd:
-            return cand
-    return None
+    return next((cand for cand in ports.listeners(params.hub_port) if is_our_hub(params, cand)), None)
 
 
 def recorded_proxy_pid(params) -> int | None:

@@ -115,7 +115,7 @@ def fingerprint(params) -> str:
     return h.hexdigest()
 
 
-def _is_our_hub(params, pid: int | None) -> bool:
+def is_our_hub(params, pid: int | None) -> bool:
     """*pid* runs `jupyterhub -f <our config>`."""
     cmd = ports.cmdline(pid) if pid else []
     return any(part.endswith("jupyterhub") for part in cmd[:2]) and str(params.config_path) in cmd
@@ -124,14 +124,14 @@ def _is_our_hub(params, pid: int | None) -> bool:
 def background_hub_pid(params) -> int | None:
     """PID of a managed background hub: from hub.pid, alive, and really `jupyterhub -f <our config>`."""
     pid = read_pid(hub_pid_path(params))
-    return pid if _is_our_hub(params, pid) else None
+    return pid if is_our_hub(params, pid) else None
 
 
 def managed_hub_pid(params) -> int | None:
     """PID of our running hub: the unit's main PID under systemd, else the background process of hub.pid."""
     if systemd.mode(params) == "systemd":
         pid = systemd.main_pid(params)
-        if _is_our_hub(params, pid):
+        if is_our_hub(params, pid):
             return pid
     return background_hub_pid(params)
 
@@ -267,7 +267,7 @@ def _unit_plan(params) -> list[tuple[str, str]]:
         plan.append(("enable", f"enable {systemd.unit(params)} (start at boot)"))
     fp_file = params.state_dir / "hub.fingerprint"
     same = fp_file.exists() and fp_file.read_text() == fingerprint(params) + _unit_digest(want)
-    running = st.get("ActiveState") == "active" and _is_our_hub(params, systemd.main_pid(params))
+    running = st.get("ActiveState") == "active" and is_our_hub(params, systemd.main_pid(params))
     healthy, why = _healthy(params) if running else (False, "")
     if not running:
         plan.append(("restart", f"start {systemd.unit(params)} (now {systemd.describe_state(st)})"))
@@ -330,7 +330,7 @@ def wait_unit_ready(params, timeout: float) -> int:
         if st.get("ActiveState") == "failed":
             break
         pid = systemd.main_pid(params)
-        if st.get("ActiveState") == "active" and _is_our_hub(params, pid):
+        if st.get("ActiveState") == "active" and is_our_hub(params, pid):
             ok, seen = _healthy(params)
             if ok:
                 return pid
