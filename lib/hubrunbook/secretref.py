@@ -51,19 +51,50 @@ def mask(text: str) -> str:
     return text
 
 
+def _private_problem(st: os.stat_result, path: Path, name: str) -> str | None:
+    if stat.S_ISLNK(st.st_mode):
+        return f"{name}: {path} is a symlink; give the path of the file itself (a symlink is never followed for a secret)"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{name}: {path} is not a regular file"
+    if st.st_uid != os.geteuid():
+        return (f"{name}: secret file {path} is owned by uid {st.st_uid}, not by uid {os.geteuid()} who runs the "
+                f"runbook; its owner could change the secret at any time. Fix: chown {os.geteuid()} {path}")
+    if st.st_mode & 0o077:
+        return (f"{name}: secret file {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
+                f"others can read it. Fix: chmod 600 {path}")
+    return None
+
+
 def check_file_private(path: Path, name: str) -> None:
-    """Raise SecretError unless *path* is a regular file readable by its owner only."""
+    """Raise SecretError unless *path* is a regular file (not a symlink), owned by the user running the runbook and
+    readable by its owner only."""
     try:
-        st = path.stat()
+        st = os.lstat(path)
     except FileNotFoundError:
         raise SecretError(f"{name}: secret file {path} does not exist; create it with mode 0600") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise SecretError(f"{name}: {path} is not a regular file")
-    if st.st_mode & 0o077:
-        raise SecretError(
-            f"{name}: secret file {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
-            f"others can read it. Fix: chmod 600 {path}"
-        )
+    problem = _private_problem(st, Path(path), name)
+    if problem:
+        raise SecretError(problem)
+
+
+def read_private(path: Path, name: str) -> str:
+    """The stripped text of the secret file *path*, checked as :func:`check_file_private` on the open file itself
+    (no symlink followed, no window between the check and the read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise SecretError(f"{name}: secret file {path} does not exist; create it with mode 0600") from None
+    except OSError:  # ELOOP: the last component is a symlink
+        check_file_private(path, name)
+        raise
+    try:
+        problem = _private_problem(os.fstat(fd), Path(path), name)
+        if problem:
+            raise SecretError(problem)
+        with os.fdopen(os.dup(fd), "r") as fh:
+            return fh.read().strip()
+    finally:
+        os.close(fd)
 
 
 def resolve(ref: str, name: str, *, prompt: bool = True) -> str:
@@ -83,8 +114,7 @@ def resolve(ref: str, name: str, *, prompt: bool = True) -> str:
         return register(value)
     if m := FILE_RE.match(ref):
         path = Path(m.group(1))
-        check_file_private(path, name)
-        value = path.read_text().strip()
+        value = read_private(path, name)
         if not value:
             raise SecretError(f"{name}: secret file {path} is empty")
         return register(value)

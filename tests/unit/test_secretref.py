@@ -71,3 +71,25 @@ def test_secrets_masked_in_results_and_command_errors():
     with pytest.raises(CommandError) as exc:
         run_command(["sh", "-c", "echo very-secret-output; exit 3"], what="leaky")
     assert "very-secret-output" not in str(exc.value) and "exit code 3" in str(exc.value)
+
+
+def test_secret_file_owned_by_another_user_is_refused(tmp_path):
+    """A user who owns the secret file could swap the secret under the hub: refused, naming the owner and the fix."""
+    f = tmp_path / "client_secret"
+    secretref.write_private(f, "planted-by-a-user")
+    os.chown(f, 65534, 65534)
+    with pytest.raises(SecretError, match=r"owned by uid 65534.*chown"):
+        secretref.resolve(f"file:{f}", "oauth_client_secret")
+    assert secretref.mask("planted-by-a-user") == "planted-by-a-user"  # never read, so never registered either
+
+
+def test_secret_file_symlink_is_not_followed(tmp_path):
+    """A symlink planted where the secret file should be (pointing at a root-only file) is refused, never read."""
+    target = tmp_path / "shadow-like"
+    secretref.write_private(target, "root-only-content")
+    link = tmp_path / "secret"
+    link.symlink_to(target)
+    with pytest.raises(SecretError, match="is a symlink"):
+        secretref.resolve(f"file:{link}", "passwords['demo']")
+    with pytest.raises(SecretError, match="is a symlink"):
+        secretref.check_file_private(link, "x")
