@@ -13,6 +13,7 @@ from . import systemd
 from .errors import RunbookError
 from .logscan import hub_log_lines
 from .params import load_params_file
+from .preflight import check_trusted_paths
 from .service import check_hub_health, ensure_hub_running, stop_managed_hub
 
 ACTIONS = ("status", "start", "stop", "restart", "logs")
@@ -25,6 +26,7 @@ def main(argv: list[str]) -> int:
     action, params_file = argv[0], Path(argv[1] if len(argv) > 1 else "parameters/local.yaml")
     try:
         params = load_params_file(params_file)
+        check_trusted_paths(params)
         mode = systemd.mode(params)
         where = f"unit {systemd.unit(params)}" if mode == "systemd" else "managed process (no systemd: not started at boot)"
         if action == "logs":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from . import ports, system
 from .errors import PreflightError
@@ -16,6 +17,27 @@ def our_hub_pids(params) -> set[int]:
 
     pids = {managed_hub_pid(params), background_hub_pid(params), read_pid(proxy_pid_path(params))}
     return {p for p in pids if p}
+
+
+def check_trusted_paths(params) -> None:
+    """Refuse to run when root would load code or config from a path another user can change (issue 8, M4).
+
+    The prefix (hub env, proxy, state), the config file and an explicit `python` are checked component by component
+    (system.untrusted_reason), and everything below the prefix must be root's (system.untrusted_tree_entry), before
+    anything is executed, dry runs included. Raises PreflightError naming the
+    parameter, the component and the fix.
+    """
+    paths = {"prefix": params.root, "config_file": params.config_path}
+    if getattr(params, "python", "auto") != "auto":
+        paths["python"] = Path(params.python)
+    for name, path in paths.items():
+        why = system.untrusted_reason(path)
+        if why:
+            raise PreflightError(f"{name} {path} is not safe for root to use: {why}. Nothing was run or changed")
+    why = system.untrusted_tree_entry(params.root) if params.root.is_dir() else None
+    if why:
+        raise PreflightError(f"prefix {params.root} holds code root runs, but {why}: another user could have planted or "
+                             f"changed it. Inspect it; reinstall or chown -R root: {params.root}. Nothing was run or changed")
 
 
 def port_rows(params) -> list[tuple[str, str, str]]:

@@ -115,8 +115,10 @@ class Run:
     """The journal of one runbook run: calls steps, records results, writes the audit log."""
 
     def __init__(self, runbook: str, params):
+        from .preflight import check_trusted_paths
         from .runlock import acquire
 
+        check_trusted_paths(params)  # root never runs code from a path another user can change, not even in a dry run
         acquire(params.prefix, runbook)  # one run at a time per prefix, held until this process ends
         # what the run creates for users (the hub env, the proxy, homes) must be readable by them whatever umask the
         # operator's shell has (077 on hardened servers); secrets are written with explicit 0600/0700 modes

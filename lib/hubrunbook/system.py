@@ -126,3 +126,55 @@ def make_world_readable(root: Path) -> int:
                 os.chmod(path, want)
                 changed += 1
     return changed
+
+
+def untrusted_reason(path: Path) -> str | None:
+    """Why root must not run or load code from *path*, or None (sshd's StrictModes, for root).
+
+    Every existing component, from / down, must be owned by root and not writable by group or others (a root group
+    is accepted; a sticky directory such as /var/tmp is accepted, as its other users cannot rename or remove what
+    root put in it). Symlinks must be root's and their targets are checked the same way. The first missing
+    component ends the walk: root creates the rest. Read-only; never follows a link before checking it.
+    """
+    path = Path(path)
+    parts = path.parts
+    for i in range(1, len(parts) + 1):
+        here = Path(*parts[:i])
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return f"{here} cannot be inspected ({exc.strerror})"
+        mode = stat.S_IMODE(st.st_mode)
+        if st.st_uid != 0:
+            return f"{here} is owned by uid {st.st_uid}, not root. Fix: chown root: {here} (after checking its content)"
+        if stat.S_ISLNK(st.st_mode):
+            target = Path(os.path.realpath(here))
+            return untrusted_reason(target.joinpath(*parts[i:])) if target != here else None
+        writable = (mode & 0o002) or (mode & 0o020 and st.st_gid != 0)
+        if writable and not (stat.S_ISDIR(st.st_mode) and mode & stat.S_ISVTX and i < len(parts)):
+            return (f"{here} is writable by {'others' if mode & 0o002 else f'group {st.st_gid}'} (mode {mode:04o}). "
+                    f"Fix: chmod go-w {here}")
+    return None
+
+
+def untrusted_tree_entry(root: Path) -> str | None:
+    """The first entry below *root* that another user could have planted or can change, or None.
+
+    Every entry must be owned by root, and no directory may be writable by group or others (then nobody else can
+    add, replace or rename a file in the tree). Root's own files are not judged by mode: installers leave some
+    0666 lock files. Symlinks are not followed. Read-only; about 0.3 s for a hub env of 30,000 files.
+    """
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if st.st_uid != 0:
+                return f"{path} is owned by uid {st.st_uid}, not root"
+            if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o022 and not (st.st_mode & 0o020 and not st.st_mode & 0o002 and st.st_gid == 0):
+                return f"{path} is a directory writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None

@@ -1,5 +1,6 @@
 """configure.ipynb end to end as root: fresh, converged, one changed parameter, bad parameters."""
 import hashlib
+import os
 import pwd
 import shutil
 import socket
@@ -147,3 +148,18 @@ def test_dry_run_reports_and_changes_nothing(deployment):
     assert digest(params.config_path) == conf and hub_pid(params) == pid
     with pytest.raises(KeyError):
         pwd.getpwnam("hrb-it-dry")
+
+
+def test_code_a_user_planted_in_the_prefix_never_runs_as_root_even_in_a_dry_run(sandbox, tmp_path):
+    """Issue 8, M4: a user-owned <prefix>/env/bin/python ran as root during a dry run of configure."""
+    marker = tmp_path / "planted-code-ran"
+    (sandbox / "env" / "bin").mkdir(parents=True)
+    planted = sandbox / "env" / "bin" / "python"
+    planted.write_text(f"#!/bin/sh\ntouch {marker}\nexec /usr/bin/python3 \"$@\"\n")
+    planted.chmod(0o755)
+    os.chown(planted, 65534, 65534)
+    proc, _ = papermill("configure", port_params(prefix=str(sandbox), dry_run=True, users=["hrb-it-dry"],
+                                                 admin_users=["hrb-it-dry"]), tmp_path)
+    assert proc.returncode != 0
+    assert f"{planted} is owned by uid 65534" in proc.stderr and "Nothing was run or changed" in proc.stderr
+    assert not marker.exists()
