@@ -29,6 +29,14 @@ def cmdline(pid: int) -> list[str]:
         return []
 
 
+def owner_uid(pid: int) -> int | None:
+    """Real uid of *pid*, or None when it cannot be read."""
+    try:
+        return psutil.Process(pid).uids().real
+    except psutil.Error:
+        return None
+
+
 def is_proxy(pid: int) -> bool:
     """True when *pid* runs configurable-http-proxy."""
     return any("configurable-http-proxy" in part for part in cmdline(pid))

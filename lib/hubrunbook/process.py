@@ -34,6 +34,15 @@ def read_pid(path: Path) -> int | None:
     return pid if psutil.pid_exists(pid) else None
 
 
+def started_before_record(pid: int, record: Path, slack: float = 1.0) -> bool:
+    """Whether *pid* started before *record* (its pid file) was last written, as a process named in a pid file must:
+    one that started later got a recycled PID. False when either cannot be read. Read-only."""
+    try:
+        return psutil.Process(pid).create_time() <= Path(record).stat().st_mtime + slack
+    except (psutil.Error, OSError):
+        return False
+
+
 def start_hub(argv: list[str], *, cwd: Path, log_file: Path, env: dict[str, str], proxy_pid_file: Path) -> HubProcess:
     """Start *argv* (a jupyterhub command) detached, output to *log_file*. Not idempotent: callers check first."""
     log_file.parent.mkdir(parents=True, exist_ok=True)

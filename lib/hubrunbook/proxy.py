@@ -78,8 +78,9 @@ def ensure_proxy(params, *, dry_run: bool = False) -> StepResult:
 def unproven_reason(params, pid: int, *, on_api_port: bool = True) -> str | None:
     """Why *pid* is not proven to be our configurable-http-proxy; None when it is.
 
-    Ours means all of: it runs as root, executes our node binary with our proxy script and our API port, is the
-    PID the hub recorded in its proxy pid file, and (*on_api_port*: before the token is sent to it) listens on
+    Ours means all of: it runs as root, executes our node binary with our proxy script, our public and API ports,
+    is the PID the hub recorded in its proxy pid file and started before that file was written (a recycled PID
+    did not), and (*on_api_port*: before the token is sent to it) listens on
     proxy_api_port. Only such a process is ever sent the proxy token or signalled; a name in argv proves nothing
     (any user can start `configurable-http-proxy.py`). A recorded proxy of ours that lost the race for the API port
     (EADDRINUSE) but holds the public port is still ours to stop: callers that signal pass on_api_port=False.
@@ -89,7 +90,7 @@ def unproven_reason(params, pid: int, *, on_api_port: bool = True) -> str | None
     import psutil
 
     from . import ports
-    from .process import read_pid
+    from .process import read_pid, started_before_record
     from .service import proxy_pid_path
 
     try:
@@ -107,8 +108,13 @@ def unproven_reason(params, pid: int, *, on_api_port: bool = True) -> str | None
         return f"pid {pid} does not run our proxy script {script}"
     if f"--api-port={params.proxy_api_port}" not in cmd and not _follows(cmd, "--api-port", str(params.proxy_api_port)):
         return f"pid {pid} was not started for our API port {params.proxy_api_port}"
-    if read_pid(proxy_pid_path(params)) != pid:
-        return f"pid {pid} is not the PID the hub recorded in {proxy_pid_path(params)}"
+    record = proxy_pid_path(params)
+    if read_pid(record) != pid:
+        return f"pid {pid} is not the PID the hub recorded in {record}"
+    if not started_before_record(pid, record):
+        return f"pid {pid} started after {record} was written: the recorded PID now belongs to another process"
+    if f"--port={params.port}" not in cmd and not _follows(cmd, "--port", str(params.port)):
+        return f"pid {pid} was not started for our public port {params.port}"
     if on_api_port and pid not in ports.listeners(params.proxy_api_port):
         return f"pid {pid} does not listen on proxy_api_port {params.proxy_api_port}"
     return None

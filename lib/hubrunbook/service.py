@@ -17,7 +17,7 @@ from pathlib import Path
 from . import ports, secretref, systemd
 from .errors import HubError
 from .hubenv import env_bin
-from .process import hub_api_ok, read_pid, start_hub, stop_hub, wait_hub_ready
+from .process import hub_api_ok, read_pid, start_hub, started_before_record, stop_hub, wait_hub_ready
 from .steps import CHANGED, FAILED, OK, UNCHANGED, WOULD_CHANGE, StepResult
 
 
@@ -116,15 +116,17 @@ def fingerprint(params) -> str:
 
 
 def is_our_hub(params, pid: int | None) -> bool:
-    """*pid* runs `jupyterhub -f <our config>`."""
+    """*pid* runs `jupyterhub -f <our config>` as root (a user can start a process with any command line)."""
     cmd = ports.cmdline(pid) if pid else []
-    return any(part.endswith("jupyterhub") for part in cmd[:2]) and str(params.config_path) in cmd
+    return (any(part.endswith("jupyterhub") for part in cmd[:2]) and str(params.config_path) in cmd
+            and ports.owner_uid(pid) == 0)
 
 
 def background_hub_pid(params) -> int | None:
-    """PID of a managed background hub: from hub.pid, alive, and really `jupyterhub -f <our config>`."""
+    """PID of a managed background hub: from hub.pid, alive, started before hub.pid was written (not a recycled
+    PID), and really `jupyterhub -f <our config>`."""
     pid = read_pid(hub_pid_path(params))
-    return pid if is_our_hub(params, pid) else None
+    return pid if is_our_hub(params, pid) and started_before_record(pid, hub_pid_path(params)) else None
 
 
 def managed_hub_pid(params) -> int | None:

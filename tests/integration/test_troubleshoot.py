@@ -161,6 +161,42 @@ def test_stale_proxy_after_the_hub_was_killed(deploy, tmp_path):
     assert not alive(proxy_pid)
 
 
+def test_a_stale_pid_file_naming_another_proxy_is_not_obeyed(deploy, tmp_path):
+    """Security review, medium 7: a proxy pid file left from before (here: an hour old) names a PID that now belongs
+    to another deployment's proxy, same node, script and ports. Nothing but the start time tells them apart: the
+    process started after the file was written, so it is not ours and is neither sent the token nor signalled."""
+    from hubrunbook.process import read_pid
+    from hubrunbook.proxy import proxy_command, unproven_reason
+
+    d = deploy().build()
+    service.stop_managed_hub(d.params)
+    p = d.params
+    record = p.state_dir / "jupyterhub-proxy.pid"
+    record.write_text("0\n")
+    os.utime(record, (time.time() - 3600, time.time() - 3600))
+    other = subprocess.Popen(proxy_command(p) + ["--ip", "127.0.0.1", "--port", str(p.port), "--api-ip", "127.0.0.1",
+                                                 "--api-port", str(p.proxy_api_port)],
+                             env={**os.environ, "CONFIGPROXY_AUTH_TOKEN": "other-deployments-token-" + "y" * 16},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    d.started.append(psutil.Process(other.pid))
+    deadline = time.monotonic() + 15
+    while other.pid not in ports.listeners(p.proxy_api_port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stat = record.stat()
+    record.write_text(f"{other.pid}\n")  # the stale file now names the recycled PID; its time stays as it was
+    os.utime(record, (stat.st_atime, stat.st_mtime))
+    assert read_pid(record) == other.pid
+    assert "started after" in unproven_reason(p, other.pid)
+
+    service.stop_managed_hub(p)
+    proc, report = scan(d, tmp_path)
+    f = finding(report, "proxy-api-port-unproven")
+    assert "started after" in f["evidence"] and not f["repairable"]
+    d.troubleshoot(tmp_path, apply_fixes=True)
+    assert alive(other.pid), "a process whose start time contradicts the pid file must never be signalled"
+    terminate(other.pid, timeout=5)
+
+
 def alive(proc) -> bool:
     try:
         proc = proc if isinstance(proc, psutil.Process) else psutil.Process(proc)
