@@ -43,14 +43,28 @@ def started_before_record(pid: int, record: Path, slack: float = 1.0) -> bool:
         return False
 
 
+# what a hub and its proxy get from the environment of the run that starts them: locale, time zone, identity, the
+# outbound HTTP proxy and CA bundle settings (an OAuth hub must reach its provider); nothing else the operator's
+# shell holds (cloud keys, tokens). A systemd unit starts from systemd's own clean environment.
+PASSED_ENV = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "HOME", "USER", "LOGNAME", "SHELL", "http_proxy", "https_proxy",
+                        "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR",
+                        "REQUESTS_CA_BUNDLE"})
+
+
+def hub_process_env(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a hub process: the allow-listed part of ours (PASSED_ENV, LC_*), then *extra*."""
+    return {**{k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith("LC_")}, **extra}
+
+
 def start_hub(argv: list[str], *, cwd: Path, log_file: Path, env: dict[str, str], proxy_pid_file: Path) -> HubProcess:
-    """Start *argv* (a jupyterhub command) detached, output to *log_file*. Not idempotent: callers check first."""
+    """Start *argv* (a jupyterhub command) detached, output to *log_file*, with the allow-listed environment
+    (hub_process_env) plus *env*. Not idempotent: callers check first."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         proc = subprocess.Popen(
             argv, cwd=cwd, stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **env}, start_new_session=True,
+            env=hub_process_env(env), start_new_session=True,
         )
     finally:
         os.close(fd)

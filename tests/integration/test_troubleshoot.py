@@ -76,6 +76,19 @@ def test_healthy_deployment_has_no_errors(deploy, tmp_path):
 
 
 # --- guide §3.2: the 403 of a proxy still running with another token ----------------------------------
+def test_the_hub_and_proxy_get_an_allow_listed_environment_not_the_operators_secrets(deploy, monkeypatch):
+    """Security review, low: the hub and proxy inherited the operator's whole environment. An unrelated secret in the
+    shell that runs the runbook must not reach them; the locale, PATH and the hub's own settings must."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "operator-cloud-key-" + "z" * 16)
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    d = deploy().build()
+    for pid in (service.managed_hub_pid(d.params), read_proxy_pid(d)):
+        env = psutil.Process(pid).environ()
+        assert "AWS_SECRET_ACCESS_KEY" not in env, f"pid {pid} got the operator's secret"
+        assert env.get("LC_ALL") == "C.UTF-8" and str(d.params.env_dir / "bin") in env["PATH"]
+        assert env["CONFIGPROXY_AUTH_TOKEN"] == d.hub_env()["CONFIGPROXY_AUTH_TOKEN"]
+
+
 def test_proxy_started_by_hand_gives_403_and_is_reported_not_signalled(deploy, tmp_path):
     """Guide §3.2: a proxy still running with another token. It is not the PID the hub recorded, so hubrunbook cannot
     prove it is its own: it names it (with the kill command for the operator), sends it no token, never signals it."""
