@@ -57,3 +57,20 @@ def sandbox(request):
     shutil.rmtree(path, ignore_errors=True)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def deploy(shared_install, request):
+    """Build working deployments on the shared install (tests/ts_support.Deployment); torn down afterwards."""
+    from ts_support import Deployment
+
+    made = []
+
+    def make(name: str | None = None, **kw):
+        d = Deployment(shared_install, name or request.node.name[5:40], **kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.teardown()

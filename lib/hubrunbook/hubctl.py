@@ -1,8 +1,8 @@
 """Start, stop, restart the hub and read its status and logs, the same way under systemd and without it.
 
-Usage: python -m hubrunbook.hubctl {status,start,stop,restart,logs} [parameters/local.yaml]
+Usage: python -m hubrunbook.hubctl {status,start,stop,restart,logs,rotate-secrets} [parameters/local.yaml]
 Under systemd these are systemctl/journalctl on the unit; without it, the managed process by its proven PIDs.
-Nobody needs `kill`.
+Nobody needs `kill`. rotate-secrets replaces the cookie secret and the proxy token and restarts the hub.
 """
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from .errors import RunbookError
 from .logscan import hub_log_lines
 from .params import load_params_file
 from .preflight import check_trusted_paths
+from .rotation import rotate_hub_secrets
+from .runlock import acquire
 from .service import check_hub_health, ensure_hub_running, stop_managed_hub
 
-ACTIONS = ("status", "start", "stop", "restart", "logs")
+ACTIONS = ("status", "start", "stop", "restart", "logs", "rotate-secrets")
 
 
 def main(argv: list[str]) -> int:
@@ -27,11 +29,15 @@ def main(argv: list[str]) -> int:
     try:
         params = load_params_file(params_file)
         check_trusted_paths(params)
+        if action != "status" and action != "logs":
+            acquire(params.prefix, f"hubctl {action}")  # not while a runbook changes the same prefix
         mode = systemd.mode(params)
         where = f"unit {systemd.unit(params)}" if mode == "systemd" else "managed process (no systemd: not started at boot)"
         if action == "logs":
             print("\n".join(text for _, text in hub_log_lines(params, 64)))
             return 0
+        if action == "rotate-secrets":
+            print(rotate_hub_secrets(params))
         if action in ("stop", "restart"):
             print(stop_managed_hub(params).detail)
         if action in ("start", "restart"):

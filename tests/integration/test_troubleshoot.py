@@ -25,20 +25,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def deploy(shared_install, request):
-    made = []
-
-    def make(name: str | None = None, **kw) -> Deployment:
-        d = Deployment(shared_install, name or request.node.name[5:40], **kw)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.teardown()
-
-
 def scan(d: Deployment, tmp_path, tag="scan"):
     proc, report = d.troubleshoot(tmp_path, tag=tag)
     assert report, f"no JSON report written:\n{proc.stderr[-3000:]}"
