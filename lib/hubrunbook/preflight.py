@@ -7,6 +7,7 @@ from . import ports, system
 from .errors import PreflightError
 from .node import choose_node
 from .steps import FAILED, OK, StepResult
+from .tls import tls_rows
 
 
 def our_hub_pids(params) -> set[int]:
@@ -76,6 +77,7 @@ def check_preflight(params) -> StepResult:
     except PreflightError as exc:
         rows.append(("Node.js", FAILED, str(exc)))
     rows += port_rows(params)
+    rows += tls_rows(params)
     return preflight_result("check_preflight", rows)
 
 
@@ -105,6 +107,7 @@ def check_configure_preflight(params) -> StepResult:
     rows.append(service_row(params))
     rows += foreign_user_rows(params)
     rows += port_rows(params)
+    rows += tls_rows(params)
     return preflight_result("check_configure_preflight", rows)
 
 
