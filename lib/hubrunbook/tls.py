@@ -220,10 +220,14 @@ def _anchors(params) -> tuple[list, str]:
     if params.ssl_ca:
         data = read_root_file(params.ssl_ca, "ssl_ca", private=False)
         return load_certificates(data, "ssl_ca", params.ssl_ca), f"ssl_ca ({params.ssl_ca})"
+    import warnings
+
     import certifi
     from cryptography import x509
 
-    return x509.load_pem_x509_certificates(Path(certifi.where()).read_bytes()), "requests' CA bundle (certifi)"
+    with warnings.catch_warnings():  # a few old roots in the bundle have serial numbers RFC 5280 disallows
+        warnings.simplefilter("ignore")
+        return x509.load_pem_x509_certificates(Path(certifi.where()).read_bytes()), "requests' CA bundle (certifi)"
 
 
 def tls_rows(params, now: datetime | None = None) -> list[tuple[str, str, str]]:
