@@ -335,6 +335,9 @@ def http_session(url: str) -> requests.Session:
     session = requests.Session()
     trust = _TRUST.get(_origin(url))
     if trust:
+        # REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE would silently replace session.verify, and an HTTPS proxy from the
+        # environment has no business between the runbooks and their own hub
+        session.trust_env = False
         session.verify = trust[0]
         if trust[1]:
             session.mount(_origin(url) + "/", _NamedHostAdapter(trust[1]))

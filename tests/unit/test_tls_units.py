@@ -294,7 +294,7 @@ def test_http_session_trusts_ssl_ca_and_pins_the_public_name():
     p = build_params({"port": 18443, "ssl_cert": "/c.pem", "ssl_key": "/k.pem", "ssl_ca": "/etc/hrb-test/ca.pem",
                       "oauth_public_url": "https://hub.example.org"})
     s = tls.http_session(p.public_url + "/hub/api")
-    assert s.verify == "/etc/hrb-test/ca.pem"
+    assert s.verify == "/etc/hrb-test/ca.pem" and s.trust_env is False  # REQUESTS_CA_BUNDLE must not replace it
     adapter = s.get_adapter(p.public_url + "/hub/api")
     assert isinstance(adapter, tls._NamedHostAdapter) and adapter.hostname == "hub.example.org"
     other = tls.http_session("https://127.0.0.1:18444/")
