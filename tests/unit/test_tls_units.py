@@ -300,3 +300,46 @@ def test_http_session_trusts_ssl_ca_and_pins_the_public_name():
     other = tls.http_session("https://127.0.0.1:18444/")
     assert other.verify is True and not isinstance(other.get_adapter("https://127.0.0.1:18444/"), tls._NamedHostAdapter)
     assert isinstance(requests.Session().get_adapter("https://x/"), requests.adapters.HTTPAdapter)
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """A real TLS server on loopback with a chain root → intermediate → server certificate for hub.hrb.test only."""
+    import http.server
+    import ssl
+    import threading
+
+    ca = trustme.CA()
+    leaf = ca.create_child_ca().issue_cert("hub.hrb.test")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    srv = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    leaf.configure_cert(ctx)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv.server_address[1], str(tmp_path / "ca.pem")
+    srv.shutdown()
+
+
+def _get(params):
+    try:
+        return tls.http_session(params.public_url).get(params.public_url + "/", timeout=5).status_code
+    except requests.exceptions.SSLError as exc:
+        return f"SSLError {exc}"
+
+
+def test_http_session_verifies_the_chain_and_the_public_name_on_a_real_server(tls_server, monkeypatch):
+    port, ca = tls_server
+    base = {"port": port, "ssl_cert": "/c.pem", "ssl_key": "/k.pem"}
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/bundle.pem")  # must not replace ssl_ca
+    # connects to 127.0.0.1, verifies the certificate for the name users open: the server answers (501: no GET here)
+    assert _get(build_params({**base, "ssl_ca": ca, "oauth_public_url": f"https://hub.hrb.test:{port}"})) == 501
+    # another name, another CA, or the public bundle: refused, never silently unverified
+    assert "match" in _get(build_params({**base, "port": port, "ssl_ca": ca,
+                                         "oauth_public_url": f"https://other.hrb.test:{port}"}))
+    other = trustme.CA()
+    other.cert_pem.write_to_path(ca + ".other")
+    assert "certificate verify failed" in _get(build_params({**base, "ssl_ca": ca + ".other",
+                                                              "oauth_public_url": f"https://hub.hrb.test:{port}"}))
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    assert "certificate verify failed" in _get(build_params({**base, "oauth_public_url": f"https://hub.hrb.test:{port}"}))
