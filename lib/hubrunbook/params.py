@@ -326,7 +326,7 @@ class OAuthParams(_Base):
         "github", description="github (GitHubOAuthenticator) or generic (any OpenID Connect provider: Keycloak, Auth0, Azure AD, Google, ...)")
     oauthenticator_version: str = Field("17.4.0", description="oauthenticator version installed into the hub env")
     oauth_public_url: str = Field(
-        "", description="the URL users open, scheme://host[:port] without path; empty: http://<bind_ip>:<port>")
+        "", description="the URL users open, scheme://host[:port] without path; empty: http(s)://<bind_ip>:<port>; with ssl_cert its host is the name the certificate is checked for")
     base_url: str = Field("/", description="the hub's URL path prefix in the callback URL; the managed hub serves at '/' only")
     github_url: str = Field("https://github.com", description="GitHub or GitHub Enterprise URL (github only)")
     oauth_client_id: str = Field("", description="where the OAuth client id lives: 'env:VAR' or 'file:/path' (0600)")
