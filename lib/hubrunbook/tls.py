@@ -241,44 +241,40 @@ def tls_rows(params, now: datetime | None = None) -> list[tuple[str, str, str]]:
     now = now or datetime.now(timezone.utc)
     rows: list[tuple[str, str, str]] = []
 
-    def row(label, fn):
+    def row(label: str, check) -> bool:
+        """Run *check* (returns the detail, raises ValueError saying what is wrong) as one row."""
         try:
-            detail = fn()
+            rows.append((label, OK, check()))
+            return True
         except ValueError as exc:
             rows.append((label, FAILED, str(exc)))
-            return None
-        rows.append((label, OK, detail[1] if isinstance(detail, tuple) else detail))
-        return detail[0] if isinstance(detail, tuple) else True
+            return False
 
-    certs = row("TLS certificate file", lambda: (lambda c: (c, f"{params.ssl_cert}: {len(c)} certificate(s), server "
-                                                               f"certificate {_subject(c[0])}"))(
-        load_certificates(read_root_file(params.ssl_cert, "ssl_cert", private=False), "ssl_cert", params.ssl_cert)))
-    key = row("TLS key file", lambda: (read_root_file(params.ssl_key, "ssl_key", private=True),
-                                       f"{params.ssl_key}: owner root, no group/other access"))
-    if not certs:
-        return rows
+    certs, key = [], b""
 
-    def _raise(msg):
-        if msg:
-            raise ValueError(msg)
+    def read_certs():
+        certs.extend(load_certificates(read_root_file(params.ssl_cert, "ssl_cert", private=False), "ssl_cert",
+                                       params.ssl_cert))
+        return f"{params.ssl_cert}: {len(certs)} certificate(s), server certificate {_subject(certs[0])}"
 
-    if key:
-        row("TLS key matches certificate", lambda: (_raise(key_problem(key, certs[0], f"ssl_key {params.ssl_key}")),
-                                                    "same public key")[1])
+    def read_key():
+        nonlocal key
+        key = read_root_file(params.ssl_key, "ssl_key", private=True)
+        return f"{params.ssl_key}: owner root, no group/other access"
+
+    def key_matches():
+        _fail_with(key_problem(key, certs[0], f"ssl_key {params.ssl_key}"))
+        return "same public key"
 
     def chain():
         anchors, where = _anchors(params)
-        _raise(chain_problem(certs, anchors, where))
+        _fail_with(chain_problem(certs, anchors, where))
         return f"{len(certs)} certificate(s) in order, ending at a root in {where}"
-
-    row("TLS chain", chain)
 
     def validity():
         err, note = validity_problem(certs, now)
-        _raise(err)
+        _fail_with(err)
         return note
-
-    row("TLS certificate validity", validity)
 
     def name():
         host = params.tls_hostname
@@ -288,8 +284,21 @@ def tls_rows(params, now: datetime | None = None) -> list[tuple[str, str, str]]:
                          f"{host}: use a certificate for the name users open, and set oauth_public_url to that URL "
                          "(the checks verify the certificate for its host)")
 
+    have_certs = row("TLS certificate file", read_certs)
+    have_key = row("TLS key file", read_key)
+    if not have_certs:
+        return rows
+    if have_key:
+        row("TLS key matches certificate", key_matches)
+    row("TLS chain", chain)
+    row("TLS certificate validity", validity)
     row("TLS certificate name", name)
     return rows
+
+
+def _fail_with(problem: str | None) -> None:
+    if problem:
+        raise ValueError(problem)
 
 
 def check_tls(params, now: datetime | None = None) -> StepResult:
