@@ -6,8 +6,8 @@ Rules (docs/security.md, "HTTPS"):
   root the runbooks' checks trust (a self-signed CA certificate in ssl_ca, or, when ssl_ca is empty, in requests' CA
   bundle): either the last certificate in the file is issued directly by such a root, or it is that root itself. A
   single self-signed certificate is accepted only when it is its own issuer and listed in ssl_ca.
-- Every certificate in the file is valid now (expired or not yet valid: refused); the server certificate expiring
-  within WARN_DAYS days is a warning in the result.
+- Every certificate in the file is valid now (expired or not yet valid: refused); the earliest end within WARN_DAYS
+  days is a warning in the result.
 - The certificate names tls_hostname (DNS or IP subject alternative name).
 - ssl_key is a PEM private key, unencrypted (the proxy cannot ask for a passphrase), whose public key is the
   certificate's.
