@@ -63,7 +63,8 @@ and bad values stop the run here with a message naming the parameter.
 ## Step 1 — Check the machine (preflight)
 OS, the Python for the hub env (≥ 3.10, runnable by every user), privileges, free disk,
 that the prefix is not under a directory other users cannot enter, and that the three ports
-are free (or held by our own managed hub). A failed preflight changes nothing.
+are free (or held by our own managed hub). With `ssl_cert`: the certificate, key and chain (docs/security.md,
+HTTPS). A failed preflight changes nothing.
 """),
         code("from hubrunbook.preflight import check_preflight\nrun(check_preflight)", CHECK),
         md("""
@@ -150,7 +151,8 @@ Names, types and values are checked first (usernames by POSIX rules, absolute pa
         md("""
 ## Step 1 — Check what configure needs (preflight)
 Root, the hub env and proxy from `install.ipynb`, an allow rule (JupyterHub ≥ 5 lets nobody in without one;
-admins count), and the ports. A failed preflight changes nothing.
+admins count), the ports, and with `ssl_cert` the certificate, key and chain (matching key, complete chain, not
+expired, files only root controls). A failed preflight changes nothing.
 """),
         code("from hubrunbook.preflight import check_configure_preflight\nrun(check_configure_preflight)", CHECK),
         md("""

@@ -57,7 +57,7 @@ def hub_settings(params) -> dict[str, str]:
     check_allow_rule(params)
     state, sec = params.state_dir, params.secrets_dir
     return {
-        "c.JupyterHub.bind_url": _lit(f"http://{params.bind_ip}:{params.port}"),
+        "c.JupyterHub.bind_url": _lit(bind_url(params)),
         "c.JupyterHub.hub_ip": _lit("127.0.0.1"),
         "c.JupyterHub.hub_port": _lit(params.hub_port),
         "c.ConfigurableHTTPProxy.api_url": _lit(f"http://127.0.0.1:{params.proxy_api_port}"),
@@ -72,7 +72,16 @@ def hub_settings(params) -> dict[str, str]:
         "c.Spawner.notebook_dir": _lit(params.notebook_dir),
         "c.Spawner.default_url": _lit(params.default_url),
         "c.Spawner.cmd": _lit([str(env_bin(params, "jupyterhub-singleuser"))]),
+        # HTTPS served by the proxy (checked by tls.check_tls first); None removes our lines when TLS is switched off
+        "c.JupyterHub.ssl_cert": _lit(params.ssl_cert) if params.ssl_cert else None,
+        "c.JupyterHub.ssl_key": _lit(params.ssl_key) if params.ssl_cert else None,
     }
+
+
+def bind_url(params) -> str:
+    """Where the proxy listens for users: https:// when it serves TLS (ssl_cert), else http://."""
+    host = f"[{params.bind_ip}]" if ":" in params.bind_ip else params.bind_ip
+    return f"{'https' if params.ssl_cert else 'http'}://{host}:{params.port}"
 
 
 # --- text edits (pure) -------------------------------------------------------------------------

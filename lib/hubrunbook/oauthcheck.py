@@ -14,6 +14,7 @@ from .errors import ParameterError, RunbookError, SecretError
 from .hubenv import installed_versions
 from .service import hub_env_path, read_hub_env
 from .steps import FAILED, OK, WOULD_CHANGE, StepResult
+from .tls import http_session
 
 PROBE_CODE = "hubrunbook-probe-not-a-real-code"
 BAD_CLIENT = {"incorrect_client_credentials", "invalid_client", "unauthorized_client"}
@@ -41,7 +42,7 @@ def config_values(path: Path) -> dict[str, object]:
 def _reach(method: str, url: str, timeout: float, **kw) -> tuple[bool, str, requests.Response | None]:
     t0 = time.monotonic()
     try:
-        resp = requests.request(method, url, timeout=timeout, allow_redirects=False, **kw)
+        resp = http_session(url).request(method, url, timeout=timeout, allow_redirects=False, **kw)
     except requests.Timeout:
         return False, f"no answer within {timeout:g} s", None
     except requests.RequestException as exc:

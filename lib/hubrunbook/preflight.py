@@ -8,6 +8,7 @@ from . import ports, system
 from .errors import PreflightError
 from .node import choose_node
 from .steps import FAILED, OK, StepResult
+from .tls import tls_rows
 
 
 def our_hub_pids(params) -> set[int]:
@@ -98,6 +99,7 @@ def check_preflight(params) -> StepResult:
     except PreflightError as exc:
         rows.append(("Node.js", FAILED, str(exc)))
     rows += port_rows(params)
+    rows += tls_rows(params)
     return preflight_result("check_preflight", rows)
 
 
@@ -127,6 +129,7 @@ def check_configure_preflight(params) -> StepResult:
     rows.append(service_row(params))
     rows += foreign_user_rows(params)
     rows += port_rows(params)
+    rows += tls_rows(params)
     return preflight_result("check_configure_preflight", rows)
 
 

@@ -28,6 +28,7 @@ import requests
 from . import secretref
 from .errors import RunbookError, VerificationError
 from .steps import FAILED, OK, StepResult
+from .tls import http_session
 
 def _user_url(base_url: str, username: str) -> str:
     return f"{base_url}/user/{quote(username)}/"
@@ -51,7 +52,7 @@ def _hub_xsrf(session: requests.Session) -> dict[str, str]:
 def try_login(base_url: str, username: str, password: str, timeout: float = 30) -> tuple[requests.Session, int]:
     """GET /hub/login, POST the form; return (session, HTTP status of the POST). 302 means logged in. Read-only."""
     secretref.register(password)
-    session = requests.Session()
+    session = http_session(base_url)  # the hub's https URL: verified with ssl_ca, never unverified
     try:
         page = session.get(f"{base_url}/hub/login", timeout=timeout)
     except requests.RequestException as exc:

@@ -13,6 +13,7 @@ import requests
 
 from . import ports
 from .errors import HubError
+from .tls import http_session
 
 
 @dataclass
@@ -74,7 +75,7 @@ def start_hub(argv: list[str], *, cwd: Path, log_file: Path, env: dict[str, str]
 def hub_api_ok(url: str, timeout: float = 3) -> tuple[bool, str]:
     """GET <url>/hub/api: (True, version) on 200 JSON, else (False, what was seen)."""
     try:
-        resp = requests.get(f"{url}/hub/api", timeout=timeout)
+        resp = http_session(url).get(f"{url}/hub/api", timeout=timeout)
     except requests.RequestException as exc:
         return False, f"no answer ({type(exc).__name__})"
     if resp.status_code != 200:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from . import ports
+from .config import bind_url
 from .errors import HubError
 from .hubenv import env_bin
 from .preflight import our_hub_pids
@@ -31,11 +32,12 @@ c.JupyterHub.cookie_secret_file = {cookie!r}
 
 def throwaway_config(params, work: Path, pid_file: Path, extra: str = "") -> str:
     """A hub config on the configured ports with its state (db, cookie secret, proxy pid) under *work*. Pure."""
+    tls = f"c.JupyterHub.ssl_cert = {params.ssl_cert!r}\nc.JupyterHub.ssl_key = {params.ssl_key!r}\n" if params.ssl_cert else ""
     return THROWAWAY_CONFIG.format(
-        bind_url=f"http://{params.bind_ip}:{params.port}", hub_port=params.hub_port,
+        bind_url=bind_url(params), hub_port=params.hub_port,
         api_url=f"http://127.0.0.1:{params.proxy_api_port}", proxy_cmd=proxy_command(params),
         pid_file=str(pid_file), db_url=f"sqlite:///{work / 'jupyterhub.sqlite'}", cookie=str(work / "cookie_secret"),
-    ) + extra
+    ) + tls + extra
 
 
 def check_hub_starts(params, *, dry_run: bool = False) -> StepResult:

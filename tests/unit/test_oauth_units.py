@@ -90,8 +90,12 @@ def test_callback_url_refuses_a_non_url():
 
 
 def test_public_url_defaults_to_the_proxy_address():
-    p = params(bind_ip="0.0.0.0", port=8443)
+    p = params(bind_ip="0.0.0.0", port=8443, tls_terminated_by_proxy=True)
     assert oauth.public_url(p) == "http://127.0.0.1:8443"
+    # with HTTPS served by the proxy, the default public URL and so the callback are https
+    p = params(bind_ip="0.0.0.0", port=8443, ssl_cert="/etc/ssl/hub/fullchain.pem", ssl_key="/etc/ssl/hub/key.pem")
+    assert oauth.public_url(p) == "https://127.0.0.1:8443"
+    assert oauth.callback_url(oauth.public_url(p), p.base_url) == "https://127.0.0.1:8443/hub/oauth_callback"
     assert oauth.login_url(params(oauth_public_url="https://hub.example.org", base_url="/jh/")) == "https://hub.example.org/jh/hub/login"
 
 
