@@ -128,12 +128,21 @@ def make_world_readable(root: Path) -> int:
     return changed
 
 
+def user_name(uid: int) -> str:
+    """The account name of *uid*, or 'uid N' when it has none."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def untrusted_reason(path: Path) -> str | None:
     """Why root must not run or load code from *path*, or None (sshd's StrictModes, for root).
 
-    Every existing component, from / down, must be owned by root and not writable by group or others (a root group
-    is accepted; a sticky directory such as /var/tmp is accepted, as its other users cannot rename or remove what
-    root put in it). Symlinks must be root's and their targets are checked the same way. The first missing
+    Every existing component, from / down, must be owned by root and not writable by group or others (a sticky
+    directory such as /var/tmp is accepted, as its other users cannot rename or remove what root put in it). Symlinks must be root's and their targets are checked the same way. The first missing
     component ends the walk: root creates the rest. Read-only; never follows a link before checking it.
     """
     path = Path(path)
@@ -148,12 +157,11 @@ def untrusted_reason(path: Path) -> str | None:
             return f"{here} cannot be inspected ({exc.strerror})"
         mode = stat.S_IMODE(st.st_mode)
         if st.st_uid != 0:
-            return f"{here} is owned by uid {st.st_uid}, not root. Fix: chown root: {here} (after checking its content)"
+            return f"{here} is owned by {user_name(st.st_uid)}, not root. Fix: chown root: {here} (after checking its content)"
         if stat.S_ISLNK(st.st_mode):
             target = Path(os.path.realpath(here))
             return untrusted_reason(target.joinpath(*parts[i:])) if target != here else None
-        writable = (mode & 0o002) or (mode & 0o020 and st.st_gid != 0)
-        if writable and not (stat.S_ISDIR(st.st_mode) and mode & stat.S_ISVTX and i < len(parts)):
+        if mode & 0o022 and not (stat.S_ISDIR(st.st_mode) and mode & stat.S_ISVTX and i < len(parts)):
             return (f"{here} is writable by {'others' if mode & 0o002 else f'group {st.st_gid}'} (mode {mode:04o}). "
                     f"Fix: chmod go-w {here}")
     return None
@@ -174,7 +182,7 @@ def untrusted_tree_entry(root: Path) -> str | None:
             except FileNotFoundError:
                 continue
             if st.st_uid != 0:
-                return f"{path} is owned by uid {st.st_uid}, not root"
-            if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o022 and not (st.st_mode & 0o020 and not st.st_mode & 0o002 and st.st_gid == 0):
+                return f"{path} is owned by {user_name(st.st_uid)}, not root"
+            if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o022:
                 return f"{path} is a directory writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
     return None

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from . import system
 from .errors import PreflightError
 from .steps import FAILED, OK, StepResult
 
@@ -41,29 +42,11 @@ PROXY_HEADERS = (
 
 
 # --- reading files root can trust ----------------------------------------------------------------
-def _owner(uid: int) -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
-
-
 def _check_way(path: Path, name: str) -> None:
-    """Every component of *path* (lstat, symlinks not followed) up to its parent is root's and not writable by others."""
-    parts = path.parts
-    for i in range(1, len(parts)):
-        comp = Path(*parts[:i])
-        st = os.lstat(comp)
-        if st.st_uid != 0:
-            raise ValueError(f"{name}: {comp} on the way to {path} is owned by {_owner(st.st_uid)}, not root: whoever "
-                             "owns it could swap the file root reads. Keep TLS files under root-owned directories")
-        if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-            raise ValueError(f"{name}: {comp} on the way to {path} is writable by group or others (mode "
-                             f"{stat.S_IMODE(st.st_mode):04o}): another user could swap the file root reads")
-    if path.is_symlink() and os.lstat(path).st_uid != 0:
-        raise ValueError(f"{name}: the symlink {path} is owned by {_owner(os.lstat(path).st_uid)}, not root")
+    """Every component of *path* and of a symlink's target is root's and not writable by others (system.untrusted_reason)."""
+    why = system.untrusted_reason(path)
+    if why:
+        raise ValueError(f"{name}: root cannot trust {path}: {why}; another user could swap the file root reads")
 
 
 def read_root_file(path: str, name: str, *, private: bool) -> bytes:
@@ -87,7 +70,7 @@ def read_root_file(path: str, name: str, *, private: bool) -> bytes:
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"{name}: {path} is not a regular file")
         if st.st_uid != 0:
-            raise ValueError(f"{name}: {path} is owned by {_owner(st.st_uid)}, not root; fix: chown root: {path}")
+            raise ValueError(f"{name}: {path} is owned by {system.user_name(st.st_uid)}, not root; fix: chown root: {path}")
         mode = stat.S_IMODE(st.st_mode)
         if private and mode & 0o077:
             raise ValueError(f"{name}: {path} has mode {mode:04o}: a private key must be readable by root only; "

@@ -256,7 +256,7 @@ def test_root_does_not_follow_a_path_a_user_controls(tmp_path, nobody_uid):
     os.chown(userdir, nobody_uid, -1)
     (userdir / "key.pem").symlink_to(values["ssl_key"])
     row = rows_of({**values, "ssl_key": str(userdir / "key.pem")})["TLS key file"]
-    assert row[0] == FAILED and f"{userdir} on the way" in row[1] and "owned by nobody" in row[1]
+    assert row[0] == FAILED and f"{userdir} is owned by nobody" in row[1]
     # a root-owned link to a key under a user's directory: the link's target is checked too
     os.rename(values["ssl_key"], userdir / "real-key.pem")
     (tmp_path / "tls" / "key.pem").symlink_to(userdir / "real-key.pem")
@@ -268,7 +268,7 @@ def test_root_does_not_follow_a_path_a_user_controls(tmp_path, nobody_uid):
     os.chmod(gw, 0o775)
     (gw / "cert.pem").write_bytes(open(values["ssl_cert"], "rb").read())
     row = rows_of({**values, "ssl_cert": str(gw / "cert.pem")})["TLS certificate file"]
-    assert row[0] == FAILED and "writable by group or others" in row[1]
+    assert row[0] == FAILED and "writable by group" in row[1]
 
 
 @root_only

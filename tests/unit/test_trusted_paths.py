@@ -26,7 +26,7 @@ def test_a_component_owned_by_a_user_is_refused(base):
     (base / "opt").mkdir()
     os.chown(base / "opt", NOBODY, NOBODY)
     why = system.untrusted_reason(base / "opt" / "hub" / "etc" / "jupyterhub_config.py")
-    assert why and f"{base / 'opt'} is owned by uid {NOBODY}" in why and "chown root:" in why
+    assert why and f"{base / 'opt'} is owned by nobody" in why and "chown root:" in why
 
 
 @pytest.mark.parametrize("mode, who", [(0o777, "others"), (0o775, "group")])
@@ -44,14 +44,14 @@ def test_a_sticky_directory_is_not_enough_when_the_entry_in_it_is_a_users(base):
     (base / "tmp" / "prefix").mkdir()
     assert system.untrusted_reason(base / "tmp" / "prefix") is None
     os.chown(base / "tmp" / "prefix", NOBODY, NOBODY)
-    assert f"owned by uid {NOBODY}" in system.untrusted_reason(base / "tmp" / "prefix" / "env")
+    assert "owned by nobody" in system.untrusted_reason(base / "tmp" / "prefix" / "env")
 
 
 def test_a_root_symlink_to_a_users_directory_is_refused(base):
     (base / "theirs").mkdir()
     os.chown(base / "theirs", NOBODY, NOBODY)
     (base / "link").symlink_to(base / "theirs")
-    assert f"{base / 'theirs'} is owned by uid {NOBODY}" in system.untrusted_reason(base / "link" / "env")
+    assert f"{base / 'theirs'} is owned by nobody" in system.untrusted_reason(base / "link" / "env")
 
 
 def test_a_users_file_planted_inside_the_prefix_is_refused_before_anything_runs(base):
@@ -61,7 +61,7 @@ def test_a_users_file_planted_inside_the_prefix_is_refused_before_anything_runs(
     planted.write_text("#!/bin/sh\ntouch /tmp/pwned\n")
     os.chown(planted, NOBODY, NOBODY)
     params = build_params({"prefix": str(prefix), "dry_run": True})
-    with pytest.raises(PreflightError, match=rf"{planted} is owned by uid {NOBODY}.*Nothing was run"):
+    with pytest.raises(PreflightError, match=rf"{planted} is owned by nobody.*Nothing was run"):
         check_trusted_paths(params)
     os.chown(planted, 0, 0)
     check_trusted_paths(params)
