@@ -20,6 +20,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
+from .capacity import spawn_capacity, spawn_settings
 from .errors import ConfigError
 from .hubenv import env_bin
 from .proxy import proxy_command
@@ -72,6 +73,7 @@ def hub_settings(params) -> dict[str, str]:
         "c.Spawner.notebook_dir": _lit(params.notebook_dir),
         "c.Spawner.default_url": _lit(params.default_url),
         "c.Spawner.cmd": _lit([str(env_bin(params, "jupyterhub-singleuser"))]),
+        **{key: _lit(value) for key, value in spawn_settings(params).items()},  # capacity.py: load
     }
 
 
@@ -276,5 +278,6 @@ def ensure_config(params, *, dry_run: bool = False) -> StepResult:
     result = apply_settings(params, configure_settings(params), step="ensure_config", dry_run=dry_run)
     if other := switched_authenticator(params):
         result.detail += f"; authenticator kept as {other} (set by oauth.ipynb)"
+    result.detail += f"; {spawn_capacity(params).summary()}"
     return result
 

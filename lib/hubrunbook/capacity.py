@@ -1,0 +1,90 @@
+"""How many servers the machine can start at once, and how long a start may take: spawn limits from cores and memory.
+
+JupyterHub's defaults (``Spawner.http_timeout`` 30 s, ``concurrent_spawn_limit`` 100) assume a machine that starts
+any burst of servers within 30 s. A 2-core machine does not: 20 users logging in at once start 20 JupyterLab
+servers that share 2 cores, every one of them slows down, and with cold caches or a busy machine all of them miss
+the 30 s and fail ("server never showed up ... Giving up"). So:
+
+- ``concurrent_spawn_limit`` = the burst the machine starts within ``BURST_S`` seconds when idle
+  (``cores * BURST_S / SPAWN_CPU_S``), at most what half the memory holds (``SERVER_MEM_MIB`` per server),
+  1..100. JupyterHub answers a spawn beyond it with 429 "Too many users trying to log in right now. Try again in
+  N seconds" and a Retry-After header (30–60 s, not configurable in JupyterHub 5/6); it never queues.
+- ``Spawner.http_timeout`` and ``Spawner.start_timeout`` = ``SLACK`` times the time a full burst takes when idle
+  (cold caches and a machine shared with other work each about double it), 60..600 s, so that spawns within the
+  limit wait on the spawn-pending page instead of failing.
+
+Only the machine's size enters (cores available to us, total memory), never its momentary load: the values, and so
+the config file, stay the same from one run to the next. Measured on this kind of machine (Debian 12, 2 cores,
+JupyterHub 6.1.1, JupyterLab 4.6): one server takes ~2.0–2.7 CPU-seconds from exec to answering /api and
+~82 MiB RSS, plus the hub's share of login, spawn, proxy route and the OAuth redirects.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import psutil
+
+SPAWN_CPU_S = 3.0  # CPU seconds one login + spawn + first /lab costs the machine (server ~2.5 s + hub/proxy)
+SERVER_MEM_MIB = 150  # memory one started JupyterLab server holds (~82 MiB RSS measured, kept generous)
+BURST_S = 30  # an idle machine should start a full burst of spawns within this (JupyterHub's own http_timeout)
+SLACK = 4  # cold caches x2, a machine busy with other work x2
+LIMIT_RANGE = (1, 100)  # 100 is JupyterHub's default limit
+TIMEOUT_RANGE = (60, 600)  # 60 is JupyterHub's default start_timeout
+
+
+@dataclass(frozen=True)
+class Capacity:
+    cores: int
+    memory_mib: int
+    concurrent_spawn_limit: int
+    spawn_timeout: int
+    limit_source: str  # "auto" or "parameter"
+    timeout_source: str
+
+    def summary(self) -> str:
+        return (f"spawn capacity: {self.cores} cores, {self.memory_mib} MiB → concurrent_spawn_limit "
+                f"{self.concurrent_spawn_limit} ({self.limit_source}), spawn timeouts {self.spawn_timeout} s "
+                f"({self.timeout_source}); more spawns at once get 429 with Retry-After")
+
+
+def machine_size() -> tuple[int, int]:
+    """(CPU cores this process may run on, total memory in MiB). Read-only."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = psutil.cpu_count() or 1
+    return max(cores, 1), psutil.virtual_memory().total // 2**20
+
+
+def auto_spawn_limit(cores: int, memory_mib: int) -> int:
+    """The burst an idle machine starts within BURST_S, at most what half its memory holds; 1..100. Pure."""
+    by_cpu = cores * BURST_S / SPAWN_CPU_S
+    by_memory = memory_mib * 0.5 / SERVER_MEM_MIB
+    return int(min(max(min(by_cpu, by_memory), LIMIT_RANGE[0]), LIMIT_RANGE[1]))
+
+
+def auto_spawn_timeout(cores: int, limit: int) -> int:
+    """SLACK times how long a full burst of *limit* spawns takes on *cores* idle cores; 60..600 s. Pure."""
+    burst = limit * SPAWN_CPU_S / cores
+    return int(min(max(math.ceil(SLACK * burst), TIMEOUT_RANGE[0]), TIMEOUT_RANGE[1]))
+
+
+def spawn_capacity(params, size: tuple[int, int] | None = None) -> Capacity:
+    """The spawn limit and timeouts for *params* ('auto' derived from the machine's size). Read-only."""
+    cores, memory = size or machine_size()
+    auto_limit = params.concurrent_spawn_limit == "auto"
+    limit = auto_spawn_limit(cores, memory) if auto_limit else params.concurrent_spawn_limit
+    auto_timeout = params.spawn_timeout == "auto"
+    timeout = auto_spawn_timeout(cores, limit) if auto_timeout else params.spawn_timeout
+    return Capacity(cores, memory, limit, timeout, "auto" if auto_limit else "parameter",
+                    "auto" if auto_timeout else "parameter")
+
+
+def spawn_settings(params) -> dict[str, int]:
+    """The hub settings that make spawns beyond the machine's capacity wait or get 429, never time out."""
+    cap = spawn_capacity(params)
+    return {"c.JupyterHub.concurrent_spawn_limit": cap.concurrent_spawn_limit,
+            "c.Spawner.http_timeout": cap.spawn_timeout,
+            "c.Spawner.start_timeout": cap.spawn_timeout}
