@@ -10,8 +10,8 @@ the 30 s and fail ("server never showed up ... Giving up"). So:
   1..100. JupyterHub answers a spawn beyond it with 429 "Too many users trying to log in right now. Try again in
   N seconds" and a Retry-After header (30–60 s, not configurable in JupyterHub 5/6); it never queues.
 - ``Spawner.http_timeout`` and ``Spawner.start_timeout`` = ``SLACK`` times the time a full burst takes when idle
-  (cold caches and a machine shared with other work each about double it), 60..600 s, so that spawns within the
-  limit wait on the spawn-pending page instead of failing.
+  (cold caches and a machine shared with other work stretch it: 3.3x measured at load average 7), 60..600 s, so
+  that spawns within the limit wait on the spawn-pending page instead of failing.
 
 Only the machine's size enters (cores available to us, total memory), never its momentary load: the values, and so
 the config file, stay the same from one run to the next. Measured on this kind of machine (Debian 12, 2 cores,
@@ -23,13 +23,16 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
+
+from .steps import CHANGED, UNCHANGED, WOULD_CHANGE, StepResult
 
 SPAWN_CPU_S = 3.0  # CPU seconds one login + spawn + first /lab costs the machine (server ~2.5 s + hub/proxy)
 SERVER_MEM_MIB = 150  # memory one started JupyterLab server holds (~82 MiB RSS measured, kept generous)
 BURST_S = 30  # an idle machine should start a full burst of spawns within this (JupyterHub's own http_timeout)
-SLACK = 4  # cold caches x2, a machine busy with other work x2
+SLACK = 6  # cold caches, a machine busy with other work: a burst of 20 took 3.3x its idle time at load 7 here
 LIMIT_RANGE = (1, 100)  # 100 is JupyterHub's default limit
 TIMEOUT_RANGE = (60, 600)  # 60 is JupyterHub's default start_timeout
 
@@ -82,9 +85,57 @@ def spawn_capacity(params, size: tuple[int, int] | None = None) -> Capacity:
                     "auto" if auto_timeout else "parameter")
 
 
-def spawn_settings(params) -> dict[str, int]:
-    """The hub settings that make spawns beyond the machine's capacity wait or get 429, never time out."""
+def spawn_settings(params) -> dict[str, int | list[str]]:
+    """The hub settings that make spawns beyond the machine's capacity wait or retry, never time out."""
     cap = spawn_capacity(params)
     return {"c.JupyterHub.concurrent_spawn_limit": cap.concurrent_spawn_limit,
             "c.Spawner.http_timeout": cap.spawn_timeout,
-            "c.Spawner.start_timeout": cap.spawn_timeout}
+            "c.Spawner.start_timeout": cap.spawn_timeout,
+            "c.JupyterHub.template_paths": [str(templates_dir(params))]}
+
+
+# --- the 429 page retries by itself ----------------------------------------------------------------------------
+# JupyterHub renders <status>.html before error.html; this one is its error page plus a countdown that loads the
+# page again (GET /hub/spawn/<name>: the spawn is asked for again) after the wait the message names.
+RETRY_PAGE = """\
+{#- hubrunbook (capacity.py): the hub answers spawns beyond c.JupyterHub.concurrent_spawn_limit with 429; this page
+    asks again by itself after the wait it names, as the person would by reloading. Rewritten by configure. -#}
+{% extends "templates/error.html" %}
+{% block script %}
+{{ super() }}
+<script>
+  (function () {
+    var m = /(\\d+) (second|minute)/.exec({{ message | tojson }});
+    var left = m ? Number(m[1]) * (m[2] === "minute" ? 60 : 1) : 30;
+    var note = document.createElement("p");
+    note.id = "hubrunbook-retry";
+    (document.querySelector(".error") || document.body).appendChild(note);
+    (function tick() {
+      note.textContent = "Many users are starting their servers: this page asks again for yours in " + left +
+        " s. Keep it open.";
+      if (left-- <= 0) { window.location.reload(); } else { setTimeout(tick, 1000); }
+    })();
+  })();
+</script>
+{% endblock script %}
+"""
+
+
+def templates_dir(params) -> Path:
+    return params.root / "templates"
+
+
+def ensure_retry_page(params, *, dry_run: bool = False) -> StepResult:
+    """Write <prefix>/templates/429.html (root's, 0644): the hub's "too many users" page that retries. Idempotent."""
+    from .config import write_atomic
+
+    path = templates_dir(params) / "429.html"
+    if path.is_file() and not path.is_symlink() and path.read_text() == RETRY_PAGE:
+        return StepResult("ensure_retry_page", UNCHANGED, f"{path} in place")
+    if dry_run:
+        return StepResult("ensure_retry_page", WOULD_CHANGE, f"would write {path}")
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if path.is_symlink():
+        path.unlink()
+    write_atomic(path, RETRY_PAGE)
+    return StepResult("ensure_retry_page", CHANGED, f"wrote {path}: the 429 page retries after the wait it names")

@@ -20,7 +20,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from .capacity import spawn_capacity, spawn_settings
+from .capacity import ensure_retry_page, spawn_capacity, spawn_settings
 from .errors import ConfigError
 from .hubenv import env_bin
 from .proxy import proxy_command
@@ -275,7 +275,11 @@ def ensure_config(params, *, dry_run: bool = False) -> StepResult:
 
     Leaves c.JupyterHub.authenticator_class alone once oauth.ipynb has switched it.
     """
+    page = ensure_retry_page(params, dry_run=dry_run)  # capacity.py: load (the 429 page the template_paths line names)
     result = apply_settings(params, configure_settings(params), step="ensure_config", dry_run=dry_run)
+    if page.status != UNCHANGED:
+        result.rows.append(("<prefix>/templates/429.html", page.status, page.detail))
+        result.status = result.status if result.status != UNCHANGED else page.status
     if other := switched_authenticator(params):
         result.detail += f"; authenticator kept as {other} (set by oauth.ipynb)"
     result.detail += f"; {spawn_capacity(params).summary()}"

@@ -8,10 +8,10 @@ from hubrunbook.params import build_params
 
 
 @pytest.mark.parametrize("cores, memory, limit, timeout", [
-    (2, 24105, 20, 120),  # this machine: 2 cores x 30 s / 3 CPU-s; a burst of 20 takes ~30 s idle, x4 slack
-    (1, 2048, 6, 72),  # memory-bound: half of 2 GiB holds 6 servers of 150 MiB
+    (2, 24105, 20, 180),  # this machine: 2 cores x 30 s / 3 CPU-s; a burst of 20 takes ~30 s idle, x6 slack
+    (1, 2048, 6, 108),  # memory-bound: half of 2 GiB holds 6 servers of 150 MiB
     (1, 200, 1, 60),  # never below one spawn at a time, never below JupyterHub's own 60 s start timeout
-    (8, 16384, 54, 81),
+    (8, 16384, 54, 122),
     (64, 262144, 100, 60),  # never above JupyterHub's default limit
 ])
 def test_limits_follow_cores_and_memory(cores, memory, limit, timeout):
@@ -34,10 +34,10 @@ def test_parameters_override_auto():
     cap = spawn_capacity(p, size=(2, 4096))
     assert (cap.concurrent_spawn_limit, cap.spawn_timeout, cap.limit_source, cap.timeout_source) == (4, 300, "parameter", "parameter")
     auto = spawn_capacity(build_params({}), size=(2, 24105))
-    assert (auto.concurrent_spawn_limit, auto.spawn_timeout, auto.limit_source) == (20, 120, "auto")
-    assert "concurrent_spawn_limit 20 (auto), spawn timeouts 120 s (auto)" in auto.summary()
+    assert (auto.concurrent_spawn_limit, auto.spawn_timeout, auto.limit_source) == (20, 180, "auto")
+    assert "concurrent_spawn_limit 20 (auto), spawn timeouts 180 s (auto)" in auto.summary()
     # a set limit still gets a timeout derived from it
-    assert spawn_capacity(build_params({"concurrent_spawn_limit": 40}), size=(2, 24105)).spawn_timeout == 240
+    assert spawn_capacity(build_params({"concurrent_spawn_limit": 40}), size=(2, 24105)).spawn_timeout == 360
 
 
 def test_the_hub_settings_carry_the_limits():
@@ -64,3 +64,17 @@ def test_bad_values_are_refused_naming_the_parameter(key, value):
         build_params({key: value})
     msg = str(err.value)
     assert f"{key}: {key} must be 'auto' or a whole number from" in msg and repr(value) in msg
+
+
+def test_retry_page_is_written_once_and_named_in_the_settings(tmp_path):
+    from hubrunbook.capacity import RETRY_PAGE, ensure_retry_page, templates_dir
+
+    p = build_params({"prefix": str(tmp_path / "hub")})
+    assert ensure_retry_page(p, dry_run=True).status == "would change" and not templates_dir(p).exists()
+    assert ensure_retry_page(p).status == "changed"
+    page = templates_dir(p) / "429.html"
+    assert page.read_text() == RETRY_PAGE and page.stat().st_mode & 0o777 == 0o644
+    assert ensure_retry_page(p).status == "unchanged"
+    assert hub_settings(p)["c.JupyterHub.template_paths"] == repr([str(templates_dir(p))])
+    page.write_text("tampered")
+    assert ensure_retry_page(p).status == "changed" and page.read_text() == RETRY_PAGE
