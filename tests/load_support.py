@@ -7,8 +7,9 @@ the server and redirects to /hub/spawn-pending/<name> (the progress page a brows
 every 2 s like the page's own script would poll), which redirects once the server is ready → /user/<name>/ → the
 OAuth redirects of the single-user server → /user/<name>/lab, 200. A spawn beyond
 ``c.JupyterHub.concurrent_spawn_limit`` is answered 429 "Too many users trying to log in right now. Try again in N
-seconds" with a Retry-After header: the client waits that long and loads /hub/spawn/<name> again (a person clicks
-reload; the page does not do it). Anything else (500 "server never showed up", a login refused) is a failure.
+seconds" with a Retry-After header: the client waits that long and loads /hub/spawn/<name> again, as the page's
+countdown script (capacity.RETRY_PAGE) does in a browser; this client runs no JavaScript, it records that the page
+carries the script. Anything else (500 "server never showed up", a login refused) is a failure.
 
 ``LoadDeployment`` is a sandbox hub built from the session's shared install (env, proxy, Node.js symlinked, as in
 tests/ts_support.py) whose users hrb-ld<pid>-NN are made by the product's ensure_users, with generated passwords.
@@ -45,6 +46,7 @@ class Visit:
     seconds: float = 0.0
     throttled: int = 0  # 429 answers waited out
     told: str = ""  # what the first 429 page said, and its Retry-After header
+    page_retries: bool = False  # the 429 page carries hubrunbook's countdown that reloads it (capacity.RETRY_PAGE)
     detail: str = ""
     statuses: list[int] = field(default_factory=list)
 
@@ -80,6 +82,7 @@ def first_visit(base_url: str, user: str, password: str, *, timeout: float = 900
                 visit.throttled += 1
                 wait = resp.headers.get("Retry-After", "")
                 visit.told = visit.told or f"{_message(resp.text)} (Retry-After: {wait})"
+                visit.page_retries = "hubrunbook-retry" in resp.text and "window.location.reload()" in resp.text
                 time.sleep(int(wait) if wait.isdigit() else 30)
                 resp = s.get(spawn, timeout=REQUEST_TIMEOUT)
             elif resp.status_code == 200 and where.startswith("/hub/spawn-pending/") and "progress-bar" in resp.text:

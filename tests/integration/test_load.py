@@ -68,3 +68,4 @@ def test_spawns_beyond_the_limit_are_told_to_retry_and_get_in_after_waiting(shar
         if v.throttled:  # what the hub's 429 page tells the user, and the header a client waits by
             assert "Too many users trying to log in right now. Try again in" in v.told, v.told
             assert re.search(r"\(Retry-After: \d+\)$", v.told), v.told
+            assert v.page_retries, "the 429 page lacks the countdown that asks again (templates/429.html)"
