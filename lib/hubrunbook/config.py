@@ -278,8 +278,9 @@ def ensure_config(params, *, dry_run: bool = False) -> StepResult:
     page = ensure_retry_page(params, dry_run=dry_run)  # capacity.py: load (the 429 page the template_paths line names)
     result = apply_settings(params, configure_settings(params), step="ensure_config", dry_run=dry_run)
     if page.status != UNCHANGED:
-        result.rows.append(("<prefix>/templates/429.html", page.status, page.detail))
-        result.status = result.status if result.status != UNCHANGED else page.status
+        result.rows.append(("429.html", page.status, page.detail))
+        if result.status == UNCHANGED:
+            result.status = page.status
     if other := switched_authenticator(params):
         result.detail += f"; authenticator kept as {other} (set by oauth.ipynb)"
     result.detail += f"; {spawn_capacity(params).summary()}"
