@@ -4,7 +4,8 @@ bench/bench_load.py.
 A user's first visit, followed request by request through the proxy (``first_visit``):
 GET /hub/login (the _xsrf cookie), POST /hub/login with the password → 302 /hub/ → /hub/spawn/<name>, which starts
 the server and redirects to /hub/spawn-pending/<name> (the progress page a browser shows; the client re-loads it
-every 2 s like the page's own script would poll), which redirects once the server is ready → /user/<name>/ → the
+every 2 s like the page's own script would poll; so is the "stopping" page of a spawn the hub gave up on, until the
+failure page shows why), which redirects once the server is ready → /user/<name>/ → the
 OAuth redirects of the single-user server → /user/<name>/lab, 200. A spawn beyond
 ``c.JupyterHub.concurrent_spawn_limit`` is answered 429 "Too many users trying to log in right now. Try again in N
 seconds" with a Retry-After header: the client waits that long and loads /hub/spawn/<name> again, as the page's
@@ -85,7 +86,8 @@ def first_visit(base_url: str, user: str, password: str, *, timeout: float = 900
                 visit.page_retries = "hubrunbook-retry" in resp.text and "window.location.reload()" in resp.text
                 time.sleep(int(wait) if wait.isdigit() else 30)
                 resp = s.get(spawn, timeout=REQUEST_TIMEOUT)
-            elif resp.status_code == 200 and where.startswith("/hub/spawn-pending/") and "progress-bar" in resp.text:
+            elif resp.status_code == 200 and where.startswith("/hub/spawn-pending/") and (
+                    "progress-bar" in resp.text or "Your server is stopping" in resp.text):  # both pages reload
                 time.sleep(POLL_S)
                 resp = s.get(resp.url, timeout=REQUEST_TIMEOUT)
             else:
