@@ -54,7 +54,7 @@ def test_twenty_first_logins_at_once_all_reach_jupyterlab(crowd):
 
 def test_spawns_beyond_the_limit_are_told_to_retry_and_get_in_after_waiting(shared_install):
     """With room for one spawn at a time, three users at once: the others get 429 + Retry-After, wait, and get in."""
-    d = LoadDeployment(shared_install, 3, tag="lq", concurrent_spawn_limit=1)
+    d = LoadDeployment(shared_install, 3, tag="ldq", concurrent_spawn_limit=1)
     try:
         d.build()
         assert d.config_value("c.JupyterHub.concurrent_spawn_limit") == "1"
