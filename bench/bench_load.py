@@ -31,12 +31,12 @@ def one_run(shared, n: int, variant: str) -> dict:
         load = os.getloadavg()[0]
         cap = d.capacity()
         visits = burst(d.params.public_url, d.credentials())
+        out = {**summary(visits), "variant": variant, "load": load,
+               "limits": f"{cap.concurrent_spawn_limit} / {cap.spawn_timeout} s"}
+        print(f"{variant}, {n} users: {out['ok']}/{n} ok, median {out['median']}, slowest {out['slowest']}, "
+              f"throttled {out['throttled_users']}, load {load:.1f}; failures: {out['failures'][:3]}", flush=True)
     finally:
         d.teardown()
-    out = {**summary(visits), "variant": variant, "load": load,
-           "limits": f"{cap.concurrent_spawn_limit} / {cap.spawn_timeout} s"}
-    print(f"{variant}, {n} users: {out['ok']}/{n} ok, median {out['median']}, slowest {out['slowest']}, "
-          f"throttled {out['throttled_users']}, load {load:.1f}; failures: {out['failures'][:3]}", flush=True)
     return out
 
 

@@ -169,12 +169,16 @@ class LoadDeployment:
         except Exception:
             pass
         uids = {pw.pw_uid for pw in map(users.lookup, self.names) if pw}
-        for proc in psutil.process_iter(["uids"]):  # servers that outlived the hub: only our users' processes
-            if proc.info["uids"] and proc.info["uids"].real in uids:
+        for _ in range(3):  # servers that outlived the hub: only our users' processes, until none is left
+            procs = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real in uids]
+            if not procs:
+                break
+            for proc in procs:
                 try:
                     proc.send_signal(signal.SIGKILL)
                 except psutil.Error:
                     pass
+            psutil.wait_procs(procs, timeout=10)  # userdel refuses a user whose process is not gone yet
         if self.prefix.exists():
             users.remove_users(p, self.names)
         shutil.rmtree(self.prefix, ignore_errors=True)
