@@ -8,7 +8,8 @@ the 30 s and fail ("server never showed up ... Giving up"). So:
 - ``concurrent_spawn_limit`` = the burst the machine starts within ``BURST_S`` seconds when idle
   (``cores * BURST_S / SPAWN_CPU_S``), at most what half the memory holds (``SERVER_MEM_MIB`` per server),
   1..100. JupyterHub answers a spawn beyond it with 429 "Too many users trying to log in right now. Try again in
-  N seconds" and a Retry-After header (30–60 s, not configurable in JupyterHub 5/6); it never queues.
+  N seconds" and a Retry-After header (30–60 s, not configurable in JupyterHub 5/6); it never queues. So the 429 page
+  hubrunbook installs (``templates/429.html``) counts down that wait and asks for the spawn again by itself.
 - ``Spawner.http_timeout`` and ``Spawner.start_timeout`` = ``SLACK`` times the time a full burst takes when idle
   (cold caches and a machine shared with other work stretch it: 3.3x measured at load average 7), 60..600 s, so
   that spawns within the limit wait on the spawn-pending page instead of failing.
@@ -49,7 +50,7 @@ class Capacity:
     def summary(self) -> str:
         return (f"spawn capacity: {self.cores} cores, {self.memory_mib} MiB → concurrent_spawn_limit "
                 f"{self.concurrent_spawn_limit} ({self.limit_source}), spawn timeouts {self.spawn_timeout} s "
-                f"({self.timeout_source}); more spawns at once get 429 with Retry-After")
+                f"({self.timeout_source}); more at once wait on a 429 page that asks again")
 
 
 def machine_size() -> tuple[int, int]:
