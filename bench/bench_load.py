@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -59,15 +60,14 @@ def main() -> None:
     table = "\n".join(
         f"| {n} | {r['variant']} | {r['limits']} | **{r['ok']}/{r['users']}** | {_s(r['median'])} | {_s(r['slowest'])} | "
         f"{r['throttled_users']} | {r['load']:.1f} |" for n, r in rows)
-    reasons = sorted({f.split(": ", 1)[1][:160] for _, r in rows for f in r["failures"]})
+    reasons = sorted({re.sub(r"hrb-bl\d+-\d+", "<name>", f.split(": ", 1)[1])[:160] for _, r in rows for f in r["failures"]})
     body = f"""## Many first logins at once (issue 8: load)
 
 `HRB_TEST_ROOT=… .venv/bin/python bench/bench_load.py --sizes {' '.join(map(str, args.sizes))}` (root). Each user
 logs in with its password at the same moment, follows the redirects as a browser does (spawn, the spawn-pending page
 re-loaded every 2 s, the single-user server's OAuth redirects) until `/user/<name>/lab` answers 200 through the
 proxy; a 429 is waited out by its Retry-After and the spawn asked again (in a browser the 429 page's countdown does
-that, `templates/429.html`). Times run from
-the first request to the lab page. Fresh users and a freshly started hub per run; the hub env is warm in the page
+that, `templates/429.html`). Times run from the first request to the lab page. Fresh users and a freshly started hub per run; the hub env is warm in the page
 cache (not dropped: the machine is shared). The 1-minute load average when the burst started says how busy the
 machine was with other work (other engineers' test suites ran at the same time).
 
