@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_install.py
 	$(BIN)/python bench/bench_configure.py
 	$(BIN)/python bench/bench_troubleshoot.py
+	$(BIN)/python bench/bench_load.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -5,6 +5,7 @@ Used by tools/build_runbooks.py and tools/record_reference.py; not part of the l
 from __future__ import annotations
 
 import json
+import types
 import typing
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def _type_name(annotation) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         return "str"
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(annotation))
     if origin in (list, dict):
         args = ", ".join(_type_name(a) for a in typing.get_args(annotation))
         return f"{origin.__name__}[{args}]"

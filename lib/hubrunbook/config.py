@@ -20,6 +20,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
+from .capacity import ensure_retry_page, spawn_capacity, spawn_settings
 from .errors import ConfigError
 from .hubenv import env_bin
 from .proxy import proxy_command
@@ -75,6 +76,7 @@ def hub_settings(params) -> dict[str, str]:
         # HTTPS served by the proxy (checked by tls.check_tls first); None removes our lines when TLS is switched off
         "c.JupyterHub.ssl_cert": _lit(params.ssl_cert) if params.ssl_cert else None,
         "c.JupyterHub.ssl_key": _lit(params.ssl_key) if params.ssl_cert else None,
+        **{key: _lit(value) for key, value in spawn_settings(params).items()},  # capacity.py: load
     }
 
 
@@ -282,8 +284,14 @@ def ensure_config(params, *, dry_run: bool = False) -> StepResult:
 
     Leaves c.JupyterHub.authenticator_class alone once oauth.ipynb has switched it.
     """
+    page = ensure_retry_page(params, dry_run=dry_run)  # capacity.py: load (the 429 page the template_paths line names)
     result = apply_settings(params, configure_settings(params), step="ensure_config", dry_run=dry_run)
+    if page.status != UNCHANGED:
+        result.rows.append(("429.html", page.status, page.detail))
+        if result.status == UNCHANGED:
+            result.status = page.status
     if other := switched_authenticator(params):
         result.detail += f"; authenticator kept as {other} (set by oauth.ipynb)"
+    result.detail += f"; {spawn_capacity(params).summary()}"
     return result
 

@@ -221,6 +221,10 @@ class ConfigureParams(_Base):
     service: Literal["auto", "systemd", "process"] = Field(
         "auto", description="how the hub runs: a systemd unit (auto: where systemd is PID 1) or a managed background process")
     service_name: str = Field("jupyterhub", description="name of the systemd unit (<name>.service) when the hub runs under systemd")
+    concurrent_spawn_limit: int | str = Field(
+        "auto", description="servers that may start at once (c.JupyterHub.concurrent_spawn_limit; more get 429 and retry); 'auto': from cores and memory, or 1-1000")
+    spawn_timeout: int | str = Field(
+        "auto", description="seconds a starting server may take (c.Spawner.http_timeout, start_timeout); 'auto': from the spawn limit and cores, or 10-3600")
 
     @field_validator("admin_users", "users", "allowed_users")
     @classmethod
@@ -231,6 +235,14 @@ class ConfigureParams(_Base):
         if len(set(v)) != len(v):
             raise ValueError(f"{info.field_name} lists a name twice")
         return v
+
+    @field_validator("concurrent_spawn_limit", "spawn_timeout", mode="before")
+    @classmethod
+    def _auto_or_int(cls, v, info):
+        lo, hi = (1, 1000) if info.field_name == "concurrent_spawn_limit" else (10, 3600)
+        if v == "auto" or (type(v) is int and lo <= v <= hi):
+            return v
+        raise ValueError(f"{info.field_name} must be 'auto' or a whole number from {lo} to {hi}; got {v!r}")
 
     @field_validator("passwords")
     @classmethod
