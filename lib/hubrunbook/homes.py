@@ -209,7 +209,7 @@ def home_mode_note(pw: pwd.struct_passwd) -> str:
 
 
 # --- as the user ---------------------------------------------------------------------------------
-PROBE_SCRIPT = 'cd -- "$1" && ls -a . >/dev/null && t=$(mktemp -p . .hubrunbook-probe-XXXXXX) && rm -f -- "$t"'
+PROBE_SCRIPT = 'ls -a -- "$1" >/dev/null && t=$(mktemp -p "$1" .hubrunbook-probe-XXXXXX) && rm -f -- "$t"'
 
 
 def dir_problem_as_user(path: Path, pw: pwd.struct_passwd, timeout: float = 20) -> str | None:
