@@ -47,12 +47,14 @@ def _write_record(params, accounts: dict[str, dict]) -> None:
 
 
 def _free_uid() -> int:
-    """The lowest uid in UID_MIN..UID_MAX that no account (and no group id) uses."""
+    """A uid in UID_MIN..UID_MAX that no account and no group uses: above the highest in use, as useradd picks (a
+    freed lower uid may still own files of a deleted user), else the lowest free one."""
     import grp
 
     lo, hi = login_defs_uid_range()
     used = {p.pw_uid for p in pwd.getpwall()} | {g.gr_gid for g in grp.getgrall()}
-    uid = next((u for u in range(lo, hi + 1) if u not in used), None)
+    top = max((u for u in used if lo <= u <= hi), default=lo - 1) + 1
+    uid = top if top <= hi else next((u for u in range(lo, hi + 1) if u not in used), None)
     if uid is None:
         raise PreflightError(f"no free uid in UID_MIN..UID_MAX {lo}..{hi} of /etc/login.defs for a throwaway account")
     return uid
