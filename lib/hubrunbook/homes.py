@@ -101,8 +101,12 @@ def _open_child(fd: int, name: str, where: Path) -> int:
     except FileNotFoundError:
         raise MissingDir(f"{where} does not exist") from None
     if stat.S_ISLNK(st.st_mode):
-        raise PreflightError(f"{where} is a symlink (to {os.readlink(name, dir_fd=fd)}): not followed. Root never "
-                             f"follows a link a user can plant; replace it with a directory")
+        try:
+            target = f" (to {os.readlink(name, dir_fd=fd)})"
+        except OSError:  # swapped again meanwhile
+            target = ""
+        raise PreflightError(f"{where} is a symlink{target}: not followed. Root never follows a link a user can plant; "
+                             "replace it with a directory")
     if not stat.S_ISDIR(st.st_mode):
         raise PreflightError(f"{where} is not a directory; move it away")
     try:
@@ -115,7 +119,10 @@ def _open_child(fd: int, name: str, where: Path) -> int:
 
 def _make_child(fd: int, name: str, where: Path, uid: int, gid: int) -> int:
     """mkdir *name* below *fd* (0700), open it without following, prove it is the empty root dir just made, hand it over."""
-    os.mkdir(name, PRIVATE, dir_fd=fd)
+    try:
+        os.mkdir(name, PRIVATE, dir_fd=fd)
+    except FileExistsError:
+        raise PreflightError(f"{where} appeared while it was being created; not followed. Run again") from None
     child = _open_child(fd, name, where)
     st = os.fstat(child)
     if st.st_uid != 0 or st.st_nlink != 2:

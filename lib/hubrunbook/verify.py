@@ -33,8 +33,8 @@ def check_local_deployment(params, *, dry_run: bool = False) -> StepResult:
     failed = [r[0] for r in rows if r[1] == FAILED]
     if failed:
         return StepResult("check_local_deployment", FAILED, f"{len(failed)} check(s) failed: {', '.join(failed)}", rows)
-    return StepResult("check_local_deployment", OK, result.detail + f"; every user ({len(rows) - len(result.rows)}) "
-                      "can use its notebook dir", rows)
+    return StepResult("check_local_deployment", OK, result.detail + f"; {len(rows) - len(result.rows)} user(s) use "
+                      "their notebook dirs as themselves", rows)
 
 
 def notebook_dir_row(params, name: str) -> tuple[str, str, str]:

@@ -428,3 +428,37 @@ def test_second_users_broken_notebook_dir_fails_verification(hub):
     finally:
         users.remove_users(more, [second])
         userdel(second)
+
+
+def test_racing_symlink_swap_never_reaches_a_root_file(two_users):
+    # the reported race: the user swaps ~/notebooks for a symlink to a root 0600 file while root (re)makes the
+    # notebook dir (the old mkdir-then-chmod by path turned the file 0755 after 467 calls). Here a racer removes
+    # each dir root makes and plants the link; the walk must meet it and refuse (the old code raised bare OSErrors
+    # or chmod-ed the file). The window of the old code is microseconds: this racer did not hit it in 20000 calls
+    # here, so the deterministic tests above are the proof; this one shows the new walk holds under the race.
+    params, ann, bob, home, outside = two_users
+    secret = outside / "root-only"
+    secret.write_text("root's\n")
+    secret.chmod(0o600)
+    nb = home / ann / "notebooks"
+    pw = users.lookup(ann)
+    racer_code = ("import os, sys\nnb, target = sys.argv[1], sys.argv[2]\nwhile True:\n"
+                  "    try:\n        os.rmdir(nb)\n    except OSError:\n        continue\n"
+                  "    try:\n        os.symlink(target, nb)\n        os.unlink(nb)\n    except OSError:\n        pass\n")
+    racer = subprocess.Popen(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--reset-env",
+                              "--", "/usr/bin/python3", "-c", racer_code, str(nb), str(secret)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    outcomes = set()
+    try:
+        for _ in range(500):
+            try:
+                homes.make_notebook_dir(nb, home / ann, pw.pw_uid, pw.pw_gid)
+                outcomes.add("made")
+            except PreflightError:  # refused: a symlink, or a dir that changed mid-walk
+                outcomes.add("refused")
+            assert owner_mode(secret) == (0, "0o600")
+    finally:
+        racer.kill()
+        racer.wait()
+    assert owner_mode(secret) == (0, "0o600") and secret.read_text() == "root's\n"
+    assert "refused" in outcomes, outcomes  # the race was on: the symlink was met and refused

@@ -206,7 +206,7 @@ def check_notebook_dirs(ctx: Context) -> list[Finding]:
                 ERROR, f"the notebook dir {path} of {name} is not a directory owned by {name}",
                 f"{path}: {'directory' if stat.S_ISDIR(st.st_mode) else 'not a directory'}, uid {st.st_uid}, "
                 f"mode {stat.S_IMODE(st.st_mode):04o}", user=name, path=str(path),
-                repairable=name in registry and stat.S_ISDIR(st.st_mode)))
+                repairable=False))  # an existing dir is never handed over (homes.py): whose it is, the operator decides
     return out
 
 
