@@ -1,5 +1,6 @@
 """configure.ipynb end to end as root: fresh, converged, one changed parameter, bad parameters."""
 import hashlib
+import os
 import pwd
 import shutil
 import socket
