@@ -181,7 +181,9 @@ from install, the database and cookie secret paths, and the single-user command 
 ## Step 5 — Create the local users (guide §2.4, empty in the guide)
 Each user in `users` and `admin_users` gets a system account (home, shell), the password from its secret
 reference (fed to `chpasswd` on stdin, never on a command line) and a notebook dir owned by them — a missing
-notebook dir makes a spawn hang 30 s and fail.
+notebook dir makes a spawn hang 30 s and fail. Homes and notebook dirs are private (0700); root makes them without
+following any symlink a user could plant, and never hands over a directory that already exists. Throwaway accounts
+an interrupted verification left behind are deleted here.
 """),
         code("from hubrunbook.users import ensure_users\nrun(ensure_users)", CHECK),
         md("""
@@ -200,7 +202,7 @@ unchanged configuration is left alone; a changed configuration or unit restarts 
 Over real HTTP, as a person would: the first user logs in with the password and gets a server, which writes
 a file into the notebook dir that is owned by that system user; the first admin lists users through the REST
 API; a wrong password and a system user outside the allow list are refused (403). Servers the check started
-are stopped again.
+are stopped again. Then every user, as itself (its uid, not root), lists and writes its notebook dir.
 """),
         code("from hubrunbook.verify import check_local_deployment\nrun(check_local_deployment)", CHECK),
         md("""

@@ -214,7 +214,7 @@ class ConfigureParams(_Base):
     passwords: dict[str, str] = Field({}, description="user -> 'env:VAR' or 'file:/path'; unlisted users get a generated 0600 file")
     allowed_users: list[str] = Field([], description="extra users allowed to log in (users and admins are always allowed)")
     allow_all: bool = Field(False, description="let every user the authenticator accepts log in")
-    notebook_dir: str = Field("/home/{username}/notebooks", description="c.Spawner.notebook_dir; absolute, {username} allowed")
+    notebook_dir: str = Field("/home/{username}/notebooks", description="c.Spawner.notebook_dir; <home_base>/{username} or a dir inside it")
     default_url: str = Field("/lab", description="c.Spawner.default_url")
     home_base: str = Field("/home", description="parent of the home directories of created users")
     user_shell: str = Field("/bin/bash", description="login shell of created users")
@@ -251,6 +251,17 @@ class ConfigureParams(_Base):
             check_username(user, "passwords key")
             secretref.validate_ref(ref, f"passwords[{user!r}]")
         return v
+
+    @model_validator(mode="after")
+    def _notebook_dir_in_home(self):
+        home = self.home_base.rstrip("/") + "/{username}"
+        if self.notebook_dir != home and not self.notebook_dir.startswith(home + "/"):
+            raise ValueError(f"notebook_dir must be the user's home or inside it: {home} or {home}/<dir> (home_base is "
+                             f"{self.home_base!r}; root creates it and must never work in a directory others control); "
+                             f"got {self.notebook_dir!r}")
+        if any(part in ("", ".") for part in self.notebook_dir[len(home):].split("/")[1:]):
+            raise ValueError(f"notebook_dir must be a plain path, without '//' or '/./'; got {self.notebook_dir!r}")
+        return self
 
     @model_validator(mode="after")
     def _passwords_for_listed_users(self):

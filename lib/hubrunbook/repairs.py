@@ -159,24 +159,29 @@ def repair_user_accounts(params, finding, *, dry_run: bool = False) -> StepResul
 
 
 def repair_notebook_dirs(params, finding, *, dry_run: bool = False) -> StepResult:
-    """Create (or give back) the notebook dir of a user hubrunbook created."""
+    """Create the notebook dir (and home) of a user hubrunbook created, without following symlinks (homes.py)."""
     import pwd
 
-    from .users import make_notebook_dir, read_registry
+    from .homes import make_notebook_dir, notebook_dir_problem
+    from .users import read_registry
 
     name = "repair_notebook_dirs"
     user, path = finding.data["user"], Path(finding.data["path"])
     if user not in read_registry(params):
         return StepResult(name, FAILED, f"{user} was not created by hubrunbook; create {path} yourself")
     pw = pwd.getpwnam(user)
-    if path.is_dir() and path.stat().st_uid == pw.pw_uid:
+    problem = notebook_dir_problem(path, Path(pw.pw_dir), pw.pw_uid, pw.pw_gid)
+    if problem is None:
         return StepResult(name, UNCHANGED, f"{path} exists and belongs to {user}")
+    if not problem.startswith("missing"):
+        return StepResult(name, FAILED, f"{path} is not repaired: {problem}")
     if dry_run:
-        return StepResult(name, WOULD_CHANGE, f"would create {path} owned by {user}")
-    make_notebook_dir(path, Path(pw.pw_dir), pw.pw_uid, pw.pw_gid)
-    if not (path.is_dir() and path.stat().st_uid == pw.pw_uid):
-        raise CommandError(f"created {path} but it is not a directory owned by {user}")
-    return StepResult(name, CHANGED, f"created {path} owned by {user}")
+        return StepResult(name, WOULD_CHANGE, f"would create {path} owned by {user} ({problem})")
+    done = make_notebook_dir(path, Path(pw.pw_dir), pw.pw_uid, pw.pw_gid)
+    problem = notebook_dir_problem(path, Path(pw.pw_dir), pw.pw_uid, pw.pw_gid)
+    if problem:
+        raise CommandError(f"created {path} but it is still not right: {problem}")
+    return StepResult(name, CHANGED, f"{'; '.join(done)}: {path} owned by {user}")
 
 
 def repair_allow_rule(params, finding, *, dry_run: bool = False) -> StepResult:

@@ -26,7 +26,7 @@ import stat
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import secretref, system
+from . import homes, secretref, system, throwaway
 from .errors import CommandError, PreflightError, SecretError
 from .shell import run_command
 from .steps import CHANGED, UNCHANGED, WOULD_CHANGE, StepResult
@@ -180,35 +180,6 @@ def _tool(name: str) -> str:
     return found
 
 
-def _nbdir_problem(path: Path, uid: int) -> str | None:
-    """Why *path* is not a usable notebook dir of *uid* (None when it is)."""
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return "missing"
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        return "not a directory (or a symlink)"
-    if st.st_uid != uid:
-        return f"owned by uid {st.st_uid}, not by the user (uid {uid})"
-    return None
-
-
-def _inside(path: Path, home: Path) -> bool:
-    return path == home or home in path.parents
-
-
-def make_notebook_dir(path: Path, home: Path, uid: int, gid: int) -> None:
-    """Create *path* (mode 0755); dirs created inside *home* are owned by uid:gid, others by root."""
-    missing = [d for d in [*reversed(path.parents), path] if not os.path.lexists(d)]
-    for d in missing:
-        os.mkdir(d, 0o755)
-        os.chmod(d, 0o755)
-        if _inside(d, home):
-            os.chown(d, uid, gid, follow_symlinks=False)
-    if not missing and _nbdir_problem(path, uid) and not path.is_symlink():
-        os.chown(path, uid, gid, follow_symlinks=False)
-
-
 # --- the step ----------------------------------------------------------------------------------
 def _plan(params) -> list[dict]:
     """Look at every user and validate everything; raise before anything changes. Read-only."""
@@ -239,11 +210,11 @@ def _plan(params) -> list[dict]:
 def _validate(params, item: dict, home_base: Path) -> None:
     name, kind, pw, nbdir = item["name"], item["kind"], item["pw"], item["nbdir"]
     if kind == "foreign":
-        problem = _nbdir_problem(nbdir, pw.pw_uid)
+        problem = homes.dir_problem_as_user(nbdir, pw)
         if problem:
             raise PreflightError(
-                f"existed before hubrunbook, which never changes users it did not create; its notebook dir {nbdir} is "
-                f"{problem}. Fix: install -d -m 0755 -o {name} -g {pw.pw_gid} {nbdir} (or remove {name} from users/admin_users)"
+                f"existed before hubrunbook, which never changes users it did not create, and {problem}. "
+                f"Fix: install -d -m 0700 -o {name} -g {pw.pw_gid} {nbdir} (or remove {name} from users/admin_users)"
             )
         if name in params.passwords and not password_matches(name, user_password(params, name)):
             raise PreflightError(
@@ -255,6 +226,7 @@ def _validate(params, item: dict, home_base: Path) -> None:
         home = home_base / name
         if not home_base.is_dir():
             raise PreflightError(f"home_base {home_base} does not exist; create it or set home_base to an existing directory")
+        os.close(homes.open_root_dir(home_base))  # only root may change what lies above the homes
         if os.path.lexists(home):
             raise PreflightError(
                 f"its home {home} already exists but the user does not (left over from another user?); "
@@ -269,15 +241,16 @@ def _validate(params, item: dict, home_base: Path) -> None:
         if not (shell.is_file() and os.access(shell, os.X_OK)):
             raise PreflightError(f"user_shell {shell} is not an executable file; set user_shell to e.g. /bin/bash")
         item["home"] = home
+        homes.parts_below(nbdir, home)
     else:
         item["home"] = Path(pw.pw_dir)
-        if (_nbdir_problem(nbdir, pw.pw_uid) or "").startswith("not a directory"):
-            raise PreflightError(f"its notebook dir {nbdir} is not a directory (or a symlink); remove it and run again")
-    outside = not _inside(nbdir, item["home"])
-    block = system.blocking_dir(nbdir if outside else item["home"].parent)
+        problem = homes.notebook_dir_problem(nbdir, item["home"], pw.pw_uid, pw.pw_gid)
+        if problem and not problem.startswith("missing"):
+            raise PreflightError(f"its notebook dir {nbdir} cannot be made safely: {problem}")
+    block = system.blocking_dir(item["home"].parent)
     if block is not None:
         raise PreflightError(f"{block} cannot be entered by other users (mode {stat.S_IMODE(block.stat().st_mode):04o}), "
-                             f"so {name} could never reach {nbdir}; chmod o+x {block} or choose another home_base/notebook_dir")
+                             f"so {name} could never reach {nbdir}; chmod o+x {block} or choose another home_base")
     if name in params.passwords:
         user_password(params, name)  # resolves (read-only) to fail early on a missing variable or file
     elif password_file(params, name).exists():
@@ -288,7 +261,8 @@ def _apply(params, item: dict, dry_run: bool) -> tuple[str, str, bool]:
     """Bring one user to the wanted state; return (result, detail, changed)."""
     name, kind, nbdir = item["name"], item["kind"], item["nbdir"]
     if kind == "foreign":
-        return UNCHANGED, f"existing system user (not created by hubrunbook): left as it is; notebook dir {nbdir} ok", False
+        return UNCHANGED, (f"existing system user (not created by hubrunbook): left as it is; notebook dir {nbdir} ok"
+                           + homes.home_mode_note(item["pw"])), False
     done: list[str] = []
     if kind == "absent":
         if dry_run:
@@ -306,50 +280,64 @@ def _apply(params, item: dict, dry_run: bool) -> tuple[str, str, bool]:
         else:
             run_command([_tool("chpasswd")], input=f"{name}:{password}\n", timeout=60, what=f"chpasswd ({name})")
             done.append("password set")
-    problem = _nbdir_problem(nbdir, pw.pw_uid)
-    if problem:
-        if dry_run:
-            done.append(f"would fix notebook dir {nbdir} ({problem})")
-        else:
-            make_notebook_dir(nbdir, item["home"], pw.pw_uid, pw.pw_gid)
-            done.append("notebook dir created" if problem == "missing" else "notebook dir owner fixed")
+    if dry_run:
+        done += _nbdir_todo(nbdir, item["home"], pw)
+    else:
+        made = homes.make_notebook_dir(nbdir, item["home"], pw.pw_uid, pw.pw_gid)
+        done += ["notebook dir created"] if kind == "absent" else made
     if not done:
         return UNCHANGED, f"uid {pw.pw_uid}, password matches, notebook dir {nbdir}", False
     if dry_run:
         return WOULD_CHANGE, "; ".join(done), True
-    _recheck(name, password, nbdir)
+    _recheck(name, password, nbdir, item["home"])
     return CHANGED, "; ".join(done) + f" (uid {pw.pw_uid}, notebook dir {nbdir})", True
 
 
-def _recheck(name: str, password: str, nbdir: Path) -> None:
+def _recheck(name: str, password: str, nbdir: Path, home: Path) -> None:
     pw = lookup(name)
     if pw is None:
         raise CommandError(f"useradd reported success but user {name} does not exist; check /etc/passwd and the system log")
     if not password_matches(name, password):
         raise CommandError(f"chpasswd reported success but the password of {name} does not verify against /etc/shadow")
-    problem = _nbdir_problem(nbdir, pw.pw_uid)
+    problem = homes.notebook_dir_problem(nbdir, home, pw.pw_uid, pw.pw_gid)
     if problem:
-        raise CommandError(f"notebook dir {nbdir} of {name} is still {problem} after creating it")
+        raise CommandError(f"notebook dir {nbdir} of {name} is not right after creating it: {problem}")
+
+
+def _nbdir_todo(nbdir: Path, home: Path, pw) -> list[str]:
+    """What make_notebook_dir would change (dry run). Read-only."""
+    problem = homes.notebook_dir_problem(nbdir, home, pw.pw_uid, pw.pw_gid)
+    todo = [f"would create notebook dir {nbdir} ({problem})"] if problem else []
+    try:
+        mode = stat.S_IMODE(os.stat(home, follow_symlinks=False).st_mode)
+    except OSError:
+        return todo
+    return todo + ([f"would make home {home} private (now {mode:04o})"] if mode & 0o077 else [])
 
 
 def ensure_users(params, *, dry_run: bool = False) -> StepResult:
     """Create the local users and admins (guide §2.4), set their passwords, create their notebook dirs. Idempotent.
 
     Only users hubrunbook created (users.json) are ever changed; existing users are checked, never modified.
-    Validates every user before changing anything.
+    Validates every user before changing anything. Homes of users hubrunbook created are kept private (0700), notebook
+    dirs are made without following symlinks (homes.py). Throwaway accounts an interrupted run left are deleted first
+    (throwaway.py), each as a row of the result.
     """
     plan = _plan(params)
-    rows, changed = [], 0
+    swept = throwaway.sweep_throwaway_accounts(params, dry_run=dry_run)
+    rows, changed = list(swept), 0
     for item in plan:
         result, detail, did = _apply(params, item, dry_run)
         rows.append((item["name"], result, detail))
         changed += did
     names = ", ".join(i["name"] for i in plan) or "none"
-    if not changed:
+    removed = sum(r[1] != UNCHANGED for r in swept)
+    also = f"; {'would delete' if dry_run else 'deleted'} {removed} throwaway account(s) of an interrupted run" if removed else ""
+    if not changed and not removed:
         return StepResult("ensure_users", UNCHANGED, f"local users in place: {names}", rows, HEADER)
     status = WOULD_CHANGE if dry_run else CHANGED
     verb = "would change" if dry_run else "changed"
-    return StepResult("ensure_users", status, f"{verb} {changed} of {len(plan)} local users: {names}", rows, HEADER)
+    return StepResult("ensure_users", status, f"{verb} {changed} of {len(plan)} local users: {names}{also}", rows, HEADER)
 
 
 def remove_users(params, names: list[str]) -> StepResult:

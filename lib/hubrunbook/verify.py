@@ -1,35 +1,22 @@
 """The last section of configure.ipynb: verify the running hub the way users meet it."""
 from __future__ import annotations
 
-import contextlib
-import secrets
-
-from . import secretref
-from .errors import VerificationError
+from . import homes
+from .errors import RunbookError, VerificationError
 from .probe import check_verification
-from .shell import run_command
-from .steps import SKIPPED, StepResult
-from .users import lookup, user_password
-
-
-@contextlib.contextmanager
-def temporary_outsider():
-    """A throwaway system user outside the allow list, with a random password; removed afterwards."""
-    name = f"hrb-outsider-{secrets.token_hex(3)}"
-    password = secretref.register(secrets.token_urlsafe(16))
-    run_command(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--", name], timeout=30, what="useradd outsider")
-    try:
-        run_command(["chpasswd"], input=f"{name}:{password}\n", timeout=30, what="chpasswd outsider")
-        yield name, password
-    finally:
-        if lookup(name):
-            run_command(["userdel", "--", name], timeout=30, check=False, what="userdel outsider")
+from .steps import FAILED, OK, SKIPPED, StepResult
+from .throwaway import temporary_outsider
+from .users import lookup, managed_names, notebook_dir_for, user_password
 
 
 def check_local_deployment(params, *, dry_run: bool = False) -> StepResult:
-    """Log in as the first user and admin, spawn, write a file as the user, list users as admin, check refusals.
+    """Log in as the first user and admin, spawn, write a file as the user, list users as admin, check refusals; then,
+    as each user (its uid, not root), enter, list and write its notebook dir.
 
-    Side effects: a throwaway outsider user exists for the duration of the check; servers the probe starts are stopped.
+    Only the first user and the admin log in and spawn (a spawn takes seconds; every user at once would load the
+    machine like a class starting): the spawn path is the same for all, what differs per user is the notebook dir.
+    Side effects: a throwaway outsider user exists for the duration of the check (recorded, swept after a crash);
+    servers the probe starts are stopped; each notebook dir gets a probe file, removed at once.
     """
     if dry_run:
         return StepResult("check_local_deployment", SKIPPED, "dry run: the hub was not changed, so nothing to verify")
@@ -38,12 +25,30 @@ def check_local_deployment(params, *, dry_run: bool = False) -> StepResult:
         raise VerificationError(
             "verification needs a user and an admin whose passwords are known: created by this runbook, "
             "or with an entry in passwords (a pre-existing user's password is not ours to know)")
-    with temporary_outsider() as outsider:
+    with temporary_outsider(params) as outsider:
         result = check_verification(params, user=user, password=user_password(params, user), admin=admin,
                                     admin_password=user_password(params, admin), outsider=outsider)
-    result.step = "check_local_deployment"
-    result.rows = [(label, status, detail.replace(outsider[0], "hrb-outsider-*")) for label, status, detail in result.rows]
-    return result
+    rows = [(label, status, detail.replace(outsider[0], "hrb-outsider-*")) for label, status, detail in result.rows]
+    rows += [notebook_dir_row(params, name) for name in managed_names(params)]
+    failed = [r[0] for r in rows if r[1] == FAILED]
+    if failed:
+        return StepResult("check_local_deployment", FAILED, f"{len(failed)} check(s) failed: {', '.join(failed)}", rows)
+    return StepResult("check_local_deployment", OK, result.detail + f"; {len(rows) - len(result.rows)} user(s) use "
+                      "their notebook dirs as themselves", rows)
+
+
+def notebook_dir_row(params, name: str) -> tuple[str, str, str]:
+    """Check, as the user *name*, that it can enter, list and write its notebook dir; a table row. Read-only."""
+    label = f"{name} uses its notebook dir (as {name})"
+    path = notebook_dir_for(params, name)
+    pw = lookup(name)
+    if pw is None:
+        return label, FAILED, f"{name} has no system account"
+    try:
+        problem = homes.dir_problem_as_user(path, pw)
+    except RunbookError as exc:
+        problem = str(exc)
+    return (label, FAILED, problem) if problem else (label, OK, f"{path}: entered, listed, file written and removed")
 
 
 def _verifiable(params, names) -> str | None:

@@ -12,7 +12,8 @@ from test_install_runbook import papermill, step_statuses
 
 pytestmark = pytest.mark.integration
 
-USER, ADMIN = "hrb-it-user", "hrb-it-admin"
+# per process: the engineers' and CI's parallel runs share /etc/passwd and /home (fixed names collided)
+USER, ADMIN = f"hrb-it-u{os.getpid()}", f"hrb-it-a{os.getpid()}"
 
 
 def digest(path):
@@ -116,7 +117,7 @@ def test_changed_parameter_changes_its_line_keeps_backup_and_restarts(deployment
 def test_bad_parameters_change_nothing(deployment, bad, needle):
     params = deployment["params"]
     pid, conf = hub_pid(params), digest(params.config_path)
-    ours = lambda: {p.pw_name for p in pwd.getpwall() if p.pw_name.startswith(("hrb-it", "Bad", "-root"))}
+    ours = lambda: {p.pw_name for p in pwd.getpwall() if p.pw_name in (USER, ADMIN, "Bad.Name", "-root")}
     users_before = ours()
     sock = None
     if bad.get("port") == "foreign":

@@ -153,3 +153,21 @@ def test_model_is_frozen():
 ])
 def test_unsafe_values_are_refused_naming_the_parameter(values, needle):
     reject(values, needle)
+
+
+@pytest.mark.parametrize("values", [  # issue 8, H2: root creates the notebook dir, so only inside the user's home
+    {"notebook_dir": "/tmp/{username}/nb"},
+    {"notebook_dir": "/home/shared/{username}"},
+    {"notebook_dir": "/home/{username}x/nb"},
+    {"home_base": "/srv/homes", "notebook_dir": "/home/{username}/notebooks"},
+])
+def test_notebook_dir_outside_the_home_is_refused(values):
+    with pytest.raises(ParameterError, match=r"notebook_dir must be the user's home or inside it: .*\{username\}"):
+        build_params(values)
+
+
+def test_notebook_dir_in_the_home_is_accepted():
+    assert build_params({"notebook_dir": "/home/{username}"}).notebook_dir == "/home/{username}"
+    assert build_params({"home_base": "/srv/homes/", "notebook_dir": "/srv/homes/{username}/work/nb"})
+    with pytest.raises(ParameterError, match="plain path"):
+        build_params({"notebook_dir": "/home/{username}//nb"})

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from hubrunbook import secretref, users
+from hubrunbook import homes, secretref, users
 from hubrunbook.errors import PreflightError, SecretError
 from hubrunbook.params import build_params
 
@@ -102,15 +102,114 @@ def test_crypt_verifies_a_hash_it_made():
     assert users._crypt("other", stored) != stored
 
 
-def test_make_notebook_dir_creates_parents_with_mode_0755(tmp_path):
-    home = tmp_path / "home" / "ann"
-    home.mkdir(parents=True)
+UID, GID = 4242, 4242  # "the user": any uid other than root's (these tests run the attacks as root on files)
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+
+
+@pytest.fixture
+def home(tmp_path):
+    """<tmp>/home (root, 0755) / ann (the user's, 0755 as an old hubrunbook or useradd with UMASK 022 made it)."""
+    base = tmp_path / "home"
+    base.mkdir(mode=0o755)
+    base.chmod(0o755)
+    h = base / "ann"
+    h.mkdir(mode=0o755)
+    h.chmod(0o755)
+    os.chown(h, UID, GID)
+    return h
+
+
+def owner_mode(path) -> tuple[int, int]:
+    st = os.lstat(path)
+    return st.st_uid, stat.S_IMODE(st.st_mode)
+
+
+@needs_root
+def test_make_notebook_dir_creates_private_dirs_and_makes_the_home_private(home):
     target = home / "work" / "notebooks"
-    users.make_notebook_dir(target, home, os.getuid(), os.getgid())
-    assert target.is_dir() and mode(target) == 0o755 and mode(target.parent) == 0o755
-    assert users._nbdir_problem(target, os.getuid()) is None
-    assert users._nbdir_problem(tmp_path / "absent", os.getuid()) == "missing"
-    assert "owned by uid" in users._nbdir_problem(target, os.getuid() + 1)
+    done = homes.make_notebook_dir(target, home, UID, GID)
+    assert owner_mode(target) == (UID, 0o700) and owner_mode(target.parent) == (UID, 0o700)
+    assert owner_mode(home) == (UID, 0o700)
+    assert done == [f"home {home} made private (was 0755)", f"created {home / 'work'} (0700)", f"created {target} (0700)"]
+    assert homes.make_notebook_dir(target, home, UID, GID) == []  # idempotent
+    assert homes.notebook_dir_problem(target, home, UID, GID) is None
+    assert homes.notebook_dir_problem(home / "absent", home, UID, GID).startswith("missing")
+
+
+@needs_root
+def test_symlink_in_the_middle_is_not_followed(home, tmp_path):
+    # the attack: ~/work -> /tmp/x with notebook_dir /home/{username}/work/notebooks
+    outside = tmp_path / "x"
+    outside.mkdir(mode=0o755)
+    os.symlink(outside, home / "work")
+    os.lchown(home / "work", UID, GID)
+    with pytest.raises(PreflightError, match=r"work is a symlink .*not followed"):
+        homes.make_notebook_dir(home / "work" / "notebooks", home, UID, GID)
+    assert os.listdir(outside) == [] and owner_mode(outside) == (0, 0o755)
+    assert "symlink" in homes.notebook_dir_problem(home / "work" / "notebooks", home, UID, GID)
+
+
+@needs_root
+def test_symlink_as_the_notebook_dir_is_not_followed(home, tmp_path):
+    # the attack: ~/notebooks swapped for a symlink to a root 0600 file (or dir): chmod/chown must not reach it
+    secret = tmp_path / "root-only"
+    secret.write_text("root's\n")
+    secret.chmod(0o600)
+    os.symlink(secret, home / "notebooks")
+    with pytest.raises(PreflightError, match="symlink"):
+        homes.make_notebook_dir(home / "notebooks", home, UID, GID)
+    assert owner_mode(secret) == (0, 0o600)
+    rootdir = tmp_path / "root-dir"
+    rootdir.mkdir(mode=0o700)
+    (home / "notebooks").unlink()
+    os.symlink(rootdir, home / "notebooks")
+    with pytest.raises(PreflightError, match="symlink"):
+        homes.make_notebook_dir(home / "notebooks", home, UID, GID)
+    assert owner_mode(rootdir) == (0, 0o700)
+
+
+@needs_root
+def test_existing_dir_of_another_user_is_not_chowned(home):
+    nb = home / "notebooks"
+    nb.mkdir(mode=0o755)
+    os.chown(nb, UID + 1, GID + 1)
+    with pytest.raises(PreflightError, match="owned by uid 4243, not by the user.*never hands over"):
+        homes.make_notebook_dir(nb, home, UID, GID)
+    assert owner_mode(nb) == (UID + 1, 0o755)
+
+
+@needs_root
+def test_a_dir_on_the_way_that_others_control_is_refused(home):
+    work = home / "work"
+    work.mkdir(mode=0o755)
+    os.chown(work, UID + 1, GID + 1)  # another user's dir inside the home: it could swap what lies below
+    with pytest.raises(PreflightError, match="a directory on the way"):
+        homes.make_notebook_dir(work / "nb", home, UID, GID)
+    os.chown(work, 0, 0)
+    work.chmod(0o777)  # root's, but everyone may write in it
+    with pytest.raises(PreflightError, match="writable by every user"):
+        homes.make_notebook_dir(work / "nb", home, UID, GID)
+    work.chmod(0o755)  # root's and closed: fine to pass through
+    homes.make_notebook_dir(work / "nb", home, UID, GID)
+    assert owner_mode(work / "nb") == (UID, 0o700) and owner_mode(work) == (0, 0o755)
+
+
+@needs_root
+def test_home_base_that_another_user_can_change_is_refused(home):
+    home.parent.chmod(0o777)
+    with pytest.raises(PreflightError, match="writable by others than root.*home_base"):
+        homes.make_notebook_dir(home / "nb", home, UID, GID)
+    home.parent.chmod(0o1777)  # sticky, like /tmp: nobody can rename root's entries, ann's home is hers
+    homes.make_notebook_dir(home / "nb", home, UID, GID)
+    os.chown(home.parent, UID, GID)
+    with pytest.raises(PreflightError, match="owned by uid 4242, not root"):
+        homes.make_notebook_dir(home / "nb", home, UID, GID)
+
+
+def test_notebook_dir_outside_the_home_is_refused(home):
+    with pytest.raises(PreflightError, match="not inside the home"):
+        homes.make_notebook_dir(home.parent / "bob" / "nb", home, UID, GID)
+    assert not (home.parent / "bob").exists()
 
 
 def test_not_root_fails_before_anything(params, monkeypatch):

@@ -176,7 +176,7 @@ def check_user_accounts(ctx: Context) -> list[Finding]:
                 ERROR, f"the home {pw.pw_dir} of {name} does not exist", f"getent passwd {name}: home {pw.pw_dir} "
                 "(absent)", id="user-home", title="a user's home directory is missing",
                 cause="the account was created without --create-home, or its home was removed",
-                fix=f"create it: install -d -o {name} -g {pw.pw_gid} -m 0750 {pw.pw_dir} (repaired with apply_fixes, with "
+                fix=f"create it: install -d -o {name} -g {pw.pw_gid} -m 0700 {pw.pw_dir} (repaired with apply_fixes, with "
                     "the notebook dir, for users hubrunbook created)",
                 user=name, repairable=name in managed and name in _registry(ctx)))
     return out
@@ -206,7 +206,7 @@ def check_notebook_dirs(ctx: Context) -> list[Finding]:
                 ERROR, f"the notebook dir {path} of {name} is not a directory owned by {name}",
                 f"{path}: {'directory' if stat.S_ISDIR(st.st_mode) else 'not a directory'}, uid {st.st_uid}, "
                 f"mode {stat.S_IMODE(st.st_mode):04o}", user=name, path=str(path),
-                repairable=name in registry and stat.S_ISDIR(st.st_mode)))
+                repairable=False))  # an existing dir is never handed over (homes.py): whose it is, the operator decides
     return out
 
 
