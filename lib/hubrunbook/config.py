@@ -20,6 +20,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
+from . import hubguard
 from .errors import ConfigError
 from .hubenv import env_bin
 from .proxy import proxy_command
@@ -65,13 +66,14 @@ def hub_settings(params) -> dict[str, str]:
         "c.ConfigurableHTTPProxy.pid_file": _lit(str(state / "jupyterhub-proxy.pid")),
         "c.JupyterHub.db_url": _lit(f"sqlite:///{state / 'jupyterhub.sqlite'}"),
         "c.JupyterHub.cookie_secret_file": _lit(str(sec / "cookie_secret")),
-        "c.JupyterHub.authenticator_class": _lit("pam"),
+        "c.JupyterHub.authenticator_class": _lit(hubguard.PAM_CLASS),
         "c.Authenticator.admin_users": _lit(set(params.admin_users)),
         "c.Authenticator.allowed_users": _lit(allowed_names(params)),
         "c.Authenticator.allow_all": _lit(params.allow_all),
         "c.Spawner.notebook_dir": _lit(params.notebook_dir),
         "c.Spawner.default_url": _lit(params.default_url),
         "c.Spawner.cmd": _lit([str(env_bin(params, "jupyterhub-singleuser"))]),
+        **hubguard.guard_settings(params),
     }
 
 
@@ -256,7 +258,7 @@ def switched_authenticator(params) -> str | None:
     for line in path.read_text().splitlines():
         if line.startswith(f"{AUTH_KEY} =") and line.endswith(MARK):
             value = line.split("=", 1)[1].removesuffix(MARK).strip()
-            return None if value in ("'pam'", '"pam"') else value
+            return None if value in ("'pam'", '"pam"', repr(hubguard.PAM_CLASS)) else value
     return None
 
 
@@ -271,9 +273,14 @@ def configure_settings(params) -> dict[str, str]:
 def ensure_config(params, *, dry_run: bool = False) -> StepResult:
     """Set admins, allow rule, notebook dir, ports, proxy, database and secrets paths (guide §2.2–2.3). Idempotent.
 
-    Leaves c.JupyterHub.authenticator_class alone once oauth.ipynb has switched it.
+    Leaves c.JupyterHub.authenticator_class alone once oauth.ipynb has switched it. Also writes the module with the
+    authenticator and spawner classes the config names (hubguard.py: system accounts never log in or spawn).
     """
+    module, module_detail = hubguard.ensure_hub_module(params, dry_run=dry_run)
     result = apply_settings(params, configure_settings(params), step="ensure_config", dry_run=dry_run)
+    if module != UNCHANGED:
+        result.status = module if result.status == UNCHANGED else result.status
+        result.detail += f"; {module_detail}"
     if other := switched_authenticator(params):
         result.detail += f"; authenticator kept as {other} (set by oauth.ipynb)"
     return result
