@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PARAMS ?= parameters/local.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: deploy test test-pristine test-system unit bench clean-venv status start stop restart logs
+.PHONY: deploy test test-pristine test-system unit bench clean-venv status start stop restart logs rotate-secrets
 
 $(STAMP): pyproject.toml tools/bootstrap.sh
 	sh tools/bootstrap.sh $(PY) $(VENV)
@@ -18,7 +18,7 @@ deploy: $(STAMP)
 	$(BIN)/python -m hubrunbook.deploy $(PARAMS)
 
 # the running hub, the same way under systemd and without it (python -m hubrunbook.hubctl)
-status start stop restart logs: $(STAMP)
+status start stop restart logs rotate-secrets: $(STAMP)
 	$(BIN)/python -m hubrunbook.hubctl $@ $(PARAMS)
 
 test: $(STAMP)

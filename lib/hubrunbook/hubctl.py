@@ -1,8 +1,9 @@
 """Start, stop, restart the hub and read its status and logs, the same way under systemd and without it.
 
-Usage: python -m hubrunbook.hubctl {status,start,stop,restart,logs} [parameters/local.yaml]
+Usage: python -m hubrunbook.hubctl {status,start,stop,restart,logs,rotate-secrets} [parameters/local.yaml]
 Under systemd these are systemctl/journalctl on the unit; without it, the managed process by its proven PIDs.
-Nobody needs `kill`.
+Nobody needs `kill`. rotate-secrets: a new cookie secret (everybody logs in again) and proxy token, hub and proxy
+restarted (rotation.py); it holds the prefix's run lock and is recorded in the audit log.
 """
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from . import systemd
 from .errors import RunbookError
 from .logscan import hub_log_lines
 from .params import load_params_file
+from .rotation import rotate_hub_secrets
 from .service import check_hub_health, ensure_hub_running, stop_managed_hub
+from .steps import Run
 
-ACTIONS = ("status", "start", "stop", "restart", "logs")
+ACTIONS = ("status", "start", "stop", "restart", "logs", "rotate-secrets")
 
 
 def main(argv: list[str]) -> int:
@@ -30,6 +33,12 @@ def main(argv: list[str]) -> int:
         if action == "logs":
             print("\n".join(text for _, text in hub_log_lines(params, 64)))
             return 0
+        if action == "rotate-secrets":
+            run = Run("rotate-secrets", params)  # one run at a time per prefix; audit log
+            try:
+                print(run(rotate_hub_secrets).detail)
+            finally:
+                run.release()
         if action in ("stop", "restart"):
             print(stop_managed_hub(params).detail)
         if action in ("start", "restart"):

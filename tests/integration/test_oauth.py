@@ -104,7 +104,7 @@ def test_github_login_creates_the_account_spawns_and_refuses_outsiders(hub):
         assert static["client credentials"][1] == OK and "bad_verification_code" in static["client credentials"][2]
         # config: GitHub Enterprise URL, organizations with read:org, no secret
         conf = config_values(params.config_path)
-        assert conf["c.JupyterHub.authenticator_class"] == "oauthenticator.github.LocalGitHubOAuthenticator"
+        assert conf["c.JupyterHub.authenticator_class"] == "hubrunbook_hub_auth.LocalGitHubOAuthenticator"
         assert conf["c.OAuthenticator.scope"] == ["read:org"]
         assert not any(k in conf for k in oauth.SECRET_KEYS)
 
@@ -326,7 +326,7 @@ def test_pam_allow_all_never_admits_a_system_account(hub):
     hub.users.append(system_user)
     useradd_foreign(system_user, "--system")
     assert pwd.getpwnam(system_user).pw_uid < 1000
-    params = hub.configure(local_users=True, pam={"allow_all": True}, oauth_allowed_users=["hrb-unused"])
+    params = hub.configure(local_users=True, pam={"allow_all": True})
     _, status = probe.try_login(hub.url, system_user, f"pw-{system_user}")
     assert status == 403
     assert f"hubrunbook: login of '{system_user}' refused: '{system_user}' is a system account" in hub.log()
