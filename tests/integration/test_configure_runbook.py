@@ -1,5 +1,6 @@
 """configure.ipynb end to end as root: fresh, converged, one changed parameter, bad parameters."""
 import hashlib
+import os
 import pwd
 import shutil
 import socket
@@ -11,7 +12,7 @@ from test_install_runbook import papermill, step_statuses
 
 pytestmark = pytest.mark.integration
 
-USER, ADMIN = "hrb-it-user", "hrb-it-admin"
+USER, ADMIN = f"hrb-it-user{os.getpid()}", f"hrb-it-admin{os.getpid()}"  # parallel runs (other checkouts) must not collide
 
 
 def digest(path):
