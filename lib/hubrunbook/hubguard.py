@@ -25,6 +25,7 @@ from .hubenv import env_bin
 from .params import login_defs_uid_range
 from .shell import run_command
 from .steps import CHANGED, UNCHANGED, WOULD_CHANGE
+from .users import registry_path
 
 HUB_MODULE = "hubrunbook_hub_auth"
 PAM_CLASS = f"{HUB_MODULE}.PAMAuthenticator"
@@ -184,7 +185,7 @@ def guard_settings(params) -> dict[str, str]:
         "c.JupyterHub.load_roles": _lit(ADMIN_ROLE),
         "c.HubrunbookGuard.uid_min": _lit(lo),
         "c.HubrunbookGuard.uid_max": _lit(hi),
-        "c.HubrunbookGuard.registry_file": _lit(str(params.state_dir / "users.json")),
+        "c.HubrunbookGuard.registry_file": _lit(str(registry_path(params))),
         "c.HubrunbookGuard.hub_users_file": _lit(str(params.state_dir / HUB_USERS)),
     }
 
