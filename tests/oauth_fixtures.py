@@ -40,7 +40,7 @@ from hubrunbook.params import build_params
 from hubrunbook.proxy import ensure_proxy
 from hubrunbook.service import ensure_hub_running, ensure_hub_secrets, log_path, stop_managed_hub
 from hubrunbook.steps import CHANGED, UNCHANGED, Run
-from hubrunbook.users import lookup
+from hubrunbook.users import ensure_users, lookup
 
 OIDC_SRC = REPO / "tests" / "oidc"
 INSTALL = TEST_ROOT / "oauth-install"  # node, proxy and a hub env with oauthenticator, shared by these tests only
@@ -200,18 +200,26 @@ class Hub:
             if (install / sub).exists():
                 (sandbox / sub).symlink_to(install / sub)
         self.secret_file = sandbox / "client.secret"
+        self.local_admin = f"hrb-oa-admin{os.getpid() % 10000}"
         self.ports = port_params()
         self.params = None
 
-    def configure(self, **oauth_params):
-        """Write the config the way configure.ipynb does and start the hub (PAM), then return OAuth params."""
+    def configure(self, *, local_users: bool = False, pam: dict | None = None, **oauth_params):
+        """Write the config the way configure.ipynb does and start the hub (PAM), then return OAuth params.
+
+        *local_users*: also create the local admin's account (ensure_users: registry, password file) as configure.ipynb
+        does; *pam*: more configure parameters (e.g. allow_all).
+        """
         # the local (PAM) admin; it stays in the hub's database, so an OAuth authenticator with
         # create_system_users creates its account at the next start: a test name, deleted on close
-        admin = f"hrb-oa-admin{os.getpid() % 10000}"
+        admin = self.local_admin
         self.users.append(admin)
-        base = {"prefix": str(self.sandbox), **self.ports, "users": [], "admin_users": [admin], "start_timeout": 60}
+        base = {"prefix": str(self.sandbox), **self.ports, "users": [], "admin_users": [admin], "start_timeout": 60,
+                **(pam or {})}
         local = build_params(base)
-        for step in (ensure_config_file, ensure_hub_secrets, ensure_config, ensure_hub_running):
+        steps = (ensure_config_file, ensure_hub_secrets, ensure_config, *((ensure_users,) if local_users else ()),
+                 ensure_hub_running)
+        for step in steps:
             assert step(local).status in (CHANGED, UNCHANGED)
         self.params = build_params({**base, **oauth_params})
         return self.params

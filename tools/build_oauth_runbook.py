@@ -97,10 +97,12 @@ by the managed hub process (and by a systemd unit later, as an `EnvironmentFile`
         md("""
 ## Step 4 — Install oauthenticator into the hub env (guide §2.5.1)
 `pip install oauthenticator`, pinned to `oauthenticator_version`, into the hub's own env (uv when available).
-With it goes a ten-line module, `hubrunbook_hub_auth`: oauthenticator 17.4's `LocalGenericOAuthenticator`
-answers every new user with a 500 (`getpwnam(): name not found`) when `allowed_groups` is set, because it first
-looks for the user's UNIX groups, before the account exists; hubrunbook's subclass decides groups from the
-provider's claim only.
+With it goes hubrunbook's module `hubrunbook_hub_auth` (configure.ipynb writes it too), whose subclasses of the
+OAuth authenticators refuse a login that would become root, a system account (uid outside `UID_MIN..UID_MAX`) or an
+existing account hubrunbook did not create — a GitHub user named `root` or like a local account gets a 403, and the
+hub log says why. Also, oauthenticator 17.4's `LocalGenericOAuthenticator` answers every new user with a 500
+(`getpwnam(): name not found`) when `allowed_groups` is set, because it first looks for the user's UNIX groups,
+before the account exists; hubrunbook's subclass decides groups from the provider's claim only.
 """),
         code("from hubrunbook.oauthsteps import ensure_oauthenticator\nrun(ensure_oauthenticator)", CHECK),
         md("""
@@ -109,8 +111,10 @@ The guide sets `authenticator_class = GitHubOAuthenticator` — and warns that a
 account of the same name gets a 500 at spawn. Here the `Local` variant creates the account on first login
 (`create_system_users`) with an `add_user_cmd` that refuses unsafe names, makes the home directory and the
 notebook dir (owned by the user). Also set: the callback URL, scopes (`read:org` when organizations decide),
-allowed users / organizations / groups, admins, the username pattern, and the provider's endpoints. The
-edited file is loaded with JupyterHub's own loader before it replaces the old one.
+allowed users / organizations / groups, admins, the username pattern, and the provider's endpoints. Admins are
+exactly `oauth_admin_users` from the next start on: local admins of `configure.ipynb` lose admin rights under OAuth
+(JupyterHub alone would keep them in its database). The edited file is loaded with JupyterHub's own loader before
+it replaces the old one.
 """),
         code("from hubrunbook.oauthsteps import ensure_oauth_config\nrun(ensure_oauth_config)", CHECK),
         md("""

@@ -174,7 +174,10 @@ What the guide does with `vi` and `/admin_users`: each setting becomes a live li
 default. The edited file is loaded with JupyterHub's own config loader and compared with the intended values
 *before* it replaces the old one (atomic write, timestamped backup). Settings: `admin_users`, `allowed_users`
 (every user and listed extra), `allow_all`, `notebook_dir`, `default_url`, bind URL and ports, the proxy command
-from install, the database and cookie secret paths, and the single-user command from the hub env.
+from install, the database and cookie secret paths, and the single-user command from the hub env. The hub runs
+hubrunbook's authenticator and spawner classes (the module `hubrunbook_hub_auth`, written into the hub env here):
+root and other system accounts (uid outside `UID_MIN..UID_MAX`) never log in or get a server, even with
+`allow_all`; and admins are exactly `admin_users` at every start (JupyterHub alone keeps admin flags in its database).
 """),
         code("from hubrunbook.config import ensure_config\nrun(ensure_config)", CHECK),
         md("""

@@ -20,6 +20,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
+from . import hubguard
 from .capacity import ensure_retry_page, spawn_capacity, spawn_settings
 from .errors import ConfigError
 from .hubenv import env_bin
@@ -66,7 +67,7 @@ def hub_settings(params) -> dict[str, str]:
         "c.ConfigurableHTTPProxy.pid_file": _lit(str(state / "jupyterhub-proxy.pid")),
         "c.JupyterHub.db_url": _lit(f"sqlite:///{state / 'jupyterhub.sqlite'}"),
         "c.JupyterHub.cookie_secret_file": _lit(str(sec / "cookie_secret")),
-        "c.JupyterHub.authenticator_class": _lit("pam"),
+        "c.JupyterHub.authenticator_class": _lit(hubguard.PAM_CLASS),
         "c.Authenticator.admin_users": _lit(set(params.admin_users)),
         "c.Authenticator.allowed_users": _lit(allowed_names(params)),
         "c.Authenticator.allow_all": _lit(params.allow_all),
@@ -77,6 +78,7 @@ def hub_settings(params) -> dict[str, str]:
         "c.JupyterHub.ssl_cert": _lit(params.ssl_cert) if params.ssl_cert else None,
         "c.JupyterHub.ssl_key": _lit(params.ssl_key) if params.ssl_cert else None,
         **{key: _lit(value) for key, value in spawn_settings(params).items()},  # capacity.py: load
+        **hubguard.guard_settings(params),
     }
 
 
@@ -267,7 +269,7 @@ def switched_authenticator(params) -> str | None:
     for line in path.read_text().splitlines():
         if line.startswith(f"{AUTH_KEY} =") and line.endswith(MARK):
             value = line.split("=", 1)[1].removesuffix(MARK).strip()
-            return None if value in ("'pam'", '"pam"') else value
+            return None if value in ("'pam'", '"pam"', repr(hubguard.PAM_CLASS)) else value
     return None
 
 
@@ -282,14 +284,19 @@ def configure_settings(params) -> dict[str, str]:
 def ensure_config(params, *, dry_run: bool = False) -> StepResult:
     """Set admins, allow rule, notebook dir, ports, proxy, database and secrets paths (guide §2.2–2.3). Idempotent.
 
-    Leaves c.JupyterHub.authenticator_class alone once oauth.ipynb has switched it.
+    Leaves c.JupyterHub.authenticator_class alone once oauth.ipynb has switched it. Also writes the module with the
+    authenticator and spawner classes the config names (hubguard.py: system accounts never log in or spawn).
     """
     page = ensure_retry_page(params, dry_run=dry_run)  # capacity.py: load (the 429 page the template_paths line names)
+    module, module_detail = hubguard.ensure_hub_module(params, dry_run=dry_run)
     result = apply_settings(params, configure_settings(params), step="ensure_config", dry_run=dry_run)
     if page.status != UNCHANGED:
         result.rows.append(("429.html", page.status, page.detail))
         if result.status == UNCHANGED:
             result.status = page.status
+    if module != UNCHANGED:
+        result.status = module if result.status == UNCHANGED else result.status
+        result.detail += f"; {module_detail}"
     if other := switched_authenticator(params):
         result.detail += f"; authenticator kept as {other} (set by oauth.ipynb)"
     result.detail += f"; {spawn_capacity(params).summary()}"

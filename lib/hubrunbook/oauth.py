@@ -16,17 +16,18 @@ from urllib.parse import urlsplit
 import requests
 
 from .errors import ParameterError, RunbookError
+from .hubguard import HUB_MODULE, guard_settings
 from .params import USERNAME_MAX
 
 # the hub refuses (403, "Disallowing invalid username") any login that is not a safe system username
 USERNAME_PATTERN = rf"^[a-z_][a-z0-9_-]{{0,{USERNAME_MAX - 1}}}$"
 
-# The generic class is hubrunbook's own subclass, written into the hub env by ensure_oauthenticator: oauthenticator
-# 17.4's LocalGenericOAuthenticator answers a new user with a 500 (getpwnam) when allowed_groups is set, because
+# Both classes are hubrunbook's own subclasses, written into the hub env (hubguard.py): a login maps only onto an
+# account hubrunbook created or creates, never a system account. The generic one also fixes oauthenticator 17.4's
+# LocalGenericOAuthenticator answering a new user with a 500 (getpwnam) when allowed_groups is set, because
 # LocalAuthenticator.check_allowed tests UNIX groups of an account that is only created after the allow check.
-HUB_MODULE = "hubrunbook_hub_auth"
 CLASSES = {
-    "github": "oauthenticator.github.LocalGitHubOAuthenticator",
+    "github": f"{HUB_MODULE}.LocalGitHubOAuthenticator",
     "generic": f"{HUB_MODULE}.LocalGenericOAuthenticator",
 }
 # environment variables oauthenticator reads when the config does not set client_id/client_secret
@@ -210,6 +211,7 @@ def oauth_settings(params, endpoints: dict[str, str] | None = None) -> dict[str,
     s.update({k: None for k in (GENERIC_ONLY if gh else GITHUB_ONLY)})
     s.update({f"c.{other}.{t}": None for t in ("create_system_users", "add_user_cmd")})
     s["c.JupyterHub.authenticator_class"] = _py(CLASSES[params.oauth_provider])
+    s.update(guard_settings(params))  # the same lines as configure.ipynb's: spawner guard, admin role, registries
     s["c.OAuthenticator.oauth_callback_url"] = _py(callback_url(public_url(params), params.base_url))
     s["c.OAuthenticator.login_service"] = _py(LOGIN_SERVICE[params.oauth_provider])
     s["c.OAuthenticator.scope"] = _py(scopes(params))

@@ -2,35 +2,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from . import oauth, secretref
+from . import hubguard, oauth, secretref
 from .config import apply_settings
 from .errors import CommandError, SecretError
 from .hubenv import env_bin, install_packages, installed_versions
 from .service import hub_env_path, set_hub_env
 from .shell import run_command
 from .steps import CHANGED, OK, UNCHANGED, WOULD_CHANGE, StepResult
-
-# Written into the hub env's site-packages (the hub imports it; hubrunbook is not installed there).
-HUB_AUTH_SOURCE = '''\
-"""Written by hubrunbook (oauth.ipynb) into the hub's env; re-running the runbook rewrites it. Do not edit."""
-from oauthenticator.generic import LocalGenericOAuthenticator as _Base
-
-
-class LocalGenericOAuthenticator(_Base):
-    """oauthenticator's LocalGenericOAuthenticator; allowed_groups means the provider's groups only.
-
-    LocalAuthenticator.check_allowed first tests allowed_groups as UNIX groups of the user's system
-    account, which does not exist yet for a new user (it is created after the allow check): a 500 with
-    "getpwnam(): name not found" (oauthenticator 17.4, JupyterHub 6.1). Group membership is decided by
-    OAuthenticator.check_allowed from the provider's groups claim instead.
-    """
-
-    def check_allowed_groups(self, username, authentication=None):
-        return False
-'''
-
 
 def check_oauth_plan(params) -> StepResult:
     """Refuse a lock-out or an incomplete provider; find the provider's endpoints (OIDC discovery). Read-only."""
@@ -90,32 +69,28 @@ def ensure_oauth_secrets(params, *, dry_run: bool = False) -> StepResult:
     return StepResult("ensure_oauth_secrets", CHANGED, f"client id and secret written to {where}")
 
 
-def hub_site_packages(params):
-    out = run_command([env_bin(params, "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                      timeout=60, what="hub env site-packages")
-    return Path(out.stdout.strip())
-
-
 def ensure_oauthenticator(params, *, dry_run: bool = False) -> StepResult:
-    """Install the pinned oauthenticator into the hub env (guide §2.5.1), plus hubrunbook's small auth module. Idempotent."""
+    """Install the pinned oauthenticator into the hub env (guide §2.5.1), plus hubrunbook's hub module. Idempotent.
+
+    The module (hubguard.py) holds the OAuth classes the config names: logins map only onto accounts hubrunbook
+    created or creates, never onto a system account.
+    """
     want = params.oauthenticator_version
     have = installed_versions(params.env_dir, ["oauthenticator"]).get("oauthenticator")
-    module = hub_site_packages(params) / f"{oauth.HUB_MODULE}.py"
-    module_ok = module.exists() and module.read_text() == HUB_AUTH_SOURCE
+    module, module_detail = hubguard.ensure_hub_module(params, dry_run=True)
+    module_ok = module == UNCHANGED
     if have == want and module_ok:
-        return StepResult("ensure_oauthenticator", UNCHANGED, f"oauthenticator {have} and {module.name} in {params.env_dir}")
+        return StepResult("ensure_oauthenticator", UNCHANGED, f"oauthenticator {have} and {hubguard.HUB_MODULE}.py in {params.env_dir}")
     todo = ([f"install oauthenticator=={want} (now {have or 'absent'})"] if have != want else []) + \
-           ([f"write {module}"] if not module_ok else [])
+           ([module_detail.removeprefix("would ")] if not module_ok else [])
     if dry_run:
         return StepResult("ensure_oauthenticator", WOULD_CHANGE, "would " + "; ".join(todo))
     if have != want:
         install_packages(params, params.env_dir, [f"oauthenticator=={want}"], progress=_progress)
-    if not module_ok:
-        module.write_text(HUB_AUTH_SOURCE)
-        module.chmod(0o644)
+    hubguard.ensure_hub_module(params)
     check = run_command([env_bin(params, "python"), "-c",
-                         f"import json, oauthenticator, {oauth.HUB_MODULE} as m; "
-                         "print(json.dumps([oauthenticator.__version__, m.LocalGenericOAuthenticator.__mro__[1].__name__]))"],
+                         f"import json, oauthenticator, {hubguard.HUB_MODULE} as m; "
+                         "print(json.dumps([oauthenticator.__version__, m.LocalGitHubOAuthenticator.__name__]))"],
                         timeout=60, what="import oauthenticator")
     version, _ = json.loads(check.stdout)
     if version != want:

@@ -6,9 +6,11 @@ Users made here start with hrb- and are deleted afterwards; hub and proxy are st
 """
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import secrets
+import subprocess
 from pathlib import Path
 
 import psutil
@@ -102,7 +104,7 @@ def test_github_login_creates_the_account_spawns_and_refuses_outsiders(hub):
         assert static["client credentials"][1] == OK and "bad_verification_code" in static["client credentials"][2]
         # config: GitHub Enterprise URL, organizations with read:org, no secret
         conf = config_values(params.config_path)
-        assert conf["c.JupyterHub.authenticator_class"] == "oauthenticator.github.LocalGitHubOAuthenticator"
+        assert conf["c.JupyterHub.authenticator_class"] == "hubrunbook_hub_auth.LocalGitHubOAuthenticator"
         assert conf["c.OAuthenticator.scope"] == ["read:org"]
         assert not any(k in conf for k in oauth.SECRET_KEYS)
 
@@ -232,3 +234,102 @@ def test_oidc_login_groups_admins_and_wrong_secret(hub):
     finally:
         os.environ.pop("HRB_T_OIDC_ID", None)
         provider.stop()
+
+
+# --- who a login may become (issue 8, H3) ---------------------------------------------------------------
+def useradd_foreign(name: str, *extra: str) -> None:
+    """An account hubrunbook did not create, made as an operator would (with a password for PAM)."""
+    subprocess.run(["useradd", *extra, "--", name], check=True, capture_output=True)
+    subprocess.run(["chpasswd"], input=f"{name}:pw-{name}\n", text=True, check=True)
+
+
+def api(session: requests.Session, hub: Hub, method: str, path: str) -> requests.Response:
+    return session.request(method, f"{hub.url}/hub/api/{path}", headers=probe._hub_xsrf(session), timeout=30)
+
+
+def runs_as(name: str) -> list[int]:
+    return [p.pid for p in psutil.process_iter(["username"]) if p.info["username"] == name]
+
+
+def test_github_logins_never_become_root_a_foreign_account_or_a_stale_local_admin(hub):
+    """The review's attack: GitHub logins named root, daemon, an existing non-hubrunbook account and the local
+    admin configure made, all members of the allowed organization. Before the fix root and the admin got a session,
+    the admin with admin rights (JupyterHub keeps the flag in its database)."""
+    t = tag()
+    foreign, newbie, oadmin = f"hrb-fx{t}", f"hrb-nw{t}", f"hrb-ad{t}"
+    admin = hub.local_admin
+    org = ["hrb-org"]
+    gh = FakeGitHub("Iv1.hrbs" + t, "gh-secret-" + secrets.token_hex(12), {
+        "root": GitHubUser("root", 1, orgs=org), "daemon": GitHubUser("daemon", 2, orgs=org),
+        "foreign": GitHubUser(foreign, 3, orgs=org), "admin": GitHubUser(admin, 4, orgs=org),
+        "newbie": GitHubUser(newbie, 5, orgs=org), "oadmin": GitHubUser(oadmin, 6),
+    }).start()
+    hub.users += [foreign, newbie, oadmin]
+    try:
+        useradd_foreign(foreign, "--create-home")
+        hub.set_secret(gh.client_secret)
+        os.environ["HRB_T_GH_ID"] = gh.client_id
+        # (users: JupyterHub 6.1 does not let admin_users in without an allow rule naming them)
+        params = hub.configure(local_users=True, pam={"users": [admin]}, github_url=gh.url, oauth_client_id="env:HRB_T_GH_ID",
+                               oauth_client_secret=f"file:{hub.secret_file}", oauth_allowed_organizations=org,
+                               oauth_admin_users=[oadmin])
+        # under PAM, configure's admin is an admin (its account is in users.json)
+        pam_session = probe.login(hub.url, admin, (params.secrets_dir / "passwords" / admin).read_text().strip())
+        assert probe.user_model(pam_session, hub.url, admin)["admin"] is True
+        assert admin in json.loads((params.state_dir / "users.json").read_text())["users"]
+
+        results = hub.run_oauth()
+        assert all(r.status in (OK, CHANGED, UNCHANGED) for r in results.values()), {k: (r.status, r.detail) for k, r in results.items()}
+
+        # root, a system account and an account hubrunbook did not create: 403, no session, the log says why
+        for who, why in (("root", "root never logs in to the hub"), ("daemon", "'daemon' is a system account"),
+                         (foreign, f"the account '{foreign}' (uid {pwd.getpwnam(foreign).pw_uid}) exists but was not created by hubrunbook")):
+            session, resp = login(hub, gh.url, who)
+            assert resp.status_code == 403, (who, resp.status_code, resp.url)
+            assert session.get(f"{hub.url}/hub/api/user", timeout=10).status_code == 403
+            assert f"hubrunbook: login of '{who}' refused: {why}" in hub.log()
+        # configure's admin, now a GitHub login: its own account (hubrunbook made it), but no longer admin
+        session, resp = login(hub, gh.url, admin)
+        assert resp.status_code == 200 and resp.url.endswith("/hub/home")
+        assert probe.user_model(session, hub.url, admin)["admin"] is False
+        assert probe.user_model(pam_session, hub.url, admin)["admin"] is False  # the PAM session of before, too
+        assert f"Removing admin=True from <User({admin}" in hub.log()
+        # a new login gets an account the hub records (name and uid), and can log in again and spawn
+        session, resp = login(hub, gh.url, newbie)
+        assert resp.status_code == 200 and exists(newbie)
+        hub_users = params.state_dir / "hub-users.json"
+        assert hub_users.stat().st_mode & 0o777 == 0o600
+        assert json.loads(hub_users.read_text())["users"][newbie]["uid"] == pwd.getpwnam(newbie).pw_uid
+        session, resp = login(hub, gh.url, newbie)
+        assert resp.status_code == 200 and resp.url.endswith("/hub/home")
+        assert_spawns_as(hub, session, newbie)
+
+        # the OAuth admin is admin, and even an admin cannot start a server as daemon or the foreign account
+        session, resp = login(hub, gh.url, oadmin)
+        assert resp.status_code == 200 and probe.user_model(session, hub.url, oadmin)["admin"] is True
+        for who in ("daemon", foreign):
+            before = set(runs_as(who))
+            assert api(session, hub, "POST", f"users/{who}").status_code in (201, 409)
+            resp = api(session, hub, "POST", f"users/{who}/server")
+            assert resp.status_code >= 400, (who, resp.status_code, resp.text[:300])
+            assert f"hubrunbook: spawn for '{who}' refused" in hub.log()
+            assert set(runs_as(who)) <= before
+    finally:
+        os.environ.pop("HRB_T_GH_ID", None)
+        gh.stop()
+
+
+def test_pam_allow_all_never_admits_a_system_account(hub):
+    """allow_all with PAM admits every account with a password: a system account with one is still refused."""
+    t = tag()
+    system_user = f"hrb-sy{t}"
+    hub.users.append(system_user)
+    useradd_foreign(system_user, "--system")
+    assert pwd.getpwnam(system_user).pw_uid < 1000
+    params = hub.configure(local_users=True, pam={"allow_all": True})
+    _, status = probe.try_login(hub.url, system_user, f"pw-{system_user}")
+    assert status == 403
+    assert f"hubrunbook: login of '{system_user}' refused: '{system_user}' is a system account" in hub.log()
+    # an ordinary account still logs in with allow_all
+    admin_pw = (params.secrets_dir / "passwords" / hub.local_admin).read_text().strip()
+    assert probe.try_login(hub.url, hub.local_admin, admin_pw)[1] == 302

@@ -120,7 +120,7 @@ def test_github_settings():
     p = params(oauth_allowed_users=["Alice"], oauth_admin_users=["root-admin"], oauth_allowed_organizations=["hrb-org:ops"],
                oauth_client_secret="env:GH_SECRET", oauth_public_url="https://hub.example.org")
     s = _values(oauth.oauth_settings(p))
-    assert s["c.JupyterHub.authenticator_class"] == "oauthenticator.github.LocalGitHubOAuthenticator"
+    assert s["c.JupyterHub.authenticator_class"] == "hubrunbook_hub_auth.LocalGitHubOAuthenticator"
     assert s["c.OAuthenticator.oauth_callback_url"] == "https://hub.example.org/hub/oauth_callback"
     assert s["c.OAuthenticator.allowed_users"] == {"alice"} and s["c.OAuthenticator.admin_users"] == {"root-admin"}
     assert not any(k.startswith("c.Authenticator.") for k in s)  # configure.ipynb's local-login settings stay
