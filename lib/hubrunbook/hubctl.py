@@ -16,6 +16,7 @@ from .params import load_params_file
 from .preflight import check_trusted_paths
 from .rotation import rotate_hub_secrets
 from .runlock import acquire
+from .steps import Run
 from .service import check_hub_health, ensure_hub_running, stop_managed_hub
 
 ACTIONS = ("status", "start", "stop", "restart", "logs", "rotate-secrets")
@@ -37,7 +38,11 @@ def main(argv: list[str]) -> int:
             print("\n".join(text for _, text in hub_log_lines(params, 64)))
             return 0
         if action == "rotate-secrets":
-            print(rotate_hub_secrets(params))
+            run = Run("rotate-secrets", params)  # lock (already held), audit log
+            try:
+                print(run(rotate_hub_secrets))
+            finally:
+                run.release()
         if action in ("stop", "restart"):
             print(stop_managed_hub(params).detail)
         if action in ("start", "restart"):

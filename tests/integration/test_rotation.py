@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import psutil
 import pytest
 import requests
 import yaml
@@ -35,6 +36,11 @@ def test_rotation_logs_browsers_out_and_retires_the_old_proxy_token(deploy, tmp_
     assert session.get(f"{url}/hub/api/user", timeout=10).status_code == 403, "the old hub cookie still works"
     api = f"http://127.0.0.1:{p.proxy_api_port}/api/routes"
     assert requests.get(api, headers={"Authorization": f"token {old_token}"}, timeout=5).status_code == 403
+    proxy = int(service.proxy_pid_path(p).read_text())
+    assert d.hub_env()["CONFIGPROXY_AUTH_TOKEN"] not in " ".join(psutil.Process(proxy).cmdline())  # environment only
+    audit = (p.state_dir / "audit.jsonl").read_text()
+    assert '"runbook": "rotate-secrets"' in audit and old_cookie not in audit
+    assert d.hub_env()["CONFIGPROXY_AUTH_TOKEN"] not in audit
     assert d.user_logs_in_and_spawns() < 120  # a fresh login and spawn work on the new secrets
 
 
