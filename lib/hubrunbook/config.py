@@ -41,12 +41,14 @@ def _lit(value) -> str:
 
 
 def allowed_names(params) -> set[str]:
-    return set(params.users) | set(params.allowed_users)
+    """Who may log in: users, allowed_users and the admins. JupyterHub 6 adds admin_users to allowed_users only when
+    allowed_users is not empty (app.init_users), so with admins alone in the parameters they were locked out."""
+    return set(params.users) | set(params.allowed_users) | set(params.admin_users)
 
 
 def check_allow_rule(params) -> None:
     """Refuse a configuration that would let nobody log in (JupyterHub ≥ 5 has no implicit allow)."""
-    if params.allow_all or allowed_names(params) or params.admin_users:
+    if params.allow_all or allowed_names(params):
         return
     raise ConfigError(
         "nobody could log in: JupyterHub ≥ 5 admits no one without an allow rule and users, allowed_users and "

@@ -60,9 +60,15 @@ def test_settings_from_parameters_allow_everyone_listed():
     p = build_params({"prefix": "/srv/h", "users": ["u1"], "admin_users": ["a1"], "allowed_users": ["x1"]})
     s = hub_settings(p)
     assert s["c.Authenticator.admin_users"] == "{'a1'}"
-    assert s["c.Authenticator.allowed_users"] == "{'u1', 'x1'}"
+    assert s["c.Authenticator.allowed_users"] == "{'a1', 'u1', 'x1'}"
     assert s["c.Spawner.cmd"] == "['/srv/h/env/bin/jupyterhub-singleuser']"
-    assert allowed_names(p) == {"u1", "x1"}
+    assert allowed_names(p) == {"a1", "u1", "x1"}
+
+
+def test_admins_alone_are_allowed_to_log_in():
+    """JupyterHub 6 adds admin_users to an empty allowed_users set never: admins alone were locked out."""
+    s = hub_settings(build_params({"users": [], "admin_users": ["a1"], "allowed_users": []}))
+    assert s["c.Authenticator.allowed_users"] == "{'a1'}"
 
 
 def test_lockout_refused():

@@ -269,8 +269,12 @@ def test_no_allow_rule_from_the_loaded_config(params):
     assert [f.id for f in access.check_allow_rule(_ctx_with_config(params, {"Authenticator.allowed_users": []}))] \
         == ["allow-rule"]
     for ok in ({"Authenticator.allowed_users": ["a"]}, {"Authenticator.allow_all": True},
-               {"Authenticator.admin_users": ["root-ish"]}, {"Authenticator.allowed_organizations": ["org"]}):
+               {"Authenticator.allowed_organizations": ["org"]},
+               {"Authenticator.admin_users": ["a"], "JupyterHub.authenticator_class": "oauthenticator.github.GitHubOAuthenticator"}):
         assert access.check_allow_rule(_ctx_with_config(params, ok)) == []
+    # PAM: JupyterHub adds admins to allowed_users only when that set is not empty, so admins alone cannot log in
+    assert [f.id for f in access.check_allow_rule(_ctx_with_config(params, {"Authenticator.admin_users": ["a"]}))] \
+        == ["allow-rule"]
 
 
 def test_oauth_callback_and_client(params, monkeypatch):

@@ -45,23 +45,24 @@ def _managed_line(path, where: str) -> tuple[int, str] | None:
     return (int(m.group(1)), text) if text.endswith(MARK) else None
 
 
-ALLOW_KEYS = ("Authenticator.allowed_users", "Authenticator.admin_users", "Authenticator.allowed_groups",
-              "Authenticator.allowed_organizations")
+ALLOW_KEYS = ("Authenticator.allowed_users", "Authenticator.allowed_groups", "Authenticator.allowed_organizations")
 
 
 def check_allow_rule(ctx: Context) -> list[Finding]:
-    """JupyterHub ≥ 5 admits nobody without an allow rule (allowed_users, allow_all, groups, orgs; admins)."""
+    """JupyterHub ≥ 5 admits nobody without an allow rule (allowed_users, allow_all, groups, orgs). admin_users counts
+    with OAuthenticator (its check_allowed admits admins), not with PAM: JupyterHub adds admins to allowed_users only
+    when that set is not empty, so admins alone are locked out."""
     if _config(ctx) is None:
         return []
     if cfg(ctx, "Authenticator.allow_all") or cfg(ctx, "Authenticator.any_allow_config"):
         return []
-    if any(cfg(ctx, k) for k in ALLOW_KEYS):
+    if any(cfg(ctx, k) for k in ALLOW_KEYS + (("Authenticator.admin_users",) if _is_oauth(ctx) else ())):
         return []
     shown = ", ".join(f"{k} = {cfg(ctx, k, '(unset)')!r}" for k in ("Authenticator.allowed_users", "Authenticator.allow_all",
                                                                    "Authenticator.admin_users"))
     from ..config import allowed_names
 
-    fixable = bool(ctx.params.allow_all or allowed_names(ctx.params) or ctx.params.admin_users)
+    fixable = bool(ctx.params.allow_all or allowed_names(ctx.params))
     return [ALLOW_RULE.finding(ERROR, "no allow rule: nobody can log in",
                                f"{ctx.params.config_path}: {shown}", repairable=fixable)]
 
@@ -263,7 +264,8 @@ CONFIG_FILE = Check(
 ALLOW_RULE = Check(
     "allow-rule", "no allow rule: nobody can log in",
     "No allow config found, it's possible that nobody can login to your Hub!",
-    "JupyterHub ≥ 5 admits nobody without allowed_users, allow_all, allowed groups/organizations or admin_users; "
+    "JupyterHub ≥ 5 admits nobody without allowed_users, allow_all or allowed groups/organizations (admin_users counts "
+    "with OAuth only: PAM admins alone are locked out); "
     "every login shows the same 403 page as a wrong password",
     "list the users in allowed_users (configure runbook; repaired with apply_fixes from the parameters, then the hub "
     "restarts)", check_allow_rule, repairs.repair_allow_rule, guide="§2.2, §2.4")
