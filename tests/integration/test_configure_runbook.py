@@ -95,8 +95,8 @@ def test_changed_parameter_changes_its_line_keeps_backup_and_restarts(deployment
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = params.config_path.read_text()
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
-    assert changed == [(f"c.Authenticator.allowed_users = {{'{USER}'}}  # hubrunbook",
-                        f"c.Authenticator.allowed_users = {{'hrb-it-extra', '{USER}'}}  # hubrunbook")]
+    assert changed == [(f"c.Authenticator.allowed_users = {{'{ADMIN}', '{USER}'}}  # hubrunbook",
+                        f"c.Authenticator.allowed_users = {{'{ADMIN}', 'hrb-it-extra', '{USER}'}}  # hubrunbook")]
     assert len(before.splitlines()) == len(after.splitlines())
     assert "c.JupyterHub.shutdown_on_logout = True" in after
     new_backups = set(params.config_path.parent.glob("jupyterhub_config.py.bak-*")) - backups
