@@ -377,6 +377,8 @@ def test_singleuser_not_runnable_by_users(deploy, tmp_path):
 # --- installs, database, disk -------------------------------------------------------------------------
 def test_proxy_missing(deploy, tmp_path):
     d = deploy().build()
+    # stopped first: once its script is gone a running proxy can no longer be proven ours, and is never signalled
+    service.stop_managed_hub(d.params)
     (d.prefix / "proxy").unlink()  # configurable-http-proxy gone (removed, or never installed here)
     _restart_fails(d)
 
