@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import BENCH_ROOT, median, papermill, timed, write_section  # noqa: E402
 from conftest import free_ports  # noqa: E402
 
-from hubrunbook.config import ensure_config, ensure_config_file  # noqa: E402
-from hubrunbook.params import build_params  # noqa: E402
-from hubrunbook.service import stop_managed_hub  # noqa: E402
-from hubrunbook.users import ensure_users, remove_users  # noqa: E402
+from hubrunbook.hub.config import ensure_config, ensure_config_file  # noqa: E402
+from hubrunbook.core.params import build_params  # noqa: E402
+from hubrunbook.hub.service import stop_managed_hub  # noqa: E402
+from hubrunbook.host.users import ensure_users, remove_users  # noqa: E402
 
 
 def converged(runs: int) -> list[float]:

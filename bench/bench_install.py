@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import BENCH_ROOT, median, papermill, sh, timed, write_section  # noqa: E402
 from conftest import free_ports  # noqa: E402
 
-from hubrunbook.hubenv import uv_binary  # noqa: E402
-from hubrunbook.params import Params  # noqa: E402
+from hubrunbook.hub.hubenv import uv_binary  # noqa: E402
+from hubrunbook.core.params import Params  # noqa: E402
 
 D = Params()
 

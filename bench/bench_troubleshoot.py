@@ -24,11 +24,11 @@ from common import median, write_section  # noqa: E402
 from conftest import TEST_ROOT, port_params  # noqa: E402
 
 from hubrunbook import service  # noqa: E402
-from hubrunbook.diagnose import run_checks  # noqa: E402
-from hubrunbook.hubenv import ensure_hub_env  # noqa: E402
-from hubrunbook.node import ensure_node  # noqa: E402
-from hubrunbook.params import build_params  # noqa: E402
-from hubrunbook.proxy import ensure_proxy  # noqa: E402
+from hubrunbook.troubleshoot.diagnose import run_checks  # noqa: E402
+from hubrunbook.hub.hubenv import ensure_hub_env  # noqa: E402
+from hubrunbook.hub.node import ensure_node  # noqa: E402
+from hubrunbook.core.params import build_params  # noqa: E402
+from hubrunbook.hub.proxy import ensure_proxy  # noqa: E402
 from ts_support import Deployment  # noqa: E402
 
 

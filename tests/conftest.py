@@ -39,10 +39,10 @@ def port_params(**extra) -> dict:
 @pytest.fixture(scope="session")
 def shared_install():
     """Params of a prefix with node, proxy and hub env installed (built once per session, reused across runs)."""
-    from hubrunbook.hubenv import ensure_hub_env
-    from hubrunbook.node import ensure_node
-    from hubrunbook.params import build_params
-    from hubrunbook.proxy import ensure_proxy
+    from hubrunbook.hub.hubenv import ensure_hub_env
+    from hubrunbook.hub.node import ensure_node
+    from hubrunbook.core.params import build_params
+    from hubrunbook.hub.proxy import ensure_proxy
 
     params = build_params(port_params(prefix=str(TEST_ROOT / "shared")))
     for step in (ensure_node, ensure_proxy, ensure_hub_env):

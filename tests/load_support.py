@@ -31,9 +31,10 @@ import psutil
 import requests
 
 from conftest import TEST_ROOT, port_params
-from hubrunbook import config, service, users
-from hubrunbook.capacity import spawn_capacity
-from hubrunbook.params import build_params
+from hubrunbook.hub import config, service
+from hubrunbook.host import users
+from hubrunbook.hub.capacity import spawn_capacity
+from hubrunbook.core.params import build_params
 from ts_support import config_template
 
 REQUEST_TIMEOUT = 120  # one HTTP request on a machine starting many servers at once

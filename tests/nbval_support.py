@@ -29,9 +29,9 @@ def reference_params(name: str, ports: tuple[int, int, int] = (18100, 18101, 181
 
 def teardown(values: dict) -> None:
     """Stop the sandbox's hub and remove the users it created (by PID and by our registry only)."""
-    from hubrunbook.params import build_params
-    from hubrunbook.service import stop_managed_hub
-    from hubrunbook.users import remove_users
+    from hubrunbook.core.params import build_params
+    from hubrunbook.hub.service import stop_managed_hub
+    from hubrunbook.host.users import remove_users
 
     params = build_params(values)
     stop_managed_hub(params)

@@ -30,17 +30,17 @@ import requests
 from conftest import REPO, TEST_ROOT, free_port, port_params
 from fakegithub import FakeGitHub, GitHubUser
 
-from hubrunbook.config import ensure_config, ensure_config_file
-from hubrunbook.hubenv import ensure_hub_env
-from hubrunbook.node import choose_node, ensure_node, node_env, npm_command
-from hubrunbook.oauthcheck import check_oauth_login, check_oauth_static
-from hubrunbook.oauthsteps import (check_oauth_plan, ensure_oauth_config, ensure_oauth_secrets, ensure_oauthenticator,
+from hubrunbook.hub.config import ensure_config, ensure_config_file
+from hubrunbook.hub.hubenv import ensure_hub_env
+from hubrunbook.hub.node import choose_node, ensure_node, node_env, npm_command
+from hubrunbook.oauth.checks import check_oauth_login, check_oauth_static
+from hubrunbook.oauth.steps import (check_oauth_plan, ensure_oauth_config, ensure_oauth_secrets, ensure_oauthenticator,
                                    show_registration)
-from hubrunbook.params import build_params
-from hubrunbook.proxy import ensure_proxy
-from hubrunbook.service import ensure_hub_running, ensure_hub_secrets, log_path, stop_managed_hub
-from hubrunbook.steps import CHANGED, UNCHANGED, Run
-from hubrunbook.users import ensure_users, lookup
+from hubrunbook.core.params import build_params
+from hubrunbook.hub.proxy import ensure_proxy
+from hubrunbook.hub.service import ensure_hub_running, ensure_hub_secrets, log_path, stop_managed_hub
+from hubrunbook.core.steps import CHANGED, UNCHANGED, Run
+from hubrunbook.host.users import ensure_users, lookup
 
 OIDC_SRC = REPO / "tests" / "oidc"
 INSTALL = TEST_ROOT / "oauth-install"  # node, proxy and a hub env with oauthenticator, shared by these tests only

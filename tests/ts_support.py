@@ -22,10 +22,11 @@ import psutil
 import yaml
 
 from conftest import REPO, TEST_ROOT, port_params
-from hubrunbook import config, ports, probe, service, users
-from hubrunbook.hubenv import ensure_hub_env, env_bin
-from hubrunbook.params import build_params
-from hubrunbook.process import start_hub, terminate
+from hubrunbook.hub import config, probe, service
+from hubrunbook.host import ports, users
+from hubrunbook.hub.hubenv import ensure_hub_env, env_bin
+from hubrunbook.core.params import build_params
+from hubrunbook.host.process import start_hub, terminate
 
 TEMPLATE = TEST_ROOT / "ts-config-template.py"
 
@@ -110,7 +111,7 @@ class Deployment:
 
     def start_proxy_by_hand(self, token: str) -> psutil.Process:
         """configurable-http-proxy started by hand on our API port with another token (guide §3.2)."""
-        from hubrunbook.proxy import proxy_command
+        from hubrunbook.hub.proxy import proxy_command
         from conftest import free_port
 
         p = self.params

@@ -11,11 +11,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from nbtools import CHECK, VALIDATE, code, md, parameters_cell, write_notebook  # noqa: E402
 
-from hubrunbook.params import OAuthParams  # noqa: E402
+from hubrunbook.runbooks import parameters_of  # noqa: E402
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "runbooks"
-SHARED = ["prefix", "dry_run", "bind_ip", "port", "hub_port", "proxy_api_port", "start_timeout",
-          "config_file", "home_base", "user_shell", "notebook_dir", "service", "service_name"]
 def oauth():
     return [
         md("""
@@ -60,7 +58,7 @@ anyone who may log in, so a run with them stops at Step 1 and says what to set. 
 `https://keycloak.example.org/realms/<realm>`), the client references and `oauth_allowed_groups` or users.
 `oauth_public_url` is the address people open (`https://hub.example.org`); empty means `http://<bind_ip>:<port>`.
 """),
-        parameters_cell(SHARED + list(OAuthParams.model_fields)),
+        parameters_cell(parameters_of("oauth")),
         md("""
 ## Validate the parameters
 Names, types and values are checked first: secret references must be `env:VAR` or `file:/path` (a literal
@@ -77,14 +75,14 @@ hub is touched — oauthenticator itself would start without complaint and send 
 Usernames come from the provider lower-cased; one that is not a valid system username (`Bad.Name`,
 `ann@example.org`) is refused at login, so it never reaches `useradd` or a shell.
 """),
-        code("from hubrunbook.oauthsteps import check_oauth_plan\nrun(check_oauth_plan)", CHECK),
+        code("from hubrunbook.oauth.steps import check_oauth_plan\nrun(check_oauth_plan)", CHECK),
         md("""
 ## Step 2 — Register the OAuth app at the provider (guide §2.5.3)
 Enter exactly these values. The callback URL is `<public URL><base_url>hub/oauth_callback`; the provider sends
 people back only to a registered one. On GitHub the page is `<github_url>/settings/applications/new`; then
 store the client id and a newly generated secret where `oauth_client_id` / `oauth_client_secret` point.
 """),
-        code("from hubrunbook.oauthsteps import show_registration\nrun(show_registration)", CHECK),
+        code("from hubrunbook.oauth.steps import show_registration\nrun(show_registration)", CHECK),
         md("""
 ## Step 3 — Give the hub its client id and secret
 The guide says the id and secret work only as environment variables; with oauthenticator 17 the config file
@@ -93,7 +91,7 @@ tends to be copied and pasted, so the secrets go into `<prefix>/secrets/hub.env`
 by the managed hub process (and by a systemd unit later, as an `EnvironmentFile`). Any `client_id` /
 `client_secret` line in the config is removed in Step 5. Spawned servers do not inherit these variables.
 """),
-        code("from hubrunbook.oauthsteps import ensure_oauth_secrets\nrun(ensure_oauth_secrets)", CHECK),
+        code("from hubrunbook.oauth.steps import ensure_oauth_secrets\nrun(ensure_oauth_secrets)", CHECK),
         md("""
 ## Step 4 — Install oauthenticator into the hub env (guide §2.5.1)
 `pip install oauthenticator`, pinned to `oauthenticator_version`, into the hub's own env (uv when available).
@@ -104,7 +102,7 @@ hub log says why. Also, oauthenticator 17.4's `LocalGenericOAuthenticator` answe
 (`getpwnam(): name not found`) when `allowed_groups` is set, because it first looks for the user's UNIX groups,
 before the account exists; hubrunbook's subclass decides groups from the provider's claim only.
 """),
-        code("from hubrunbook.oauthsteps import ensure_oauthenticator\nrun(ensure_oauthenticator)", CHECK),
+        code("from hubrunbook.oauth.steps import ensure_oauthenticator\nrun(ensure_oauthenticator)", CHECK),
         md("""
 ## Step 5 — Switch the config to OAuth login (guide §2.5.2)
 The guide sets `authenticator_class = GitHubOAuthenticator` — and warns that a GitHub user without a system
@@ -116,7 +114,7 @@ exactly `oauth_admin_users` from the next start on: local admins of `configure.i
 (JupyterHub alone would keep them in its database). The edited file is loaded with JupyterHub's own loader before
 it replaces the old one.
 """),
-        code("from hubrunbook.oauthsteps import ensure_oauth_config\nrun(ensure_oauth_config)", CHECK),
+        code("from hubrunbook.oauth.steps import ensure_oauth_config\nrun(ensure_oauth_config)", CHECK),
         md("""
 ## Verify — static check
 Before the restart: an allow rule exists, the callback URL in the config matches the public URL, no secret is in
@@ -125,20 +123,20 @@ the config, hub.env is private, the id and secret resolve, the provider's endpoi
 client credentials, and the provider's error tells a wrong secret (`incorrect_client_credentials`,
 `invalid_client`) from a merely invalid code.
 """),
-        code("from hubrunbook.oauthcheck import check_oauth_static\nrun(check_oauth_static)", CHECK),
+        code("from hubrunbook.oauth.checks import check_oauth_static\nrun(check_oauth_static)", CHECK),
         md("""
 ## Step 6 — Restart the hub with the new authenticator
 The hub is restarted because its config and environment changed (stopped by its recorded PIDs, never by
 name); ready means `/hub/api` answers 200 JSON and the proxy owns the public port. Unchanged: left alone.
 """),
-        code("from hubrunbook.service import ensure_hub_running\nrun(ensure_hub_running)", CHECK),
+        code("from hubrunbook.hub.service import ensure_hub_running\nrun(ensure_hub_running)", CHECK),
         md("""
 ## Verify — the login page and the way to the provider
 The running hub shows "Sign in with …", and `/hub/oauth_login` sends a browser to the provider's authorize
 endpoint with our client id, our callback URL and PKCE. The last step — a person entering their password at the
 provider — needs a browser: open the URL below.
 """),
-        code("from hubrunbook.oauthcheck import check_oauth_login\nrun(check_oauth_login)", CHECK),
+        code("from hubrunbook.oauth.checks import check_oauth_login\nrun(check_oauth_login)", CHECK),
         md("""
 ## Summary
 Every step with its status. A failed check fails the run (papermill exits non-zero naming it).

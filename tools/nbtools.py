@@ -11,13 +11,13 @@ from pathlib import Path
 
 import nbformat
 
-from hubrunbook.params import Params
+from hubrunbook.core.params import Params
 
 CHECK = "nbval-check-output"
 
 VALIDATE = """\
-from hubrunbook.notebook import load_params
-from hubrunbook.steps import Run
+from hubrunbook.core.notebook import load_params
+from hubrunbook.core.steps import Run
 params = load_params(globals())  # unknown keys, wrong types, bad values: an error here, nothing changed
 run = Run("{name}", params)
 params"""

@@ -12,11 +12,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from .errors import RunbookError
-from .params import load_params_file
+from hubrunbook.core.errors import RunbookError
+from hubrunbook.core.params import load_params_file
+from hubrunbook.runbooks import deploy_chain
 
 REPO = Path(__file__).resolve().parents[2]
-ORDER = ("install", "configure")
+
 
 
 class _KnownToUs(logging.Filter):
@@ -53,7 +54,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     params_file = Path(argv[0])
-    names = argv[1:] or [n for n in ORDER if (REPO / "runbooks" / f"{n}.ipynb").exists()]
+    names = argv[1:] or [n for n in deploy_chain() if (REPO / "runbooks" / f"{n}.ipynb").exists()]
     try:
         params = load_params_file(params_file)
     except (RunbookError, OSError) as exc:

@@ -9,15 +9,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import systemd
-from .errors import RunbookError
-from .logscan import hub_log_lines
-from .params import load_params_file
-from .preflight import check_trusted_paths
-from .rotation import rotate_hub_secrets
-from .runlock import acquire
-from .steps import Run
-from .service import check_hub_health, ensure_hub_running, stop_managed_hub
+from hubrunbook.host import systemd
+from hubrunbook.core.errors import RunbookError
+from hubrunbook.troubleshoot.logscan import hub_log_lines
+from hubrunbook.core.params import load_params_file
+from hubrunbook.host.preflight import check_trusted_paths
+from hubrunbook.hub.rotation import rotate_hub_secrets
+from hubrunbook.core.runlock import acquire
+from hubrunbook.core.steps import Run
+from hubrunbook.hub.service import check_hub_health, ensure_hub_running, stop_managed_hub
 
 ACTIONS = ("status", "start", "stop", "restart", "logs", "rotate-secrets")
 

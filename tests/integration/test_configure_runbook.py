@@ -23,9 +23,9 @@ def digest(path):
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
     """A prefix after install.ipynb and a first configure.ipynb run; torn down afterwards (hub, users, files)."""
-    from hubrunbook.params import build_params
-    from hubrunbook.service import stop_managed_hub
-    from hubrunbook.users import remove_users
+    from hubrunbook.core.params import build_params
+    from hubrunbook.hub.service import stop_managed_hub
+    from hubrunbook.host.users import remove_users
 
     tmp = tmp_path_factory.mktemp("configure")
     prefix = TEST_ROOT / "configure-it"
@@ -44,7 +44,7 @@ def deployment(tmp_path_factory):
 
 
 def hub_pid(params):
-    from hubrunbook.service import managed_hub_pid
+    from hubrunbook.hub.service import managed_hub_pid
 
     return managed_hub_pid(params)
 
@@ -65,7 +65,7 @@ def test_first_run_configures_and_verifies(deployment):
     assert "c.Spawner.notebook_dir = '/home/{username}/notebooks'  # hubrunbook" in text
     assert hub_pid(params)
     # no secret in the executed notebook
-    import hubrunbook.users as users
+    import hubrunbook.host.users as users
 
     executed = out.read_text()
     for name in (USER, ADMIN):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from hubrunbook import facts
+from hubrunbook.troubleshoot import facts
 
 pytestmark = pytest.mark.integration
 

@@ -39,9 +39,9 @@ def write_pair(d, leaf, stem):
 @pytest.fixture(scope="module")
 def tls_hub(tmp_path_factory):
     """install.ipynb + configure.ipynb with HTTPS from a private CA (root → intermediate → server certificate)."""
-    from hubrunbook.params import build_params
-    from hubrunbook.service import stop_managed_hub
-    from hubrunbook.users import remove_users
+    from hubrunbook.core.params import build_params
+    from hubrunbook.hub.service import stop_managed_hub
+    from hubrunbook.host.users import remove_users
 
     tmp = tmp_path_factory.mktemp("https")
     prefix = TEST_ROOT / "https-it"
@@ -73,7 +73,7 @@ def tls_hub(tmp_path_factory):
 
 
 def hub_pid(params):
-    from hubrunbook.service import managed_hub_pid
+    from hubrunbook.hub.service import managed_hub_pid
 
     return managed_hub_pid(params)
 
@@ -95,8 +95,8 @@ def test_configure_serves_https_and_its_own_verification_passes_over_it(tls_hub)
 
 
 def test_a_user_logs_in_and_spawns_over_https_verifying_the_chain(tls_hub):
-    from hubrunbook import probe
-    from hubrunbook.users import user_password
+    from hubrunbook.hub import probe
+    from hubrunbook.host.users import user_password
 
     url, params = tls_hub["url"], tls_hub["params"]
     ca_file = str(tls_hub["tlsdir"] / "ca.pem")

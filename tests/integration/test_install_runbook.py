@@ -61,7 +61,7 @@ def test_install_fresh_then_converged(tmp_path):
     audit = [json.loads(x) for x in (prefix / "state/audit.jsonl").read_text().splitlines()]
     assert {a["step"] for a in audit} >= {"check_preflight", "ensure_hub_env", "check_hub_starts"}
     # no process left behind on the ports
-    from hubrunbook.ports import listeners
+    from hubrunbook.host.ports import listeners
 
     assert not listeners(params["port"]) and not listeners(params["proxy_api_port"])
 

@@ -45,7 +45,7 @@ def test_twenty_first_logins_at_once_all_reach_jupyterlab(crowd):
     result = summary(visits)
     assert result["ok"] == CROWD, f"{CROWD - result['ok']} of {CROWD} users did not get their lab: {result['failures']}"
     # each server really is the user's: the hub lists every one of them as ready
-    from hubrunbook import probe
+    from hubrunbook.hub import probe
 
     name, password = crowd.credentials()[0]
     session = probe.login(crowd.params.public_url, name, password)

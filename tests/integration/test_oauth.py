@@ -20,12 +20,13 @@ import requests
 from fakegithub import FakeGitHub, GitHubUser
 from oauth_fixtures import Hub, OIDCProvider, exists, follow_login, hub, oauth_install  # noqa: F401 (fixtures)
 
-from hubrunbook import oauth, probe
-from hubrunbook.errors import ParameterError, SecretError, VerificationError
-from hubrunbook.oauthcheck import config_values
-from hubrunbook.params import build_params
-from hubrunbook.service import managed_hub_pid
-from hubrunbook.steps import CHANGED, FAILED, OK, UNCHANGED, Run
+from hubrunbook.oauth import settings as oauth
+from hubrunbook.hub import probe
+from hubrunbook.core.errors import ParameterError, SecretError, VerificationError
+from hubrunbook.oauth.checks import config_values
+from hubrunbook.core.params import build_params
+from hubrunbook.hub.service import managed_hub_pid
+from hubrunbook.core.steps import CHANGED, FAILED, OK, UNCHANGED, Run
 
 pytestmark = [
     pytest.mark.integration,

@@ -8,7 +8,9 @@ import pytest
 import requests
 import yaml
 
-from hubrunbook import hubctl, probe, service, users
+from hubrunbook import hubctl
+from hubrunbook.hub import probe, service
+from hubrunbook.host import users
 
 pytestmark = [
     pytest.mark.integration,
@@ -45,8 +47,8 @@ def test_rotation_logs_browsers_out_and_retires_the_old_proxy_token(deploy, tmp_
 
 
 def test_rotation_refuses_unknown_names_and_a_prefix_without_secrets(deploy):
-    from hubrunbook.errors import PreflightError
-    from hubrunbook.rotation import rotate_hub_secrets
+    from hubrunbook.core.errors import PreflightError
+    from hubrunbook.hub.rotation import rotate_hub_secrets
 
     d = deploy().build(start=False)
     with pytest.raises(PreflightError, match="allowed: cookie_secret, proxy_token"):

@@ -14,9 +14,11 @@ import time
 import psutil
 import pytest
 
-from hubrunbook import facts, ports, service
-from hubrunbook.process import terminate
-from hubrunbook.users import lookup
+from hubrunbook.troubleshoot import facts
+from hubrunbook.host import ports
+from hubrunbook.hub import service
+from hubrunbook.host.process import terminate
+from hubrunbook.host.users import lookup
 from ts_support import Deployment, ids
 
 pytestmark = [
@@ -164,8 +166,8 @@ def test_a_stale_pid_file_naming_another_proxy_is_not_obeyed(deploy, tmp_path):
     """Security review, medium 7: a proxy pid file left from before (here: an hour old) names a PID that now belongs
     to another deployment's proxy, same node, script and ports. Nothing but the start time tells them apart: the
     process started after the file was written, so it is not ours and is neither sent the token nor signalled."""
-    from hubrunbook.process import read_pid
-    from hubrunbook.proxy import proxy_command, unproven_reason
+    from hubrunbook.host.process import read_pid
+    from hubrunbook.hub.proxy import proxy_command, unproven_reason
 
     d = deploy().build()
     service.stop_managed_hub(d.params)
@@ -217,14 +219,14 @@ def _wait_gone(pid: int, timeout: float = 10) -> None:
 
 # --- guide §3.1: tornado ------------------------------------------------------------------------------
 def _uv_install(d: Deployment, *specs: str) -> None:
-    from hubrunbook.hubenv import uv_binary
+    from hubrunbook.hub.hubenv import uv_binary
 
     subprocess.run([uv_binary(), "pip", "install", "--quiet", "--python", d.params.env_dir / "bin" / "python", *specs],
                    check=True, capture_output=True, timeout=300)
 
 
 def _restart_fails(d: Deployment) -> None:
-    from hubrunbook.errors import HubError
+    from hubrunbook.core.errors import HubError
 
     service.stop_managed_hub(d.params)
     with pytest.raises(HubError):
@@ -360,7 +362,8 @@ def test_missing_home(deploy, tmp_path):
 
 
 def test_singleuser_not_runnable_by_users(deploy, tmp_path):
-    from hubrunbook import probe, users
+    from hubrunbook.hub import probe
+    from hubrunbook.host import users
 
     d = deploy().build()
     os.chmod(d.prefix, 0o700)  # e.g. a hub env under a 0700 home
@@ -437,7 +440,7 @@ def _replace_line(path, startswith: str, new: str) -> str:
 
 
 def test_oauth_misconfigurations(deploy, tmp_path, monkeypatch):
-    from hubrunbook import oauthsteps
+    from hubrunbook.oauth import steps as oauthsteps
 
     monkeypatch.setenv("HRB_TS_GH_ID", "ts-client-id-0123")
     monkeypatch.setenv("HRB_TS_GH_SECRET", "ts-client-secret-0123456789")

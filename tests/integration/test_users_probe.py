@@ -14,13 +14,14 @@ import psutil
 import pytest
 from conftest import TEST_ROOT, port_params
 
-from hubrunbook import homes, probe, throwaway, users
-from hubrunbook.errors import PreflightError, VerificationError
-from hubrunbook.hubenv import env_bin
-from hubrunbook.process import start_hub, stop_hub, wait_hub_ready
-from hubrunbook.smoke import throwaway_config
-from hubrunbook.steps import CHANGED, FAILED, OK, UNCHANGED, WOULD_CHANGE
-from hubrunbook.verify import check_local_deployment, notebook_dir_row
+from hubrunbook.host import homes, throwaway, users
+from hubrunbook.hub import probe
+from hubrunbook.core.errors import PreflightError, VerificationError
+from hubrunbook.hub.hubenv import env_bin
+from hubrunbook.host.process import start_hub, stop_hub, wait_hub_ready
+from hubrunbook.install.smoke import throwaway_config
+from hubrunbook.core.steps import CHANGED, FAILED, OK, UNCHANGED, WOULD_CHANGE
+from hubrunbook.configure.verify import check_local_deployment, notebook_dir_row
 
 pytestmark = [
     pytest.mark.integration,
@@ -76,7 +77,7 @@ def test_ensure_users_creates_is_idempotent_and_leaves_foreign_users_alone(made)
     names += [user, admin, foreign]
     useradd_foreign(foreign, home, "foreign-pass-1")
     foreign_hash = shadow(foreign)
-    from hubrunbook.params import build_params
+    from hubrunbook.core.params import build_params
 
     params = build_params({"prefix": str(sandbox / "pfx"), "users": [user, foreign], "admin_users": [admin],
                            "home_base": str(home), "notebook_dir": str(home) + "/{username}/notebooks"})
@@ -139,7 +140,7 @@ def test_missing_home_base_fails_before_any_user_is_created(made):
     sandbox, home, names = made
     user = tname("m")
     names.append(user)
-    from hubrunbook.params import build_params
+    from hubrunbook.core.params import build_params
 
     params = build_params({"prefix": str(sandbox / "pfx"), "users": [user], "admin_users": [],
                            "home_base": str(sandbox / "no-such-dir"),
@@ -257,7 +258,7 @@ def test_leftovers_of_another_user_are_refused_before_anything_changes(made):
     sandbox, home, names = made
     fresh, leftover_home, leftover_group = tname("n"), tname("h"), tname("g")
     names += [fresh, leftover_home, leftover_group]
-    from hubrunbook.params import build_params
+    from hubrunbook.core.params import build_params
 
     (home / leftover_home).mkdir()
     subprocess.run(["groupadd", "--", leftover_group], check=True)
@@ -292,7 +293,7 @@ def two_users(made):
     sandbox, home, names = made
     ann, bob = tname("ann"), tname("bob")
     names += [ann, bob]
-    from hubrunbook.params import build_params
+    from hubrunbook.core.params import build_params
 
     params = build_params({"prefix": str(sandbox / "pfx"), "users": [ann, bob], "admin_users": [],
                            "home_base": str(home), "notebook_dir": str(home) + "/{username}/work/notebooks"})
@@ -345,7 +346,7 @@ def test_notebook_dir_swapped_for_a_symlink_is_not_followed(two_users):
         users.ensure_users(params)
     assert owner_mode(secret) == (0, "0o600")  # neither chmod nor chown reached the root file
     # the troubleshoot repair of a notebook dir goes the same way
-    from hubrunbook.repairs import repair_notebook_dirs
+    from hubrunbook.troubleshoot.repairs import repair_notebook_dirs
 
     class F:
         data = {"user": ann, "path": str(nb)}
@@ -367,12 +368,12 @@ def test_existing_notebook_dir_of_another_user_is_not_chowned(two_users):
 
 def test_outsider_of_a_killed_run_is_swept_by_the_next_run(made):
     sandbox, home, names = made
-    from hubrunbook.params import build_params
+    from hubrunbook.core.params import build_params
 
     params = build_params({"prefix": str(sandbox / "pfx"), "users": [], "admin_users": [], "allowed_users": ["nobody1"],
                            "home_base": str(home), "notebook_dir": str(home) + "/{username}"})
     # a verification that dies by kill -9 while its outsider exists
-    code = ("import sys, time; from hubrunbook.params import build_params; from hubrunbook.throwaway import "
+    code = ("import sys, time; from hubrunbook.core.params import build_params; from hubrunbook.host.throwaway import "
             "temporary_outsider\n"
             f"p = build_params({{'prefix': {str(sandbox / 'pfx')!r}}})\n"
             "with temporary_outsider(p) as (name, _):\n    print(name, flush=True); time.sleep(600)\n")

@@ -10,7 +10,7 @@ import psutil
 import pytest
 import requests
 
-from hubrunbook import probe
+from hubrunbook.hub import probe
 
 URL = "http://127.0.0.1:8000"  # parameters/local.yaml: the README's embedded default
 UNIT = "jupyterhub.service"

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from hubrunbook import probe
+from hubrunbook.hub import probe
 from pristine import Container
 from scenario import (URL, UNIT, demo_password, login_and_spawn, make_deploy, port_free, proxy_executable,
                       require_default_ports, require_tools, unit_show, wait_hub)

@@ -1,10 +1,10 @@
 """Spawn limits and timeouts from the machine's size (capacity.py) and their parameters."""
 import pytest
 
-from hubrunbook.capacity import auto_spawn_limit, auto_spawn_timeout, machine_size, spawn_capacity
-from hubrunbook.config import hub_settings
-from hubrunbook.errors import ParameterError
-from hubrunbook.params import build_params
+from hubrunbook.hub.capacity import auto_spawn_limit, auto_spawn_timeout, machine_size, spawn_capacity
+from hubrunbook.hub.config import hub_settings
+from hubrunbook.core.errors import ParameterError
+from hubrunbook.core.params import build_params
 
 
 @pytest.mark.parametrize("cores, memory, limit, timeout", [
@@ -67,7 +67,7 @@ def test_bad_values_are_refused_naming_the_parameter(key, value):
 
 
 def test_retry_page_is_written_once_and_named_in_the_settings(tmp_path):
-    from hubrunbook.capacity import RETRY_PAGE, ensure_retry_page, templates_dir
+    from hubrunbook.hub.capacity import RETRY_PAGE, ensure_retry_page, templates_dir
 
     p = build_params({"prefix": str(tmp_path / "hub")})
     assert ensure_retry_page(p, dry_run=True).status == "would change" and not templates_dir(p).exists()

@@ -1,9 +1,9 @@
 """Config file edits: the guide's uncomment-and-set, done precisely and idempotently."""
 import pytest
 
-from hubrunbook.config import MARK, allowed_names, check_allow_rule, edit_text, hand_overrides, hub_settings
-from hubrunbook.errors import ConfigError
-from hubrunbook.params import build_params
+from hubrunbook.hub.config import MARK, allowed_names, check_allow_rule, edit_text, hand_overrides, hub_settings
+from hubrunbook.core.errors import ConfigError
+from hubrunbook.core.params import build_params
 
 GENERATED = """\
 # Configuration file for jupyterhub.
@@ -79,7 +79,7 @@ def test_lockout_refused():
 
 
 def test_configure_keeps_an_authenticator_switched_by_oauth(tmp_path):
-    from hubrunbook.config import AUTH_KEY, configure_settings, switched_authenticator
+    from hubrunbook.hub.config import AUTH_KEY, configure_settings, switched_authenticator
 
     p = build_params({"prefix": str(tmp_path / "p"), "config_file": str(tmp_path / "c.py")})
     path = p.config_path

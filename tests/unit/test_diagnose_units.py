@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from hubrunbook import checks, diagnose, facts, logscan, secretref, system
-from hubrunbook.checks import access, install, processes
-from hubrunbook.diagnose import ERROR, WARNING, Check, Context, Finding, Report, run_checks
-from hubrunbook.params import build_params
+from hubrunbook.troubleshoot import checks, diagnose, facts, logscan
+from hubrunbook.core import secretref
+from hubrunbook.host import system
+from hubrunbook.troubleshoot.checks import access, install, processes
+from hubrunbook.troubleshoot.diagnose import ERROR, WARNING, Check, Context, Finding, Report, run_checks
+from hubrunbook.core.params import build_params
 
 
 
@@ -140,7 +142,7 @@ def test_cookie_secret_readable_by_anybody_is_an_error(params):
     found = checks.check_secret_files(Context(params))
     assert [(f.id, f.severity) for f in found] == [("secret-files", ERROR)]
     assert "mode 0644" in found[0].evidence and found[0].repairable
-    from hubrunbook.repairs import repair_secret_modes
+    from hubrunbook.troubleshoot.repairs import repair_secret_modes
 
     assert repair_secret_modes(params, found[0]).status == "changed"
     assert stat.S_IMODE(cookie.stat().st_mode) == 0o600
@@ -232,8 +234,8 @@ def test_report_json_and_display(params, tmp_path):
 
 
 def test_repairs_run_in_catalog_order_and_failures_do_not_stop_others(params, monkeypatch):
-    from hubrunbook.errors import HubError
-    from hubrunbook.steps import CHANGED, StepResult
+    from hubrunbook.core.errors import HubError
+    from hubrunbook.core.steps import CHANGED, StepResult
 
     calls = []
 
@@ -327,7 +329,8 @@ def test_proxy_on_api_port_classification(params, monkeypatch):
 
 
 def test_stale_proxy_repair_proves_again_before_killing(params, monkeypatch):
-    from hubrunbook import proxy, repairs
+    from hubrunbook.hub import proxy
+    from hubrunbook.troubleshoot import repairs
 
     killed = []
     monkeypatch.setattr(repairs, "terminate", lambda pid, timeout: killed.append(pid) or True)
@@ -374,8 +377,8 @@ def test_eaddrinuse_names_the_port(params):
 
 # --- the runbook's steps -----------------------------------------------------------------------------
 def test_repair_step_only_acts_with_apply_fixes(params, monkeypatch):
-    from hubrunbook import troubleshoot
-    from hubrunbook.steps import CHANGED, StepResult
+    from hubrunbook.troubleshoot import steps as troubleshoot
+    from hubrunbook.core.steps import CHANGED, StepResult
 
     calls = []
 
@@ -395,7 +398,7 @@ def test_repair_step_only_acts_with_apply_fixes(params, monkeypatch):
 
 
 def test_spawn_proof_is_skipped_or_failed_never_a_false_ok(params):
-    from hubrunbook import troubleshoot
+    from hubrunbook.troubleshoot import steps as troubleshoot
 
     clean = Report([], [], "", 0, "")
     broken = Report([Finding("x", ERROR, "t", "seen")], [], "", 0, "")

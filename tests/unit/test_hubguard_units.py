@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import ast
 
-from hubrunbook import hubguard, oauth
-from hubrunbook.config import AUTH_KEY, MARK, configure_settings, edit_text, hub_settings, switched_authenticator
-from hubrunbook.params import build_params, login_defs_uid_range
+from hubrunbook.hub import hubguard
+from hubrunbook.oauth import settings as oauth
+from hubrunbook.hub.config import AUTH_KEY, MARK, configure_settings, edit_text, hub_settings, switched_authenticator
+from hubrunbook.core.params import build_params, login_defs_uid_range
 
 
 def test_configure_and_oauth_write_the_same_guard_lines(tmp_path):

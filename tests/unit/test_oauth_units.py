@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from hubrunbook import oauth
-from hubrunbook.errors import ParameterError
-from hubrunbook.params import build_params
+from hubrunbook.oauth import settings as oauth
+from hubrunbook.core.errors import ParameterError
+from hubrunbook.core.params import build_params
 
 
 def params(**kw):
@@ -333,7 +333,7 @@ def fake_gh():
 
 
 def test_probe_tells_a_wrong_secret_from_a_bad_code(fake_gh):
-    from hubrunbook.oauthcheck import probe_client_credentials
+    from hubrunbook.oauth.checks import probe_client_credentials
 
     token = f"{fake_gh.url}/login/oauth/access_token"
     ok, why = probe_client_credentials(token, "Iv1.unit", "unit-secret-123", "http://127.0.0.1:1/hub/oauth_callback", 5)

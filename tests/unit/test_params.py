@@ -1,9 +1,9 @@
 """The parameter model: every rejection path names the parameter and what is allowed."""
 import pytest
 
-from hubrunbook.errors import ParameterError
-from hubrunbook.notebook import collect_parameters, load_params
-from hubrunbook.params import Params, build_params, check_username, load_params_file
+from hubrunbook.core.errors import ParameterError
+from hubrunbook.core.notebook import collect_parameters, load_params
+from hubrunbook.core.params import Params, build_params, check_username, load_params_file
 
 
 def reject(values, *needles):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hubrunbook.params import Params, load_params_file
+from hubrunbook.core.params import Params, load_params_file
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOKS = sorted((REPO / "runbooks").glob("*.ipynb"))

@@ -4,10 +4,10 @@ import stat
 
 import pytest
 
-from hubrunbook import secretref
-from hubrunbook.errors import CommandError, SecretError
-from hubrunbook.shell import run_command
-from hubrunbook.steps import StepResult
+from hubrunbook.core import secretref
+from hubrunbook.core.errors import CommandError, SecretError
+from hubrunbook.core.shell import run_command
+from hubrunbook.core.steps import StepResult
 
 
 def test_env_reference(monkeypatch):

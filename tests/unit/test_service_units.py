@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from hubrunbook import node, systemd
+from hubrunbook.hub import node
+from hubrunbook.host import systemd
 from hubrunbook.deploy import changes_since
-from hubrunbook.errors import ParameterError, PreflightError
-from hubrunbook.params import build_params
+from hubrunbook.core.errors import ParameterError, PreflightError
+from hubrunbook.core.params import build_params
 
 
 def test_unit_runs_the_hub_env_with_hub_env_and_restarts_on_failure():
@@ -112,7 +113,7 @@ def test_make_world_readable_fixes_modes_an_installer_cache_left(tmp_path):
     import os
     import stat
 
-    from hubrunbook.system import make_world_readable
+    from hubrunbook.host.system import make_world_readable
 
     (tmp_path / "env" / "lib").mkdir(parents=True)
     private = tmp_path / "env" / "lib" / "kernel.json"

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from hubrunbook.errors import CommandError, PreflightError, VerificationError
-from hubrunbook.params import build_params
-from hubrunbook.shell import run_command, stream_command
-from hubrunbook.steps import CHANGED, FAILED, OK, UNCHANGED, Run, StepResult
+from hubrunbook.core.errors import CommandError, PreflightError, VerificationError
+from hubrunbook.core.params import build_params
+from hubrunbook.core.shell import run_command, stream_command
+from hubrunbook.core.steps import CHANGED, FAILED, OK, UNCHANGED, Run, StepResult
 
 
 def test_result_renders_status_and_rows():
@@ -83,11 +83,11 @@ def test_one_run_at_a_time_per_prefix(tmp_path):
     import sys
     import time
 
-    from hubrunbook.runlock import LockedError, lock_path
+    from hubrunbook.core.runlock import LockedError, lock_path
 
     prefix = str(tmp_path / "locked")
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from hubrunbook.params import build_params; from hubrunbook.steps import Run\n"
+        "import sys, time; from hubrunbook.core.params import build_params; from hubrunbook.core.steps import Run\n"
         f"Run('configure', build_params({{'prefix': {prefix!r}}})); print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     try:

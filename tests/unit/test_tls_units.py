@@ -10,12 +10,12 @@ import pytest
 import requests
 import trustme
 
-from hubrunbook import tls
-from hubrunbook.config import hub_settings
-from hubrunbook.errors import ParameterError, PreflightError
-from hubrunbook.params import build_params
-from hubrunbook.smoke import throwaway_config
-from hubrunbook.steps import FAILED, OK
+from hubrunbook.hub import tls
+from hubrunbook.hub.config import hub_settings
+from hubrunbook.core.errors import ParameterError, PreflightError
+from hubrunbook.core.params import build_params
+from hubrunbook.install.smoke import throwaway_config
+from hubrunbook.core.steps import FAILED, OK
 
 NOW = datetime.now(timezone.utc)
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="TLS files must be owned by root: needs root")

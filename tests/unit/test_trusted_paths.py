@@ -3,10 +3,10 @@ import os
 
 import pytest
 
-from hubrunbook import system
-from hubrunbook.errors import PreflightError
-from hubrunbook.params import build_params
-from hubrunbook.preflight import check_trusted_paths
+from hubrunbook.host import system
+from hubrunbook.core.errors import PreflightError
+from hubrunbook.core.params import build_params
+from hubrunbook.host.preflight import check_trusted_paths
 
 NOBODY = 65534
 

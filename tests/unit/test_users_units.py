@@ -7,9 +7,10 @@ import stat
 
 import pytest
 
-from hubrunbook import homes, secretref, users
-from hubrunbook.errors import PreflightError, SecretError
-from hubrunbook.params import build_params
+from hubrunbook.host import homes, users
+from hubrunbook.core import secretref
+from hubrunbook.core.errors import PreflightError, SecretError
+from hubrunbook.core.params import build_params
 
 
 @pytest.fixture

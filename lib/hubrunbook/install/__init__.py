@@ -1,0 +1,1 @@
+"""Install.ipynb's own steps."""

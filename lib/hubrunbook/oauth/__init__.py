@@ -1,0 +1,1 @@
+"""Oauth.ipynb: settings, steps and checks."""

