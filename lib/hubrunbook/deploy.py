@@ -5,7 +5,6 @@ Each executed notebook is kept under runs/ as the audit record. Exit code 0 only
 """
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -14,39 +13,18 @@ from pathlib import Path
 
 from hubrunbook.core.errors import RunbookError
 from hubrunbook.core.params import load_params_file
+from hubrunbook.core.runner import REPO, execute_runbook
 from hubrunbook.runbooks import deploy_chain
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-
-class _KnownToUs(logging.Filter):
-    """Drop papermill's "Passed unknown parameter" lines: every key was validated against our model already,
-    and a key of another runbook is expected when one file serves all of them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Passed unknown parameter")
 
 
 def run_runbook(name: str, params_file: Path, runs_dir: Path) -> Path:
-    """Execute runbooks/<name>.ipynb with papermill into runs_dir; raises papermill's error on failure."""
-    import papermill
+    """Execute runbooks/<name>.ipynb into runs_dir (0700; the notebook 0600); raises papermill's error on failure."""
+    import yaml
 
-    logging.getLogger("papermill").addFilter(_KnownToUs())
     runs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(runs_dir, 0o700)  # executed notebooks hold every parameter value and every output: root's only
     out = runs_dir / f"{datetime.now():%Y%m%d-%H%M%S}-{name}.ipynb"
-    import yaml
-
-    # papermill writes the output notebook while it runs: it exists 0600 before the first byte. (Not a umask: the
-    # kernel would inherit it, and the hub env and everything else the runbook creates must stay readable by users.)
-    os.close(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-    os.chmod(out, 0o600)
-    papermill.execute_notebook(
-        str(REPO / "runbooks" / f"{name}.ipynb"), str(out), progress_bar=False, cwd=str(REPO / "runbooks"),
-        parameters=yaml.safe_load(params_file.read_text()) or {},
-    )
-    return out
+    return execute_runbook(name, out, yaml.safe_load(params_file.read_text()) or {})
 
 
 def main(argv: list[str]) -> int:
