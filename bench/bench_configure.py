@@ -17,8 +17,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from common import BENCH_ROOT, median, papermill, timed, write_section  # noqa: E402
-from conftest import free_ports  # noqa: E402
+from common import BENCH_ROOT, median, run_runbook, timed, write_section  # noqa: E402
+from support.sandbox import free_ports  # noqa: E402
 
 from hubrunbook.hub.config import ensure_config, ensure_config_file  # noqa: E402
 from hubrunbook.core.params import build_params  # noqa: E402
@@ -37,11 +37,11 @@ def converged(runs: int) -> list[float]:
     pfile.write_text(yaml.safe_dump(values))
     params = build_params(values)
     try:
-        papermill("install", pfile, work / "i.ipynb")
-        papermill("configure", pfile, work / "c.ipynb")
+        run_runbook("install", pfile, work / "i.ipynb")
+        run_runbook("configure", pfile, work / "c.ipynb")
         out = []
         for i in range(runs):
-            out.append(timed(lambda: (papermill("install", pfile, work / "i2.ipynb"), papermill("configure", pfile, work / "c2.ipynb"))))
+            out.append(timed(lambda: (run_runbook("install", pfile, work / "i2.ipynb"), run_runbook("configure", pfile, work / "c2.ipynb"))))
             print(f"converged install + configure: {out[-1]:.1f} s", flush=True)
         return out
     finally:

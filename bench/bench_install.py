@@ -19,8 +19,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from common import BENCH_ROOT, median, papermill, sh, timed, write_section  # noqa: E402
-from conftest import free_ports  # noqa: E402
+from common import BENCH_ROOT, median, run_runbook, sh, timed, write_section  # noqa: E402
+from support.sandbox import free_ports  # noqa: E402
 
 from hubrunbook.hub.hubenv import uv_binary  # noqa: E402
 from hubrunbook.core.params import Params  # noqa: E402
@@ -50,11 +50,11 @@ def main() -> None:
         port, hub, api = free_ports(3)
         pfile = work / "params.yaml"
         pfile.write_text(yaml.safe_dump({"prefix": str(work / "prefix"), "port": port, "hub_port": hub, "proxy_api_port": api}))
-        b.append(timed(lambda: papermill("install", pfile, work / "cold.ipynb")))
+        b.append(timed(lambda: run_runbook("install", pfile, work / "cold.ipynb")))
         for line in (work / "prefix/state/audit.jsonl").read_text().splitlines():
             entry = json.loads(line)
             steps.setdefault(entry["step"], []).append(entry["seconds"])
-        c.append(timed(lambda: papermill("install", pfile, work / "converged.ipynb")))
+        c.append(timed(lambda: run_runbook("install", pfile, work / "converged.ipynb")))
         shutil.rmtree(work, ignore_errors=True)
         print(f"run {i + 1}: floor {a[-1]:.1f} s, cold {b[-1]:.1f} s, converged {c[-1]:.1f} s", flush=True)
     ma, mb, mc = median(a), median(b), median(c)

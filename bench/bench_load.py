@@ -1,7 +1,7 @@
 """Benchmark many first logins at once: each user logs in, gets a server and opens /user/<name>/lab through the proxy.
 
 For 20 and 50 users at once (fresh users hrb-bl<pid>-NN made by ensure_users, removed afterwards), on a sandbox hub
-built from the shared install (tests/load_support.py):
+built from the shared install (tests/support/load.py):
 (a) the hub as hubrunbook configures it: concurrent_spawn_limit and spawn timeouts from cores and memory (auto);
 (b) JupyterHub's defaults for comparison: concurrent_spawn_limit 100, Spawner.http_timeout 30 s.
 Per run: users who reached their lab, median and slowest time from the first request to the lab page, users told to
@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bench_troubleshoot import shared_install  # noqa: E402
 from common import write_section  # noqa: E402
-from load_support import LoadDeployment, burst, summary  # noqa: E402
+from support.load import LoadDeployment, burst, summary  # noqa: E402
+from support.sandbox import ensure_shared_install  # noqa: E402
 
 VARIANTS = {"hubrunbook (auto)": {}, "JupyterHub defaults": {"concurrent_spawn_limit": 100, "spawn_timeout": 30}}
 
@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[20, 50])
     ap.add_argument("--no-defaults", action="store_true", help="skip the JupyterHub-defaults comparison")
     args = ap.parse_args()
-    shared = shared_install()
+    shared = ensure_shared_install()
     rows = []
     for n in args.sizes:
         for variant in VARIANTS:

@@ -1,6 +1,6 @@
 """Benchmark the troubleshoot scan: a healthy deployment and broken ones (target: a few seconds, probes bounded).
 
-Variants, each on a sandbox deployment built from the shared installed env (tests/ts_support.py):
+Variants, each on a sandbox deployment built from the shared installed env (tests/support/deployment.py):
 (a) healthy, running hub;
 (b) broken: a configurable-http-proxy with another token on the proxy API port, hub exited with the 403 (guide §3.2);
 (c) broken: a program that accepts connections on the public port and never answers (the worst case for the
@@ -21,22 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import median, write_section  # noqa: E402
-from conftest import TEST_ROOT, port_params  # noqa: E402
 
-from hubrunbook import service  # noqa: E402
+from hubrunbook.hub import service  # noqa: E402
 from hubrunbook.troubleshoot.diagnose import run_checks  # noqa: E402
-from hubrunbook.hub.hubenv import ensure_hub_env  # noqa: E402
-from hubrunbook.hub.node import ensure_node  # noqa: E402
-from hubrunbook.core.params import build_params  # noqa: E402
-from hubrunbook.hub.proxy import ensure_proxy  # noqa: E402
-from ts_support import Deployment  # noqa: E402
-
-
-def shared_install():
-    params = build_params(port_params(prefix=str(TEST_ROOT / "shared")))
-    for step in (ensure_node, ensure_proxy, ensure_hub_env):
-        step(params)
-    return params
+from support.deployment import Deployment  # noqa: E402
+from support.sandbox import ensure_shared_install  # noqa: E402
 
 
 def blackhole(port: int) -> socket.socket:
@@ -68,7 +57,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--scans", type=int, default=10)
     args = ap.parse_args()
-    shared = shared_install()
+    shared = ensure_shared_install()
     rows = []
     with tempfile.TemporaryDirectory(prefix="hrb-bench-ts-") as tmp:
         tmp = Path(tmp)

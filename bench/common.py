@@ -5,7 +5,6 @@ import platform
 import re
 import statistics
 import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,9 +28,12 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def papermill(name: str, params_file: Path, out: Path) -> None:
-    sh(sys.executable, "-m", "papermill", REPO / "runbooks" / f"{name}.ipynb", out, "-f", params_file,
-       "--cwd", REPO / "runbooks")
+def run_runbook(name: str, params_file: Path, out: Path) -> None:
+    """runbooks/<name>.ipynb with the parameters in *params_file*, as `make deploy` runs it (the one runner)."""
+    from hubrunbook.core.params import load_yaml
+    from hubrunbook.core.runner import execute_runbook
+
+    execute_runbook(name, out, load_yaml(params_file))
 
 
 def machine() -> str:

@@ -2,11 +2,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
-
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_ROOT = Path(os.environ.get("HRB_TEST_ROOT", "/var/tmp/hrb-tests"))
@@ -28,21 +24,15 @@ def reference_params(name: str, ports: tuple[int, int, int] = (18100, 18101, 181
 
 
 def teardown(values: dict) -> None:
-    """Stop the sandbox's hub and remove the users it created (by PID and by our registry only)."""
+    """Stop the sandbox's hub and remove the users it created (by PID and by our registry only), and the prefix."""
     from hubrunbook.core.params import build_params
-    from hubrunbook.hub.service import stop_managed_hub
-    from hubrunbook.host.users import remove_users
+    from support.sandbox import teardown_sandbox
 
-    params = build_params(values)
-    stop_managed_hub(params)
-    if (params.state_dir / "users.json").exists():
-        remove_users(params, [*params.users, *params.admin_users])
+    teardown_sandbox(build_params(values))
 
 
 def prepare_copy(name: str, params: dict, dest: Path) -> Path:
-    """A copy of runbooks/<name>.ipynb with *params* injected and the committed outputs kept (papermill --prepare-only)."""
-    pfile = dest.parent / f"{name}-params.yaml"
-    pfile.write_text(yaml.safe_dump(params))
-    subprocess.run([sys.executable, "-m", "papermill", "--prepare-only", str(REPO / "runbooks" / f"{name}.ipynb"),
-                    str(dest), "-f", str(pfile)], check=True, capture_output=True)
-    return dest
+    """A copy of runbooks/<name>.ipynb with *params* injected and the committed outputs kept (prepare_only)."""
+    from hubrunbook.core.runner import execute_runbook
+
+    return execute_runbook(name, dest, params, prepare_only=True)

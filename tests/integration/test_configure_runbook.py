@@ -2,13 +2,12 @@
 import hashlib
 import os
 import pwd
-import shutil
 import socket
 
 import pytest
 
-from conftest import TEST_ROOT, port_params
-from test_install_runbook import papermill, step_statuses
+from support.runbook import run_runbook, step_statuses
+from support.sandbox import port_params, reset_sandbox, teardown_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -24,23 +23,18 @@ def digest(path):
 def deployment(tmp_path_factory):
     """A prefix after install.ipynb and a first configure.ipynb run; torn down afterwards (hub, users, files)."""
     from hubrunbook.core.params import build_params
-    from hubrunbook.hub.service import stop_managed_hub
-    from hubrunbook.host.users import remove_users
 
     tmp = tmp_path_factory.mktemp("configure")
-    prefix = TEST_ROOT / "configure-it"
-    shutil.rmtree(prefix, ignore_errors=True)
+    prefix = reset_sandbox(f"configure-it-{os.getpid()}")
     values = port_params(prefix=str(prefix), users=[USER], admin_users=[ADMIN])
     params = build_params(values)
     try:
-        proc, _ = papermill("install", values, tmp)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        proc, out = papermill("configure", values, tmp)
-        yield {"values": values, "params": params, "tmp": tmp, "first": (proc, out)}
+        run = run_runbook("install", values, tmp)
+        assert run.ok, run.error[-3000:]
+        run = run_runbook("configure", values, tmp)
+        yield {"values": values, "params": params, "tmp": tmp, "first": run}
     finally:
-        stop_managed_hub(params)
-        remove_users(params, [USER, ADMIN])
-        shutil.rmtree(prefix, ignore_errors=True)
+        teardown_sandbox(params)
 
 
 def hub_pid(params):
@@ -50,9 +44,9 @@ def hub_pid(params):
 
 
 def test_first_run_configures_and_verifies(deployment):
-    proc, out = deployment["first"]
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    st = step_statuses(out)
+    run = deployment["first"]
+    assert run.ok, run.error[-3000:]
+    st = step_statuses(run.out)
     for step in ("ensure_config_file", "ensure_hub_secrets", "ensure_config", "ensure_users", "ensure_hub_running"):
         assert st[step] == "changed", st
     assert st["check_local_deployment"] == "ok"
@@ -67,7 +61,7 @@ def test_first_run_configures_and_verifies(deployment):
     # no secret in the executed notebook
     import hubrunbook.host.users as users
 
-    executed = out.read_text()
+    executed = run.out.read_text()
     for name in (USER, ADMIN):
         assert users.user_password(params, name) not in executed
     assert (params.secrets_dir / "cookie_secret").read_text() not in executed
@@ -76,9 +70,9 @@ def test_first_run_configures_and_verifies(deployment):
 def test_rerun_changes_nothing_and_keeps_the_hub(deployment):
     params = deployment["params"]
     pid, conf = hub_pid(params), digest(params.config_path)
-    proc, out = papermill("configure", deployment["values"], deployment["tmp"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    st = step_statuses(out)
+    run = run_runbook("configure", deployment["values"], deployment["tmp"])
+    assert run.ok, run.error[-3000:]
+    st = step_statuses(run.out)
     assert "changed" not in st.values(), st
     assert hub_pid(params) == pid and digest(params.config_path) == conf
 
@@ -91,8 +85,8 @@ def test_changed_parameter_changes_its_line_keeps_backup_and_restarts(deployment
     before = params.config_path.read_text()
     backups = set(params.config_path.parent.glob("jupyterhub_config.py.bak-*"))
     values = {**deployment["values"], "allowed_users": ["hrb-it-extra"]}
-    proc, out = papermill("configure", values, deployment["tmp"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = run_runbook("configure", values, deployment["tmp"])
+    assert run.ok, run.error[-3000:]
     after = params.config_path.read_text()
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
     assert changed == [(f"c.Authenticator.allowed_users = {{'{ADMIN}', '{USER}'}}  # hubrunbook",
@@ -101,7 +95,7 @@ def test_changed_parameter_changes_its_line_keeps_backup_and_restarts(deployment
     assert "c.JupyterHub.shutdown_on_logout = True" in after
     new_backups = set(params.config_path.parent.glob("jupyterhub_config.py.bak-*")) - backups
     assert len(new_backups) == 1 and new_backups.pop().read_text() == before
-    st = step_statuses(out)
+    st = step_statuses(run.out)
     assert st["ensure_config"] == "changed" and st["ensure_hub_running"] == "changed"
     assert st["check_local_deployment"] == "ok"
     assert hub_pid(params) not in (None, pid)
@@ -126,12 +120,12 @@ def test_bad_parameters_change_nothing(deployment, bad, needle):
         sock.listen()
         bad = {"port": sock.getsockname()[1]}
     try:
-        proc, out = papermill("configure", {**deployment["values"], **bad}, deployment["tmp"])
+        run = run_runbook("configure", {**deployment["values"], **bad}, deployment["tmp"])
     finally:
         if sock:
             sock.close()
-    assert proc.returncode != 0
-    assert needle in proc.stderr + out.read_text()
+    assert not run.ok
+    assert needle in run.text()
     assert digest(params.config_path) == conf
     assert ours() == users_before
     assert hub_pid(params) == pid
@@ -141,9 +135,9 @@ def test_dry_run_reports_and_changes_nothing(deployment):
     params = deployment["params"]
     pid, conf = hub_pid(params), digest(params.config_path)
     values = {**deployment["values"], "users": [USER, "hrb-it-dry"], "dry_run": True}
-    proc, out = papermill("configure", values, deployment["tmp"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    st = step_statuses(out)
+    run = run_runbook("configure", values, deployment["tmp"])
+    assert run.ok, run.error[-3000:]
+    st = step_statuses(run.out)
     assert st["ensure_config"] == "would change" and st["ensure_users"] == "would change"
     assert st["check_local_deployment"] == "skipped"
     assert digest(params.config_path) == conf and hub_pid(params) == pid
@@ -159,8 +153,8 @@ def test_code_a_user_planted_in_the_prefix_never_runs_as_root_even_in_a_dry_run(
     planted.write_text(f"#!/bin/sh\ntouch {marker}\nexec /usr/bin/python3 \"$@\"\n")
     planted.chmod(0o755)
     os.chown(planted, 65534, 65534)
-    proc, _ = papermill("configure", port_params(prefix=str(sandbox), dry_run=True, users=["hrb-it-dry"],
+    run = run_runbook("configure", port_params(prefix=str(sandbox), dry_run=True, users=["hrb-it-dry"],
                                                  admin_users=["hrb-it-dry"]), tmp_path)
-    assert proc.returncode != 0
-    assert f"{planted} is owned by nobody" in proc.stderr and "Nothing was run or changed" in proc.stderr
+    assert not run.ok
+    assert f"{planted} is owned by nobody" in run.error and "Nothing was run or changed" in run.error
     assert not marker.exists()

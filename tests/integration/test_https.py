@@ -13,8 +13,8 @@ import pytest
 import requests
 import trustme
 
-from conftest import TEST_ROOT, port_params
-from test_install_runbook import papermill, step_statuses
+from support.runbook import run_runbook, step_statuses
+from support.sandbox import TEST_ROOT, port_params, reset_sandbox, teardown_sandbox
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="PAM users and root-owned keys")]
 
@@ -40,13 +40,10 @@ def write_pair(d, leaf, stem):
 def tls_hub(tmp_path_factory):
     """install.ipynb + configure.ipynb with HTTPS from a private CA (root → intermediate → server certificate)."""
     from hubrunbook.core.params import build_params
-    from hubrunbook.hub.service import stop_managed_hub
-    from hubrunbook.host.users import remove_users
 
     tmp = tmp_path_factory.mktemp("https")
-    prefix = TEST_ROOT / "https-it"
+    prefix = reset_sandbox(f"https-it-{os.getpid()}")
     tlsdir = TEST_ROOT / f"https-tls-{os.getpid()}"
-    shutil.rmtree(prefix, ignore_errors=True)
     shutil.rmtree(tlsdir, ignore_errors=True)
     tlsdir.mkdir(mode=0o755, parents=True)
     os.chmod(tlsdir, 0o755)
@@ -59,17 +56,15 @@ def tls_hub(tmp_path_factory):
     values["oauth_public_url"] = f"https://{NAME}:{values['port']}"
     params = build_params(values)
     try:
-        proc, out = papermill("install", values, tmp)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert step_statuses(out)["check_hub_starts"] == "ok"  # the throwaway hub served HTTPS too
-        proc, out = papermill("configure", values, tmp)
-        yield {"values": values, "params": params, "tmp": tmp, "first": (proc, out), "ca": ca, "inter": inter,
+        run = run_runbook("install", values, tmp)
+        assert run.ok, run.error[-3000:]
+        assert step_statuses(run.out)["check_hub_starts"] == "ok"  # the throwaway hub served HTTPS too
+        run = run_runbook("configure", values, tmp)
+        yield {"values": values, "params": params, "tmp": tmp, "first": run, "ca": ca, "inter": inter,
                "tlsdir": tlsdir, "url": f"https://127.0.0.1:{values['port']}"}
     finally:
-        stop_managed_hub(params)
-        remove_users(params, [USER, ADMIN])
-        shutil.rmtree(prefix, ignore_errors=True)
         shutil.rmtree(tlsdir, ignore_errors=True)
+        teardown_sandbox(params)
 
 
 def hub_pid(params):
@@ -79,9 +74,9 @@ def hub_pid(params):
 
 
 def test_configure_serves_https_and_its_own_verification_passes_over_it(tls_hub):
-    proc, out = tls_hub["first"]
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    st = step_statuses(out)
+    run = tls_hub["first"]
+    assert run.ok, run.error[-3000:]
+    st = step_statuses(run.out)
     assert st["check_configure_preflight"] == "ok" and st["check_local_deployment"] == "ok", st
     text = tls_hub["params"].config_path.read_text()
     port = tls_hub["values"]["port"]
@@ -89,7 +84,7 @@ def test_configure_serves_https_and_its_own_verification_passes_over_it(tls_hub)
     assert f"c.JupyterHub.ssl_cert = {tls_hub['values']['ssl_cert']!r}  # hubrunbook" in text
     assert f"c.JupyterHub.ssl_key = {tls_hub['values']['ssl_key']!r}  # hubrunbook" in text
     assert "c.JupyterHub.hub_ip = '127.0.0.1'  # hubrunbook" in text
-    executed = out.read_text()
+    executed = run.out.read_text()
     assert "TLS chain" in executed and "ending at a root in ssl_ca" in executed
     assert tls_hub["ca"].private_key_pem.bytes().decode() not in executed
 
@@ -140,20 +135,20 @@ def test_troubleshoot_talks_to_the_hub_over_https(tls_hub):
     """The scan's /hub/api fact and the log-in-and-spawn proof after repairs both go through the verified https URL."""
     import json
 
-    proc, out = papermill("troubleshoot", {**tls_hub["values"], "apply_fixes": True}, tls_hub["tmp"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = run_runbook("troubleshoot", {**tls_hub["values"], "apply_fixes": True}, tls_hub["tmp"])
+    assert run.ok, run.error[-3000:]
     report = json.loads((tls_hub["params"].state_dir / "troubleshoot.json").read_text())
     assert "hub-api" not in json.dumps(report), report
-    assert f"[ok] check_user_spawns: {USER} logged in at {tls_hub['url']}/hub/login and got a server" in out.read_text()
+    assert f"[ok] check_user_spawns: {USER} logged in at {tls_hub['url']}/hub/login and got a server" in run.out.read_text()
 
 
 def _refused(tls_hub, changes, needle):
     params = tls_hub["params"]
     pid, conf = hub_pid(params), digest(params.config_path)
     backups = set(params.config_path.parent.glob("jupyterhub_config.py.bak-*"))
-    proc, out = papermill("configure", {**tls_hub["values"], **changes}, tls_hub["tmp"])
-    assert proc.returncode != 0
-    assert needle in proc.stderr + out.read_text()
+    run = run_runbook("configure", {**tls_hub["values"], **changes}, tls_hub["tmp"])
+    assert not run.ok
+    assert needle in run.text()
     assert digest(params.config_path) == conf, "the config file was changed"
     assert hub_pid(params) == pid, "the hub was restarted"
     assert set(params.config_path.parent.glob("jupyterhub_config.py.bak-*")) == backups, "a config backup was made"

@@ -1,50 +1,21 @@
-"""install.ipynb end to end with papermill: fresh, converged, dry run, bad parameters."""
+"""install.ipynb end to end, headless as `make deploy` runs it: fresh, converged, dry run, bad parameters."""
 import json
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import REPO, TEST_ROOT, port_params
+from support.runbook import run_runbook, step_statuses
+from support.sandbox import port_params
 
 pytestmark = pytest.mark.integration
 
 
-def papermill(name: str, params: dict, tmp_path: Path) -> tuple[subprocess.CompletedProcess, Path]:
-    """Run runbooks/<name>.ipynb headless like an operator would; returns (process, executed notebook)."""
-    pfile = tmp_path / f"{name}-params.yaml"
-    pfile.write_text(yaml.safe_dump(params))
-    out = tmp_path / f"{name}-out.ipynb"
-    proc = subprocess.run([sys.executable, "-m", "papermill", str(REPO / "runbooks" / f"{name}.ipynb"), str(out),
-                           "-f", str(pfile), "--cwd", str(REPO / "runbooks")], capture_output=True, text=True, timeout=900)
-    return proc, out
-
-
-def step_statuses(out: Path) -> dict[str, str]:
-    """{step: status} from the audit-free source of truth: the summary cell's text output."""
-    nb = json.loads(out.read_text())
-    text = ""
-    for cell in nb["cells"]:
-        for o in cell.get("outputs", []):
-            text = "".join(o.get("data", {}).get("text/plain", "")) or text
-    rows = {}
-    for line in text.splitlines()[3:]:
-        parts = line.split()
-        if len(parts) >= 3 and parts[0].isdigit():
-            rows[parts[1]] = parts[2] if parts[2] != "would" else "would change"
-    return rows
-
-
-def test_install_fresh_then_converged(tmp_path):
-    prefix = TEST_ROOT / "install-it"
-    shutil.rmtree(prefix, ignore_errors=True)
+def test_install_fresh_then_converged(tmp_path, sandbox):
+    prefix = sandbox
     params = port_params(prefix=str(prefix))
-    proc, out = papermill("install", params, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    first = step_statuses(out)
+    run = run_runbook("install", params, tmp_path)
+    assert run.ok, run.error[-3000:]
+    first = step_statuses(run.out)
     assert first["ensure_proxy"] == "changed" and first["ensure_hub_env"] == "changed"
     assert first["check_hub_starts"] == "ok"
     # the hub env and the proxy really work
@@ -65,19 +36,18 @@ def test_install_fresh_then_converged(tmp_path):
 
     assert not listeners(params["port"]) and not listeners(params["proxy_api_port"])
 
-    proc, out = papermill("install", params, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    second = step_statuses(out)
+    run = run_runbook("install", params, tmp_path)
+    assert run.ok, run.error[-3000:]
+    second = step_statuses(run.out)
     assert "changed" not in second.values(), second
     assert set(second) == set(first)
 
 
-def test_dry_run_changes_nothing(tmp_path, shared_install):
-    prefix = TEST_ROOT / "install-dry"
-    shutil.rmtree(prefix, ignore_errors=True)
-    proc, out = papermill("install", port_params(prefix=str(prefix), dry_run=True), tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    statuses = step_statuses(out)
+def test_dry_run_changes_nothing(tmp_path, sandbox, shared_install):
+    prefix = sandbox
+    run = run_runbook("install", port_params(prefix=str(prefix), dry_run=True), tmp_path)
+    assert run.ok, run.error[-3000:]
+    statuses = step_statuses(run.out)
     assert statuses["ensure_proxy"] == "would change" and statuses["ensure_hub_env"] == "would change"
     assert statuses["check_hub_starts"] == "skipped"
     assert not prefix.exists()
@@ -89,26 +59,24 @@ def test_dry_run_changes_nothing(tmp_path, shared_install):
     ({"port": 70000}, "between 1 and 65535"),
     ({"oauth_client_secret_literal": "abc"}, "unknown parameter"),
 ])
-def test_bad_parameters_fail_before_anything_changes(tmp_path, bad, needle):
-    prefix = TEST_ROOT / "install-bad"
-    shutil.rmtree(prefix, ignore_errors=True)
-    proc, out = papermill("install", {**port_params(prefix=str(prefix)), **bad}, tmp_path)
-    assert proc.returncode != 0
-    assert needle in proc.stderr + out.read_text()
+def test_bad_parameters_fail_before_anything_changes(tmp_path, sandbox, bad, needle):
+    prefix = sandbox
+    run = run_runbook("install", {**port_params(prefix=str(prefix)), **bad}, tmp_path)
+    assert not run.ok
+    assert needle in run.text()
     assert not prefix.exists()
 
 
-def test_port_held_by_foreign_process_fails_preflight(tmp_path):
+def test_port_held_by_foreign_process_fails_preflight(tmp_path, sandbox):
     import socket
 
-    prefix = TEST_ROOT / "install-busy"
-    shutil.rmtree(prefix, ignore_errors=True)
+    prefix = sandbox
     params = port_params(prefix=str(prefix))
     with socket.socket() as s:
         s.bind(("127.0.0.1", params["port"]))
         s.listen()
-        proc, out = papermill("install", params, tmp_path)
-    assert proc.returncode != 0
-    text = out.read_text()
+        run = run_runbook("install", params, tmp_path)
+    assert not run.ok
+    text = run.out.read_text()
     assert "step check_preflight failed" in text and f"port {params['port']}: in use by pid" in text
     assert not prefix.exists()

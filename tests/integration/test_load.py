@@ -3,7 +3,7 @@
 JupyterHub's defaults failed here: 20 users logging in at once on 2 cores, 6 of 20 (cold caches) or all 20 (cold and
 busy) spawns hit Spawner.http_timeout (30 s). The hub deployed by the product sets concurrent_spawn_limit and the
 spawn timeouts from the machine's cores and memory (capacity.py); these tests log real users in through the proxy
-as browsers do (tests/load_support.py) and assert what the users see, never how long it took.
+as browsers do (tests/support/load.py) and assert what the users see, never how long it took.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from load_support import LoadDeployment, burst, summary
+from support.load import LoadDeployment, burst, summary
 
 pytestmark = [
     pytest.mark.integration,

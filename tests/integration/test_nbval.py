@@ -1,6 +1,6 @@
 """nbval: the committed runbooks' tagged outputs match a converged run on the reference sandbox.
 
-Runs last (file name): each runbook is first converged with papermill on its reference sandbox,
+Runs last (marker runs_last): each runbook is first converged with papermill on its reference sandbox,
 then nbval re-executes the committed notebook with the sandbox parameters injected
 (papermill --prepare-only keeps the committed outputs) and compares the nbval-check-output cells.
 """
@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from conftest import REPO, port_params
 from nbval_support import CHAINS, SANITIZE, prepare_copy, reference_params, teardown
-from test_install_runbook import papermill
+from support.runbook import run_runbook
+from support.sandbox import REPO, port_params
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.runs_last]
 
 NBVAL_RUNBOOKS = ["install", "configure", "troubleshoot"]  # oauth: test_oauth_runbook.py (needs its fake GitHub)
 
@@ -24,8 +24,8 @@ def test_runbook_outputs_match_reference(name, tmp_path):
     params = {**reference_params(name), **{k: ports[k] for k in ("port", "hub_port", "proxy_api_port")}}
     try:
         for step in CHAINS[name]:  # converge the sandbox first
-            proc, _ = papermill(step, params, tmp_path)
-            assert proc.returncode == 0, proc.stderr[-3000:]
+            run = run_runbook(step, params, tmp_path)
+            assert run.ok, run.error[-3000:]
         copy = prepare_copy(name, params, tmp_path / f"{name}.ipynb")
         res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
                               "--nbval-sanitize-with", str(SANITIZE), str(copy), "-q"],

@@ -17,8 +17,8 @@ import psutil
 import pytest
 import requests
 
-from fakegithub import FakeGitHub, GitHubUser
-from oauth_fixtures import Hub, OIDCProvider, exists, follow_login, hub, oauth_install  # noqa: F401 (fixtures)
+from support.fakegithub import FakeGitHub, GitHubUser
+from support.oauth import Hub, OIDCProvider, exists, follow_login
 
 from hubrunbook.oauth import settings as oauth
 from hubrunbook.hub import probe

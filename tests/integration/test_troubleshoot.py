@@ -2,7 +2,7 @@
 
 Each test asserts the finding (and no unrelated error), then — where a repair exists — runs the runbook
 with apply_fixes and asserts that a user can log in and spawn again. Deployments share the session's
-installed hub env and proxy (tests/ts_support.py); only the broken part is built per test.
+installed hub env and proxy (tests/support/deployment.py, fixture `deploy`); only the broken part is built per test.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from hubrunbook.host import ports
 from hubrunbook.hub import service
 from hubrunbook.host.process import terminate
 from hubrunbook.host.users import lookup
-from ts_support import Deployment, ids
+from support.deployment import Deployment, ids
 
 pytestmark = [
     pytest.mark.integration,
@@ -28,9 +28,9 @@ pytestmark = [
 
 
 def scan(d: Deployment, tmp_path, tag="scan"):
-    proc, report = d.troubleshoot(tmp_path, tag=tag)
-    assert report, f"no JSON report written:\n{proc.stderr[-3000:]}"
-    return proc, report
+    run, report = d.troubleshoot(tmp_path, tag=tag)
+    assert report, f"no JSON report written:\n{run.error[-3000:]}"
+    return run, report
 
 
 def assert_errors(report: dict, expected: set[str], allowed: set[str] = frozenset()) -> None:
@@ -41,8 +41,8 @@ def assert_errors(report: dict, expected: set[str], allowed: set[str] = frozense
 
 
 def repair_and_prove(d: Deployment, tmp_path) -> dict:
-    proc, report = d.troubleshoot(tmp_path, apply_fixes=True)
-    assert proc.returncode == 0, f"{report.get('repairs')}\n{proc.stderr[-4000:]}"
+    run, report = d.troubleshoot(tmp_path, apply_fixes=True)
+    assert run.ok, f"{report.get('repairs')}\n{run.error[-4000:]}"
     assert report["ok"] and not ids(report["findings"], "error"), report["findings"]
     assert d.user_logs_in_and_spawns() < 60
     return report
@@ -55,8 +55,8 @@ def finding(report: dict, fid: str) -> dict:
 # --- healthy ------------------------------------------------------------------------------------------
 def test_healthy_deployment_has_no_errors(deploy, tmp_path):
     d = deploy().build()
-    proc, report = scan(d, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run, report = scan(d, tmp_path)
+    assert run.ok, run.error[-3000:]
     assert report["ok"] and not ids(report["findings"], "error"), report["findings"]
     assert report["seconds"] < 5
     assert all(c["status"] in ("ok", "found") for c in report["checks"])
@@ -86,8 +86,8 @@ def test_proxy_started_by_hand_gives_403_and_is_reported_not_signalled(deploy, t
     hub = d.start_hub_by_hand(wait_exit=20)
     assert not alive(hub), "the hub should have exited on the 403"
 
-    proc, report = scan(d, tmp_path)
-    assert proc.returncode != 0  # headless run fails while an error remains
+    run, report = scan(d, tmp_path)
+    assert not run.ok  # headless run fails while an error remains
     assert_errors(report, {"proxy-api-port-unproven", "hub-running"})
     f = finding(report, "proxy-api-port-unproven")
     assert f"pid {chp.pid}" in f["evidence"] and "configurable-http-proxy" in f["evidence"]
@@ -97,8 +97,8 @@ def test_proxy_started_by_hand_gives_403_and_is_reported_not_signalled(deploy, t
     assert "api_request to proxy failed: 403" in log["evidence"]
     assert "another-token" not in str(report)
 
-    proc, fixed = d.troubleshoot(tmp_path, apply_fixes=True)
-    assert proc.returncode != 0 and alive(chp), "an unproven proxy must never be signalled"
+    run, fixed = d.troubleshoot(tmp_path, apply_fixes=True)
+    assert not run.ok and alive(chp), "an unproven proxy must never be signalled"
     terminate(chp.pid, timeout=5)  # the operator stops it, as the finding says
     repair_and_prove(d, tmp_path)
 
@@ -131,10 +131,10 @@ def test_a_users_listener_posing_as_the_proxy_never_gets_the_token_nor_a_signal(
         while not ports.listeners(d.params.proxy_api_port) and time.monotonic() < deadline:
             time.sleep(0.1)
         holder = next(iter(ports.listeners(d.params.proxy_api_port)))
-        proc, report = scan(d, tmp_path)
+        run, report = scan(d, tmp_path)
         f = finding(report, "proxy-api-port-unproven")
         assert "not root" in f["evidence"] and not f["repairable"]
-        proc, _ = d.troubleshoot(tmp_path, apply_fixes=True)
+        run, _ = d.troubleshoot(tmp_path, apply_fixes=True)
         assert alive(holder), "a process not proven ours must never be signalled"
     finally:
         for pid in ports.listeners(d.params.proxy_api_port):
@@ -153,7 +153,7 @@ def test_stale_proxy_after_the_hub_was_killed(deploy, tmp_path):
     _wait_gone(hub_pid)
     assert alive(proxy_pid)
 
-    proc, report = scan(d, tmp_path)
+    run, report = scan(d, tmp_path)
     assert_errors(report, {"hub-running"})
     stale = finding(report, "proxy-stale")
     assert stale["severity"] == "warning" and f"pid {proxy_pid}" in stale["evidence"]
@@ -190,7 +190,7 @@ def test_a_stale_pid_file_naming_another_proxy_is_not_obeyed(deploy, tmp_path):
     assert "started after" in unproven_reason(p, other.pid)
 
     service.stop_managed_hub(p)
-    proc, report = scan(d, tmp_path)
+    run, report = scan(d, tmp_path)
     f = finding(report, "proxy-api-port-unproven")
     assert "started after" in f["evidence"] and not f["repairable"]
     d.troubleshoot(tmp_path, apply_fixes=True)
@@ -238,7 +238,7 @@ def test_tornado_5_forced_under_jupyterhub_6(deploy, tmp_path):
     _uv_install(d, "tornado==5.1.1")  # a later install forcing an old tornado into the hub env
     _restart_fails(d)
 
-    proc, report = scan(d, tmp_path)
+    run, report = scan(d, tmp_path)
     assert_errors(report, {"hub-packages-import", "tornado-too-old", "hub-running"}, {"dependency-conflicts"})
     assert "MutableMapping" in finding(report, "hub-packages-import")["seen"]
     assert "tornado 5.1.1" in finding(report, "tornado-too-old")["seen"]
@@ -256,7 +256,7 @@ def test_tornado_pin_downgraded_jupyterhub(deploy, tmp_path):
     assert facts.probe_env(d.params)["versions"]["jupyterhub"].startswith("5.")
     _restart_fails(d)
 
-    proc, report = scan(d, tmp_path)
+    run, report = scan(d, tmp_path)
     assert_errors(report, {"jupyterhub-version", "hub-running"}, {"hub-packages-import", "tornado-too-old",
                                                                   "dependency-conflicts", "db-schema"})
     assert "pins 6.1.1" in finding(report, "jupyterhub-version")["seen"]
@@ -284,14 +284,14 @@ def test_public_port_held_by_another_program(deploy, tmp_path):
     d.start_hub_by_hand()
     _wait_log(d, "JupyterHub is now running")  # the hub claims success…
 
-    proc, report = scan(d, tmp_path)
+    run, report = scan(d, tmp_path)
     assert_errors(report, {"public-port"}, {"hub-api"})
     f = finding(report, "public-port")
     assert f"pid {other.pid}" in f["evidence"] and "http.server" in f["evidence"] and not f["repairable"]
     assert "EADDRINUSE" in finding(report, "log:proxy-eaddrinuse")["evidence"]
 
-    proc, report = d.troubleshoot(tmp_path, apply_fixes=True)
-    assert proc.returncode != 0 and "public-port" in ids(report["findings"], "error")
+    run, report = d.troubleshoot(tmp_path, apply_fixes=True)
+    assert not run.ok and "public-port" in ids(report["findings"], "error")
     assert alive(other), "a program we do not own must never be killed"
 
 
@@ -300,8 +300,8 @@ def test_hub_port_held_by_another_program(deploy, tmp_path):
     other = d.start_listener(d.params.hub_port)
     d.start_hub_by_hand(wait_exit=20)
 
-    proc, report = scan(d, tmp_path)
-    assert proc.returncode != 0
+    run, report = scan(d, tmp_path)
+    assert not run.ok
     assert_errors(report, {"hub-port", "hub-running"})
     assert f"pid {other.pid}" in finding(report, "hub-port")["evidence"]
     assert "Failed to bind hub to" in finding(report, "log:hub-bind-failed")["evidence"]
@@ -315,7 +315,7 @@ def test_no_allow_rule(deploy, tmp_path):
     cfg.write_text("".join(l for l in cfg.read_text().splitlines(True) if not l.startswith("c.Authenticator.allowed_users")))
     service.ensure_hub_running(d.params)  # restarted on the edited config: starts, but nobody gets in
 
-    proc, report = scan(d, tmp_path)
+    run, report = scan(d, tmp_path)
     assert_errors(report, {"allow-rule"})
     assert "No allow config found" in finding(report, "log:no-allow-config")["evidence"]
 
@@ -326,7 +326,7 @@ def test_user_without_system_account(deploy, tmp_path):
     d = deploy().build()
     subprocess.run(["userdel", "-r", "--", d.user], check=True, capture_output=True)
 
-    proc, report = scan(d, tmp_path)
+    run, report = scan(d, tmp_path)
     assert_errors(report, {"user-accounts"})
     assert f"getent passwd {d.user}: no entry" in finding(report, "user-accounts")["evidence"]
 
@@ -340,7 +340,7 @@ def test_missing_notebook_dir(deploy, tmp_path):
     nbdir = f"/home/{d.user}/notebooks"
     shutil.rmtree(nbdir)
 
-    proc, report = scan(d, tmp_path)
+    run, report = scan(d, tmp_path)
     assert_errors(report, {"notebook-dirs"})
     assert f"{nbdir}: absent" in finding(report, "notebook-dirs")["evidence"]
 
@@ -353,7 +353,7 @@ def test_missing_home(deploy, tmp_path):
     d = deploy().build()
     shutil.rmtree(f"/home/{d.user}")
 
-    proc, report = scan(d, tmp_path)
+    run, report = scan(d, tmp_path)
     assert_errors(report, {"user-home", "notebook-dirs"})
     assert f"home /home/{d.user} (absent)" in finding(report, "user-home")["evidence"]
 
@@ -371,7 +371,7 @@ def test_singleuser_not_runnable_by_users(deploy, tmp_path):
     with pytest.raises(Exception):
         probe.start_server(session, d.params.public_url, d.user, timeout=30)
 
-    proc, report = scan(d, tmp_path)
+    run, report = scan(d, tmp_path)
     assert_errors(report, {"singleuser-runnable"})
     assert "(mode 0700)" in finding(report, "singleuser-runnable")["evidence"]
     assert "Permission denied trying to run" in finding(report, "log:singleuser-permission")["evidence"]
@@ -385,7 +385,7 @@ def test_proxy_missing(deploy, tmp_path):
     (d.prefix / "proxy").unlink()  # configurable-http-proxy gone (removed, or never installed here)
     _restart_fails(d)
 
-    proc, report = scan(d, tmp_path)
+    run, report = scan(d, tmp_path)
     assert_errors(report, {"proxy-installed", "hub-running"})
     assert "Cannot find module" in finding(report, "log:proxy-module-missing")["evidence"]
 
@@ -406,7 +406,7 @@ def test_database_schema_older_than_jupyterhub(deploy, tmp_path):
     old = sqlite3.connect(db).execute("SELECT version_num FROM alembic_version").fetchone()[0]
     _restart_fails(d)
 
-    proc, report = scan(d, tmp_path)
+    run, report = scan(d, tmp_path)
     assert_errors(report, {"db-schema", "hub-running"})
     assert old in finding(report, "db-schema")["evidence"]
     assert "Found database schema version" in finding(report, "log:db-schema")["evidence"]
@@ -425,7 +425,7 @@ def test_low_disk_space_where_the_hub_keeps_state(deploy, tmp_path):
             pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
 
     d = deploy().build(before=small_state)
-    proc, report = scan(d, tmp_path)
+    run, report = scan(d, tmp_path)
     assert_errors(report, {"disk-space"})
     assert "MiB free" in finding(report, "disk-space")["evidence"]
 
@@ -452,20 +452,20 @@ def test_oauth_misconfigurations(deploy, tmp_path, monkeypatch):
     service.ensure_hub_running(d.params)
     cfg = d.params.config_path
 
-    proc, report = scan(d, tmp_path, "healthy")
-    assert proc.returncode == 0 and not ids(report["findings"], "error"), report["findings"]
+    run, report = scan(d, tmp_path, "healthy")
+    assert run.ok and not ids(report["findings"], "error"), report["findings"]
 
     # 1. the callback URL does not match the public URL (e.g. registered with another port)
     wrong = f"http://127.0.0.1:{d.params.port + 1}/hub/oauth_callback"
     good = _replace_line(cfg, "c.OAuthenticator.oauth_callback_url", f"c.OAuthenticator.oauth_callback_url = {wrong!r}")
-    proc, report = scan(d, tmp_path, "callback")
+    run, report = scan(d, tmp_path, "callback")
     assert_errors(report, {"oauth-callback"})
     assert wrong in finding(report, "oauth-callback")["evidence"]
     cfg.write_text(good)
 
     # 2. the client secret is missing from the hub's environment file
     service.set_hub_env(d.params, {"GITHUB_CLIENT_SECRET": None})
-    proc, report = scan(d, tmp_path, "secret")
+    run, report = scan(d, tmp_path, "secret")
     assert_errors(report, {"oauth-client"})
     assert "no GITHUB_CLIENT_SECRET" in finding(report, "oauth-client")["evidence"]
     assert "ts-client-id-0123" not in str(report)
@@ -477,7 +477,7 @@ def test_oauth_misconfigurations(deploy, tmp_path, monkeypatch):
     _replace_line(cfg, "c.LocalGitHubOAuthenticator.create_system_users",
                   "c.LocalGitHubOAuthenticator.create_system_users = False")
     _replace_line(cfg, "c.OAuthenticator.allowed_users", f"c.OAuthenticator.allowed_users = {{{gh_user!r}, {newcomer!r}}}")
-    proc, report = scan(d, tmp_path, "account")
+    run, report = scan(d, tmp_path, "account")
     assert_errors(report, {"user-accounts"})
     f = finding(report, "user-accounts")
     assert newcomer in f["seen"] and not f["repairable"]

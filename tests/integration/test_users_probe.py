@@ -12,7 +12,7 @@ import sys
 
 import psutil
 import pytest
-from conftest import TEST_ROOT, port_params
+from support.sandbox import TEST_ROOT, port_params
 
 from hubrunbook.host import homes, throwaway, users
 from hubrunbook.hub import probe

@@ -4,7 +4,8 @@ A deployment is a prefix of its own (config, secrets, state, users, ports, a run
 and ``proxy/`` are symlinks to the session's shared, installed hub env and proxy: the hub, the proxy and
 spawned servers run exactly as in a real install (the paths users execute go through the symlink), but
 nothing is installed per test. A test that breaks the env itself gets a real env of its own
-(``own_env=True``). Everything a test starts is stopped by PID; users it creates (hrb-ts-*) are deleted.
+(``own_env=True``). Everything a test starts is stopped by PID; users it creates (hrb-ts-*) are deleted
+(support.sandbox.teardown_sandbox). Tests get deployments from the ``deploy`` fixture.
 """
 from __future__ import annotations
 
@@ -12,21 +13,21 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import psutil
-import yaml
+import pytest
 
-from conftest import REPO, TEST_ROOT, port_params
 from hubrunbook.hub import config, probe, service
 from hubrunbook.host import ports, users
 from hubrunbook.hub.hubenv import ensure_hub_env, env_bin
 from hubrunbook.core.params import build_params
 from hubrunbook.host.process import start_hub, terminate
+from support.runbook import RunbookRun, run_runbook
+from support.sandbox import TEST_ROOT, free_port, port_params, reset_sandbox, teardown_sandbox
 
 TEMPLATE = TEST_ROOT / "ts-config-template.py"
 
@@ -61,7 +62,7 @@ class Deployment:
     # --- build -------------------------------------------------------------------------------------
     def build(self, *, start: bool = True, before=None) -> "Deployment":
         """Make the deployment (config, secrets, users, running hub); *before(params)* runs on the empty prefix."""
-        shutil.rmtree(self.prefix, ignore_errors=True)
+        reset_sandbox(self.prefix.name)
         self.prefix.mkdir(parents=True)
         os.chmod(self.prefix, 0o755)
         p = self.params
@@ -112,7 +113,6 @@ class Deployment:
     def start_proxy_by_hand(self, token: str) -> psutil.Process:
         """configurable-http-proxy started by hand on our API port with another token (guide §3.2)."""
         from hubrunbook.hub.proxy import proxy_command
-        from conftest import free_port
 
         p = self.params
         proc = subprocess.Popen(
@@ -125,17 +125,15 @@ class Deployment:
         return psutil.Process(proc.pid)
 
     # --- the runbook ---------------------------------------------------------------------------------
-    def troubleshoot(self, tmp_path: Path, *, apply_fixes: bool = False, tag: str = "") -> tuple[subprocess.CompletedProcess, dict]:
-        """Run runbooks/troubleshoot.ipynb with papermill; returns (process, the JSON report)."""
+    def troubleshoot(self, tmp_path: Path, *, apply_fixes: bool = False, tag: str = "") -> tuple[RunbookRun, dict]:
+        """Run runbooks/troubleshoot.ipynb headless; returns (the run, the JSON report)."""
         tag = tag or ("fix" if apply_fixes else "scan")
         report = tmp_path / f"report-{tag}.json"
-        pfile = tmp_path / f"params-{tag}.yaml"
-        pfile.write_text(yaml.safe_dump({**self.values, "apply_fixes": apply_fixes, "report_file": str(report)}))
-        out = tmp_path / f"troubleshoot-{tag}.ipynb"
-        proc = subprocess.run([sys.executable, "-m", "papermill", str(REPO / "runbooks" / "troubleshoot.ipynb"), str(out),
-                               "-f", str(pfile), "--cwd", str(REPO / "runbooks")], capture_output=True, text=True, timeout=300)
+        work = tmp_path / tag
+        work.mkdir(exist_ok=True)
+        run = run_runbook("troubleshoot", {**self.values, "apply_fixes": apply_fixes, "report_file": str(report)}, work)
         data = json.loads(report.read_text()) if report.exists() else {}
-        return proc, data
+        return run, data
 
     def user_logs_in_and_spawns(self) -> float:
         """What a user would do: log in with the password and get a server (stopped again). Returns seconds."""
@@ -147,42 +145,13 @@ class Deployment:
 
     # --- cleanup -------------------------------------------------------------------------------------
     def teardown(self) -> None:
-        p = self.params
         for proc in self.started:  # first: a hand-started hub stops its own proxy
             if proc.is_running():
                 terminate(proc.pid, timeout=5)
-        try:
-            service.stop_managed_hub(p)
-        except Exception:
-            pass
-        # a proxy the hub started for this prefix (its command line names our prefix) and that survived
-        for port in (p.port, p.proxy_api_port, p.hub_port):
-            for pid in ports.listeners(port):
-                if any(str(self.prefix) in part for part in ports.cmdline(pid)):
-                    terminate(pid, timeout=5)
-        _kill_user_processes(self.user)
-        try:
-            users.remove_users(p, [self.user])
-        except Exception:
-            subprocess.run(["userdel", "-r", "--", self.user], capture_output=True)
-        for name in p.oauth_allowed_users:  # accounts the hub itself created (create_system_users)
-            if name.startswith("hrb-ts-") and users.lookup(name):
-                _kill_user_processes(name)
-                subprocess.run(["userdel", "-r", "--", name], capture_output=True)
-        if os.path.ismount(p.state_dir):
-            subprocess.run(["umount", "-l", str(p.state_dir)], capture_output=True)
-        os.chmod(self.prefix, 0o755) if self.prefix.exists() else None
-        shutil.rmtree(self.prefix, ignore_errors=True)
-
-
-def _kill_user_processes(user: str) -> None:
-    """Single-user servers of our test user that outlived the hub (only processes owned by that user)."""
-    for proc in psutil.process_iter(["username"]):
-        if proc.info["username"] == user:
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except psutil.Error:
-                pass
+        # our user also by name (a test may break the registry), and accounts the hub itself created
+        # (create_system_users of an OAuth authenticator)
+        hub_made = [name for name in self.params.oauth_allowed_users if name.startswith("hrb-ts-")]
+        teardown_sandbox(self.params, hub_users=[self.user, *hub_made])
 
 
 def _wait(cond, what: str, timeout: float = 15) -> None:
@@ -192,6 +161,21 @@ def _wait(cond, what: str, timeout: float = 15) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError(f"waited {timeout} s for {what}")
+
+
+@pytest.fixture
+def deploy(shared_install, request):
+    """Build working deployments on the shared install (Deployment); torn down afterwards."""
+    made = []
+
+    def make(name: str | None = None, **kw):
+        d = Deployment(shared_install, name or request.node.name[5:40], **kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.teardown()
 
 
 def ids(findings: list[dict], severity: str | None = None) -> set[str]:

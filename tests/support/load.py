@@ -13,13 +13,12 @@ countdown script (capacity.RETRY_PAGE) does in a browser; this client runs no Ja
 carries the script. Anything else (500 "server never showed up", a login refused) is a failure.
 
 ``LoadDeployment`` is a sandbox hub built from the session's shared install (env, proxy, Node.js symlinked, as in
-tests/ts_support.py) whose users hrb-ld<pid>-NN are made by the product's ensure_users, with generated passwords.
+support.deployment) whose users hrb-ld<pid>-NN are made by the product's ensure_users, with generated passwords.
 """
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import statistics
 import threading
 import time
@@ -27,15 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
-import psutil
 import requests
 
-from conftest import TEST_ROOT, port_params
 from hubrunbook.hub import config, service
 from hubrunbook.host import users
 from hubrunbook.hub.capacity import spawn_capacity
 from hubrunbook.core.params import build_params
-from ts_support import config_template
+from support.deployment import config_template
+from support.sandbox import TEST_ROOT, port_params, reset_sandbox, teardown_sandbox
 
 REQUEST_TIMEOUT = 120  # one HTTP request on a machine starting many servers at once
 POLL_S = 2
@@ -137,7 +135,7 @@ class LoadDeployment:
 
     def build(self) -> "LoadDeployment":
         p = self.params
-        shutil.rmtree(self.prefix, ignore_errors=True)
+        reset_sandbox(self.prefix.name)
         self.prefix.mkdir(parents=True)
         os.chmod(self.prefix, 0o755)
         for name in ("env", "proxy", "nodejs"):
@@ -164,22 +162,4 @@ class LoadDeployment:
         raise KeyError(key)
 
     def teardown(self) -> None:
-        p = self.params
-        try:
-            service.stop_managed_hub(p)  # the hub stops the servers it spawned
-        except Exception:
-            pass
-        uids = {pw.pw_uid for pw in map(users.lookup, self.names) if pw}
-        for _ in range(3):  # servers that outlived the hub: only our users' processes, until none is left
-            procs = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real in uids]
-            if not procs:
-                break
-            for proc in procs:
-                try:
-                    proc.send_signal(signal.SIGKILL)
-                except psutil.Error:
-                    pass
-            psutil.wait_procs(procs, timeout=10)  # userdel refuses a user whose process is not gone yet
-        if self.prefix.exists():
-            users.remove_users(p, self.names)
-        shutil.rmtree(self.prefix, ignore_errors=True)
+        teardown_sandbox(self.params)  # the hub stops the servers it spawned; the users are in our registry

@@ -1,6 +1,6 @@
 """OAuth test providers and a browser-less login client.
 
-- :class:`FakeGitHub` (tests/fakegithub.py) runs in a thread of the test process.
+- :class:`FakeGitHub` (support.fakegithub) runs in a thread of the test process.
 - :class:`OIDCProvider` runs tests/oidc/server.mjs (oidc-provider 9 from npm) as a child
   process on loopback; ``npm install`` goes once into a cache dir under the test root.
 - :func:`follow_login` walks a login through redirects like a browser would, choosing the
@@ -10,7 +10,7 @@
   are symlinks to one shared install with oauthenticator (fixtures ``oauth_install``, ``hub``).
 - :func:`reference_sandbox`: the sandbox oauth.ipynb's reference outputs come from (papermill, nbval).
 
-Test modules import the fixtures they use by name (``from oauth_fixtures import hub, oauth_install``).
+Fixtures ``oauth_install`` and ``hub`` (this module is a plugin: tests/conftest.py); tests just name them.
 """
 from __future__ import annotations
 
@@ -23,12 +23,11 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
-import psutil
 import pytest
 import requests
 
-from conftest import REPO, TEST_ROOT, free_port, port_params
-from fakegithub import FakeGitHub, GitHubUser
+from support.fakegithub import FakeGitHub, GitHubUser
+from support.sandbox import REPO, TEST_ROOT, free_port, port_params, reset_sandbox, teardown_sandbox
 
 from hubrunbook.hub.config import ensure_config, ensure_config_file
 from hubrunbook.hub.hubenv import ensure_hub_env
@@ -38,7 +37,7 @@ from hubrunbook.oauth.steps import (check_oauth_plan, ensure_oauth_config, ensur
                                    show_registration)
 from hubrunbook.core.params import build_params
 from hubrunbook.hub.proxy import ensure_proxy
-from hubrunbook.hub.service import ensure_hub_running, ensure_hub_secrets, log_path, stop_managed_hub
+from hubrunbook.hub.service import ensure_hub_running, ensure_hub_secrets, log_path
 from hubrunbook.core.steps import CHANGED, UNCHANGED, Run
 from hubrunbook.host.users import ensure_users, lookup
 
@@ -177,18 +176,6 @@ def exists(name: str) -> bool:
     return lookup(name) is not None
 
 
-def delete_user(name: str) -> None:
-    """Stop the processes of our test user (by PID) and delete it with its home."""
-    assert name.startswith("hrb-")
-    if not exists(name):
-        return
-    procs = [p for p in psutil.process_iter(["username"]) if p.info["username"] == name]
-    for p in procs:
-        p.kill()
-    psutil.wait_procs(procs, timeout=10)
-    subprocess.run(["userdel", "-r", "--", name], capture_output=True)
-
-
 class Hub:
     """A configured (configure.ipynb-style) hub in a sandbox prefix that shares the oauth install's env and proxy."""
 
@@ -246,10 +233,8 @@ class Hub:
         return log_path(self.params).read_text(errors="replace")
 
     def close(self) -> None:
-        if self.params is not None:
-            stop_managed_hub(self.params)
-        for name in self.users:
-            delete_user(name)
+        """Stop the hub, remove our users and the accounts the hub created, remove the sandbox."""
+        teardown_sandbox(self.params or build_params({"prefix": str(self.sandbox), **self.ports}), hub_users=self.users)
 
 
 @pytest.fixture
@@ -273,7 +258,7 @@ def reference_sandbox(prefix: Path = REFERENCE_PREFIX):
     The client id comes from the environment variable REFERENCE_ID_VAR (set here, inherited by papermill's
     kernel), the secret from a 0600 file. Everything is stopped and removed afterwards.
     """
-    shutil.rmtree(prefix, ignore_errors=True)
+    reset_sandbox(prefix.relative_to(TEST_ROOT).as_posix())
     hub = Hub(prefix, build_oauth_install())
     gh = FakeGitHub("Iv1.hrbnbvalclient", "nbval-gh-secret-" + os.urandom(10).hex(),
                     {"u": GitHubUser("hrb-nbv-gh", 77, orgs=["hrb-org"])}, default_user="hrb-nbv-gh").start()
@@ -287,6 +272,5 @@ def reference_sandbox(prefix: Path = REFERENCE_PREFIX):
         yield hub, gh, {"prefix": str(prefix), **hub.ports, **values}
     finally:
         os.environ.pop(REFERENCE_ID_VAR, None)
-        hub.close()
         gh.stop()
-        shutil.rmtree(prefix, ignore_errors=True)
+        hub.close()

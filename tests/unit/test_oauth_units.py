@@ -303,7 +303,7 @@ def test_discover_oidc_errors(doc_server):
     missing = doc_server(lambda base: {}, status=404)
     with pytest.raises(oauth.ProviderError, match="HTTP 404"):
         oauth.discover_oidc(missing, timeout=5)
-    from conftest import free_port
+    from support.sandbox import free_port
 
     with pytest.raises(oauth.ProviderError, match="cannot reach"):
         oauth.discover_oidc(f"http://127.0.0.1:{free_port()}", timeout=2)
@@ -325,7 +325,7 @@ def test_discover_oidc_gives_up_after_the_timeout():
 # --- the client-credentials probe and the fake GitHub it is tested against ----------------------------------
 @pytest.fixture
 def fake_gh():
-    from fakegithub import FakeGitHub, GitHubUser
+    from support.fakegithub import FakeGitHub, GitHubUser
 
     gh = FakeGitHub("Iv1.unit", "unit-secret-123", {"a": GitHubUser("Alice", 1, orgs=["org"])}, default_user="Alice").start()
     yield gh

@@ -21,6 +21,9 @@ class _KnownToUs(logging.Filter):
         return not record.getMessage().startswith("Passed unknown parameter")
 
 
+_KNOWN_TO_US = _KnownToUs()
+
+
 def runbook_path(name: str) -> Path:
     return RUNBOOKS_DIR / f"{name}.ipynb"
 
@@ -33,15 +36,17 @@ def create_private(path: Path) -> None:
 
 
 def execute_runbook(name: str, output: Path, parameters: dict[str, Any], *, source: Path | None = None,
-                    prepare_only: bool = False, log_output: bool = False) -> Path:
+                    prepare_only: bool = False, log_output: bool = False,
+                    execution_timeout: int | None = None) -> Path:
     """Execute runbooks/<name>.ipynb (or *source*) with *parameters* into *output* (0600); raises papermill's
-    PapermillExecutionError naming the failed cell."""
+    PapermillExecutionError naming the failed cell. *prepare_only*: inject the parameters, execute nothing (the
+    committed outputs stay); *execution_timeout*: seconds any one cell may take (none by default)."""
     import papermill
 
-    logging.getLogger("papermill").addFilter(_KnownToUs())
+    logging.getLogger("papermill").addFilter(_KNOWN_TO_US)  # once: the same filter object is not added twice
     output.parent.mkdir(parents=True, exist_ok=True)
     create_private(output)
     papermill.execute_notebook(str(source or runbook_path(name)), str(output), parameters=parameters,
                                cwd=str(RUNBOOKS_DIR), progress_bar=False, prepare_only=prepare_only,
-                               log_output=log_output)
+                               log_output=log_output, execution_timeout=execution_timeout)
     return output
