@@ -59,6 +59,7 @@ def teardown_sandbox(params, *, hub_users: list[str] = ()) -> None:
     from hubrunbook.host.process import terminate
     from hubrunbook.hub.service import stop_managed_hub
 
+    assert all(name.startswith("hrb-") for name in hub_users), hub_users  # never anyone else's account
     prefix, problems = Path(params.prefix), []
     try:
         stop_managed_hub(params)
@@ -69,20 +70,20 @@ def teardown_sandbox(params, *, hub_users: list[str] = ()) -> None:
             if any(str(prefix) in part for part in ports.cmdline(pid)):
                 terminate(pid, timeout=5)
     try:
-        recorded = list(users.read_registry(params)) if users.registry_path(params).exists() else []
+        registry = users.read_registry(params) if users.registry_path(params).exists() else {}
     except Exception as exc:
-        recorded, problems = [], [*problems, f"reading the users registry: {exc}"]
-    assert all(name.startswith("hrb-") for name in hub_users), hub_users
-    extra = [name for name in hub_users if name not in recorded and users.lookup(name)]
-    _kill_processes_of([*recorded, *extra])  # servers that outlived the hub; userdel refuses a user with processes
+        registry, problems = {}, [*problems, f"reading the users registry: {exc}"]
+    ours = [name for name, entry in registry.items() if users.is_ours(entry, users.lookup(name))]  # same uid as made
+    extra = [name for name in hub_users if name not in registry and users.lookup(name)]
+    _kill_processes_of([*ours, *extra])  # servers that outlived the hub; userdel refuses a user with processes
     try:
-        if recorded:
-            users.remove_users(params, recorded)
+        if registry:
+            users.remove_users(params, list(registry))  # leaves alone a name whose uid changed since
     except Exception as exc:
-        problems.append(f"removing users {recorded}: {exc}")
+        problems.append(f"removing users {list(registry)}: {exc}")
     for name in extra:
         subprocess.run(["userdel", "-r", "--", name], capture_output=True)
-    problems += [f"user {name} still exists" for name in [*recorded, *extra] if users.lookup(name)]
+    problems += [f"user {name} still exists" for name in [*ours, *extra] if users.lookup(name)]
     state = prefix / "state"
     if os.path.ismount(state):  # a test that filled a small filesystem mounted there
         subprocess.run(["umount", "-l", str(state)], capture_output=True)
