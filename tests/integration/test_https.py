@@ -63,8 +63,10 @@ def tls_hub(tmp_path_factory):
         yield {"values": values, "params": params, "tmp": tmp, "first": run, "ca": ca, "inter": inter,
                "tlsdir": tlsdir, "url": f"https://127.0.0.1:{values['port']}"}
     finally:
-        shutil.rmtree(tlsdir, ignore_errors=True)
-        teardown_sandbox(params)
+        try:
+            teardown_sandbox(params)
+        finally:
+            shutil.rmtree(tlsdir, ignore_errors=True)
 
 
 def hub_pid(params):
