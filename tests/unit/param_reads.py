@@ -211,22 +211,17 @@ class Library:
         """Walk one unit: params expressions, reads, calls; return (callee, its parameters that get Params)."""
         node, mod = u.node, u.module
         local = self._imports_in(mod, node) if not isinstance(node, (ast.Assign, ast.AnnAssign)) else {}
-        if u.cls:
-            local = {**local, "__class__": u.cls}
         names = set(u.bound) | {"params"}
         body = node.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else [node]
         walk = [n for stmt in body for n in ast.walk(stmt)]
         for _ in range(3):  # aliases of aliases
             for n in walk:
                 if isinstance(n, (ast.Assign, ast.NamedExpr)):
-                    targets = n.targets if isinstance(n, ast.Assign) else [n.target]
-                    values = [n.value]
-                    if isinstance(n.value, ast.Tuple):
-                        values = list(n.value.elts)
-                        targets = [e for t in targets for e in (t.elts if isinstance(t, ast.Tuple) else [t])]
-                    for t, v in zip(targets, values if len(values) == len(targets) else values * len(targets)):
-                        if isinstance(t, ast.Name) and self._is_params(v, names):
-                            names.add(t.id)
+                    pairs = [(t, n.value) for t in (n.targets if isinstance(n, ast.Assign) else [n.target])]
+                    pairs = [p for t, v in pairs for p in (  # a, b = params, x
+                        zip(t.elts, v.elts) if isinstance(t, ast.Tuple) and isinstance(v, ast.Tuple)
+                        and len(t.elts) == len(v.elts) else [(t, v)])]
+                    names |= {t.id for t, v in pairs if isinstance(t, ast.Name) and self._is_params(v, names)}
         loops = self._loop_strings(mod, walk)
         out: list[tuple[str, set[str]]] = []
         is_params_cls = u.cls == self.params_class
