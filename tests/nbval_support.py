@@ -7,8 +7,8 @@ writes runbooks/, never tests/references/.
 """
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,12 +50,15 @@ def converge_chain(name: str) -> list[str]:
 
 
 def converge_sandbox(name: str, params: dict, workdir: Path) -> None:
+    """A fresh sandbox (nothing from an earlier run: the hub's database would list its users) brought to the state
+    the next run of *name* is recorded or compared in."""
+    shutil.rmtree(params["prefix"], ignore_errors=True)
     for step in converge_chain(name):
         execute_runbook(step, workdir / f"converge-{step}.ipynb", params)
 
 
 def teardown(values: dict) -> None:
-    """Stop the sandbox's hub and remove the users it created (by PID and by our registry only)."""
+    """Stop the sandbox's hub, remove the users it created (by PID and by our registry only), then its prefix."""
     from hubrunbook.core.params import build_params
     from hubrunbook.host.users import remove_users
     from hubrunbook.hub.service import stop_managed_hub
@@ -64,6 +67,7 @@ def teardown(values: dict) -> None:
     stop_managed_hub(params)
     if (params.state_dir / "users.json").exists():
         remove_users(params, [*params.users, *params.admin_users])
+    shutil.rmtree(params.root, ignore_errors=True)
 
 
 def transplant_outputs(target: nbformat.NotebookNode, reference: nbformat.NotebookNode) -> None:
@@ -89,7 +93,7 @@ def prepare_nbval_copy(name: str, params: dict, dest: Path) -> Path:
     execute_runbook(name, dest, params, prepare_only=True)
     nb = nbformat.read(dest, as_version=4)
     transplant_outputs(nb, nbformat.read(reference_path(name), as_version=4))
-    dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    dest.write_text(nbformat.writes(nb))
     return dest
 
 

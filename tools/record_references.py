@@ -12,7 +12,6 @@ secret) is looked for in the notebook and the HTML; finding one stops the tool.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -84,7 +83,7 @@ def record(name: str) -> None:
         nb = nbformat.read(execute_runbook(name, Path(tmp) / f"{name}.ipynb", params), as_version=4)
         known = secrets()
     drop_run_metadata(nb)
-    notebook = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    notebook = nbformat.writes(nb) + "\n"
     html = render_html(nb, name)
     leaked = [s for s in known if s in notebook or s in html]
     if leaked:

@@ -128,3 +128,23 @@ def test_the_pairing_is_the_jupytext_config():
     for name in ("install", "configure", "oauth", "troubleshoot"):
         nb = jupytext.read(RUNBOOKS_DIR / f"{name}.md")  # what JupyterLab with jupytext reads
         assert sources.find_parameters_cell(nb).source == sources.render_parameters_cell(name)
+
+
+def test_nbval_copy_takes_reference_outputs_by_id_and_checks_a_new_step():
+    from nbval_support import CHECK_TAG, transplant_outputs
+
+    ref = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("run(a)", id="a"),
+                                          nbformat.v4.new_code_cell("run(b)", id="b")])
+    ref.cells[0].outputs, ref.cells[0].execution_count = [nbformat.v4.new_output("stream", text="A\n")], 4
+    ref.cells[1].outputs, ref.cells[1].execution_count = [nbformat.v4.new_output("stream", text="B\n")], 5
+    new_step = nbformat.v4.new_code_cell("run(c)", id="c", metadata={"tags": [CHECK_TAG]})
+    scratch = nbformat.v4.new_code_cell("x = 1", id="x")
+    current = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("edited prose", id="m"),
+                                              ref.cells[1].copy(), new_step, scratch, ref.cells[0].copy()])
+    for cell in current.cells[1:]:
+        cell.outputs, cell.execution_count = [], None
+    transplant_outputs(current, ref)
+    by_id = {c.id: c for c in current.cells}
+    assert by_id["a"].outputs[0].text == "A\n" and by_id["b"].outputs[0].text == "B\n"  # by id, not position
+    assert by_id["c"].outputs == [] and by_id["c"].execution_count == 1  # nbval compares it: any output fails
+    assert by_id["x"].execution_count is None  # untagged: nbval only runs it
