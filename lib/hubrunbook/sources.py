@@ -196,6 +196,7 @@ def sync_runbook(name: str, directory: Path = RUNBOOKS_DIR) -> list[Path]:
     ensure_parameters_cell(nb, name)
     assign_cell_ids(nb, set(stored_cell_ids(ipynb)) if committed else set())
     strip_outputs(nb)
+    nb = nbformat.reads(render_ipynb(nb), as_version=4)  # keys in the .ipynb's order, whichever file was newer
     written = []
     for path, content in ((ipynb, render_ipynb(nb)), (text, render_text_source(nb))):
         if not path.exists() or path.read_text() != content:

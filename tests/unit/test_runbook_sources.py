@@ -148,3 +148,10 @@ def test_nbval_copy_takes_reference_outputs_by_id_and_checks_a_new_step():
     assert by_id["a"].outputs[0].text == "A\n" and by_id["b"].outputs[0].text == "B\n"  # by id, not position
     assert by_id["c"].outputs == [] and by_id["c"].execution_count == 1  # nbval compares it: any output fails
     assert by_id["x"].execution_count is None  # untagged: nbval only runs it
+
+
+@pytest.mark.parametrize("newer", ["md", "ipynb"])
+def test_a_committed_pair_is_a_fixed_point_of_the_sync(pair, newer):
+    other = "ipynb" if newer == "md" else "md"
+    _touch_newer(pair / f"{NAME}.{newer}", pair / f"{NAME}.{other}")
+    assert sources.sync_runbook(NAME, pair) == [], "syncing an in-step pair rewrites nothing"
