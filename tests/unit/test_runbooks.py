@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 
 from hubrunbook.core.params import Params
-from hubrunbook.runbooks import LOCAL_YAML, RUNBOOKS, STEPS, deploy_chain, parameters_of, render_local_yaml
+from hubrunbook.runbooks import RUNBOOKS, STEPS, deploy_chain, parameters_of, render_local_yaml
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def test_local_yaml_is_rendered_from_the_declarations():
-    assert LOCAL_YAML == REPO / "parameters" / "local.yaml"
-    assert LOCAL_YAML.read_text() == render_local_yaml(), \
-        "parameters/local.yaml is stale: run `.venv/bin/python -m hubrunbook.runbooks`"
 
 
 def _library_calls(nb_path: Path) -> list[str]:
