@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from nbval_support import SANITIZE, prepare_copy
+from hubrunbook.core.runner import execute_runbook
+from nbval_support import prepare_nbval_copy, run_nbval
 from support.oauth import reference_sandbox
 from support.runbook import run_runbook, step_statuses
-from support.sandbox import REPO
 
 pytestmark = [
     pytest.mark.integration,
@@ -58,12 +56,8 @@ def test_oauth_runbook_refuses_a_lockout_before_changing_anything(tmp_path, sand
 
 def test_oauth_runbook_outputs_match_reference(tmp_path):
     with reference_sandbox() as (hub, gh, params):
-        run = run_runbook("oauth", params, tmp_path)  # converge first
-        assert run.ok, run.error[-3000:]
-        copy = prepare_copy("oauth", params, tmp_path / "oauth.ipynb")
-        res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
-                              "--nbval-sanitize-with", str(SANITIZE), str(copy), "-q"],
-                             capture_output=True, text=True, cwd=REPO / "runbooks", timeout=900)
+        execute_runbook("oauth", tmp_path / "converge.ipynb", params)  # the sandbox is configured: converge oauth
+        res = run_nbval(prepare_nbval_copy("oauth", params, tmp_path / "oauth.ipynb"))
         assert res.returncode == 0, res.stdout[-6000:]
 
 
