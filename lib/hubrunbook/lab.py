@@ -8,7 +8,8 @@ Starts the tool env's JupyterLab as root on 127.0.0.1 only, on the runbooks dire
 - one kernel, ``python3``, that is this interpreter (the tool env's, which imports ``hubrunbook``): its
   kernelspec lives in the private directory, comes first on ``JUPYTER_PATH`` and is the only one allowed, so no
   user's or system's ``python3`` kernelspec can stand in for it;
-- no news or update checks (no internet here) and a shutdown without questions on Ctrl-C.
+- a runbook opens with that kernel started, no news or update checks (no internet here), and Ctrl-C stops it
+  without questions.
 
 The private directory is removed when the server ends.
 """
@@ -32,6 +33,12 @@ from hubrunbook.core.runner import RUNBOOKS_DIR
 
 KERNEL_NAME = "python3"  # the name the runbooks' metadata asks for
 START_TIMEOUT = 90
+# JupyterLab defaults for runbooks (an operator's own settings still win): open a runbook with its kernel started,
+# and no questions about fetching news from the internet (no internet here).
+LAB_DEFAULTS = {
+    "@jupyterlab/notebook-extension:tracker": {"autoStartDefaultKernel": True},
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
+}
 
 
 def write_kernelspec(base: Path) -> Path:
@@ -53,8 +60,10 @@ def write_server_config(base: Path, port: int, root_dir: Path) -> Path:
                       "root_dir": str(root_dir), "answer_yes": True},
         "KernelSpecManager": {"ensure_native_kernel": False, "allowed_kernelspecs": [KERNEL_NAME]},
         "LabApp": {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
-                   "workspaces_dir": str(base / "workspaces")},
+                   "workspaces_dir": str(base / "workspaces"), "app_settings_dir": str(base / "settings")},
     }, indent=1))
+    (base / "settings").mkdir()
+    (base / "settings" / "overrides.json").write_text(json.dumps(LAB_DEFAULTS, indent=1))
     return conf
 
 
