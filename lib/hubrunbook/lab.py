@@ -59,6 +59,7 @@ def write_server_config(base: Path, port: int, root_dir: Path) -> Path:
         "ServerApp": {"ip": "127.0.0.1", "port": port, "port_retries": 0, "open_browser": False, "allow_root": True,
                       "root_dir": str(root_dir), "answer_yes": True},
         "KernelSpecManager": {"ensure_native_kernel": False, "allowed_kernelspecs": [KERNEL_NAME]},
+        "KernelManager": {"transport": "ipc"},  # kernel sockets in root's 0700 runtime dir, not on loopback TCP
         "LabApp": {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
                    "workspaces_dir": str(base / "workspaces"), "app_settings_dir": str(base / "settings")},
     }, indent=1))

@@ -101,12 +101,13 @@ def shot(page, name: str, root: Path) -> Path:
 
 
 RUN_TIMEOUT_S = 900
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook in front
 
 
 def open_notebook(page, lab, name: str):
     """Open *name* in JupyterLab and wait until its kernel (the tool env's) is connected and idle."""
-    page.goto(f"{lab['url']}lab/tree/{name}?token={lab['token']}")
-    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=60_000)
+    page.goto(f"{lab['url']}lab/tree/{name}?reset&token={lab['token']}")  # reset: no other notebook restored
+    page.locator(f"{PANEL} .jp-Cell").first.wait_for(timeout=60_000)
     wait_kernel_idle(page)
 
 
@@ -121,29 +122,31 @@ def run_all(page, timeout_s: float = RUN_TIMEOUT_S) -> float:
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
     page.wait_for_function(
         """() => {
-            const prompts = [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')];
+            const prompts = [...document.querySelectorAll('PANEL .jp-CodeCell .jp-InputPrompt')];
             const busy = prompts.some(p => p.textContent.includes('*'));
-            const failed = document.querySelector('.jp-NotebookPanel .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"] , .jp-NotebookPanel .jp-OutputArea-child .jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]');
+            const failed = document.querySelector('PANEL .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]');
             const last = prompts[prompts.length - 1];
             return !busy && (failed || (last && /\\[\\d+\\]/.test(last.textContent)));
-        }""", timeout=timeout_s * 1000, polling=500)
+        }""".replace("PANEL", PANEL), timeout=timeout_s * 1000, polling=500)
     return time.monotonic() - t0
 
 
-def rows(page, scope: str = ".jp-NotebookPanel") -> list[tuple[str, str]]:
+def rows(page, scope: str = PANEL) -> list[tuple[str, str]]:
     """(step, status) of every rendered step row outside the summary."""
     return [(r.get_attribute("data-step"), r.get_attribute("data-status"))
             for r in page.locator(f"{scope} .jp-OutputArea-output .hrb-step").all()]
 
 
 def summary(page):
-    s = page.locator(".jp-NotebookPanel .hrb-summary").last
+    s = page.locator(f"{PANEL} .hrb-summary").last
     return s.get_attribute("data-ok"), s.inner_text()
 
 
 def error_text(page) -> str:
-    errors = page.locator(".jp-NotebookPanel .jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
-    return errors.first.inner_text() if errors.count() else ""
+    """The first error shown (JupyterLab renders an error as stderr text), or ''."""
+    texts = page.locator(f"{PANEL} .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+    errors = [t for t in texts if t.startswith("✘ ") or "Traceback" in t or "Error" in t]
+    return errors[0] if errors else ""
 
 
 def test_lab_is_loopback_token_only_with_the_tool_env_kernel(lab):
@@ -173,13 +176,13 @@ def test_install_cold_then_converged_in_the_browser(lab, page):
     assert dict(steps[:5])["ensure_hub_env"] == "changed" and dict(steps[:5])["check_hub_starts"] == "ok"
     ok, text = summary(page)
     assert ok == "true" and text.startswith("✔ install: OK — 5 steps"), text
-    page.locator(".jp-NotebookPanel .hrb-summary").last.scroll_into_view_if_needed()
+    page.locator(f"{PANEL} .hrb-summary").last.scroll_into_view_if_needed()
     shot(page, "lab-install.png", lab["root"].parent)
 
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Kernel$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Restart Kernel and Clear Outputs of All Cells…$")).click()
     page.locator(".jp-Dialog .jp-mod-accept").click()
-    page.locator(".jp-NotebookPanel .hrb-step").first.wait_for(state="detached", timeout=30_000)
+    page.locator(f"{PANEL} .hrb-step").first.wait_for(state="detached", timeout=30_000)
     wait_kernel_idle(page)
     converged = run_all(page)
     assert not error_text(page), error_text(page)
@@ -197,17 +200,18 @@ def test_troubleshoot_read_only_shows_findings_and_a_failed_summary(lab, page):
     open_notebook(page, lab, "troubleshoot.ipynb")
     seconds = run_all(page)
     statuses = dict(rows(page))
-    assert statuses.get("repair_deployment") in ("skipped", "ok", "unchanged"), statuses  # apply_fixes false
-    assert statuses.get("check_findings") == "failed", statuses
+    assert statuses.get("repair_deployment") == "would change", statuses  # apply_fixes false: nothing repaired
+    assert statuses.get("check_deployment") == "failed", statuses
     ok, text = summary(page)
     assert ok == "false" and "troubleshoot: FAILED" in text
     err = error_text(page)
-    assert err.startswith("✘ stopped (VerificationError)\ncause: troubleshoot failed: check_findings"), err
+    assert err.startswith("✘ troubleshoot failed (VerificationError)\ncause: failed step(s): check_deployment\n"
+                          "next:  each failed row above says why"), err
     assert err.index("next:") < err.index("traceback")
-    findings = page.locator(".jp-NotebookPanel .jp-OutputArea-output").all_inner_texts()
+    findings = page.locator(f"{PANEL} .jp-OutputArea-output").all_inner_texts()
     assert any("config" in t.lower() for t in findings)
     assert sorted(p.name for p in Path(lab["params"]["prefix"]).iterdir()) == before  # read-only: nothing new
-    page.locator(".jp-NotebookPanel .hrb-summary").last.scroll_into_view_if_needed()
+    page.locator(f"{PANEL} .hrb-summary").last.scroll_into_view_if_needed()
     shot(page, "lab-troubleshoot.png", lab["root"].parent)
     print(f"\nRun All of troubleshoot.ipynb in JupyterLab (chromium): {seconds:.1f} s", file=sys.stderr)
 

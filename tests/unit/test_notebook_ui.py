@@ -90,6 +90,18 @@ def test_failed_step_renders_cause_and_next_action_before_traceback(tmp_path):
     assert plain.index("next:  fix the machine") < plain.index("traceback (for debugging") < plain.index("File ")
 
 
+def test_failed_summary_renders_the_run_and_its_failed_steps(tmp_path):
+    from hubrunbook.core.errors import VerificationError
+
+    run = Run("t", build_params({"prefix": str(tmp_path / "p")}))
+    run(lambda p: StepResult("check_a", FAILED, "broken"))
+    with pytest.raises(VerificationError, match="^t failed: check_a$") as info:
+        run.summary()
+    lines = info.value._render_traceback_()
+    assert "t failed (VerificationError)" in lines[0] and lines[1].endswith("failed step(s): check_a")
+    assert "each failed row above says why" in lines[2]
+
+
 # --- a real kernel, as JupyterLab and papermill drive it --------------------------------------------------
 @pytest.fixture
 def kernel():

@@ -198,5 +198,9 @@ class Run:
             except ImportError:  # pragma: no cover - outside a kernel
                 pass
             failed = ", ".join(r.step for r in self.results if r.failed)
-            raise VerificationError(f"{self.runbook} failed: {failed}")
+            err = VerificationError(f"{self.runbook} failed: {failed}")
+            err.what, err.cause = f"{self.runbook} failed", f"failed step(s): {failed}"
+            err.next_action = ("each failed row above says why; fix what it names and run again, or run "
+                               "troubleshoot.ipynb (apply_fixes: true repairs what is ours)")
+            raise err
         return summary
