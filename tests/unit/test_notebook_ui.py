@@ -167,4 +167,4 @@ def test_load_params_in_a_kernel_ignores_scratch_and_catches_typos(kernel):
     assert status == "ok" and out.strip() == "8000", out
     assert execute(kernel, "# Parameters\nprot = 9000\n")[0] == "ok"  # papermill's injected cell
     status, out, _ = execute(kernel, load)
-    assert status == "error" and "✘ stopped (ParameterError)" in out and "prot" in out and "next:" in out
+    assert status == "error" and "✘ parameters refused (ParameterError)" in out and "prot" in out and "next:" in out

@@ -17,11 +17,11 @@ class RunbookError(Exception):
     next_action = "read the cause above, fix it and run the runbook again; troubleshoot.ipynb diagnoses a broken hub"
     step: str | None = None  # set by the run when a step raised it
     cause: str | None = None  # the message without the "step ... failed:" prefix
-    what: str | None = None  # the headline when it is not one step's failure (a run's summary)
+    what: str | None = None  # the headline when it is not one step's failure (a run's summary, the parameters)
 
     def _render_traceback_(self) -> list[str]:
         """What a notebook shows for this error: failed step, cause, next action, then the traceback."""
-        what = self.what or (f"step {self.step} failed" if self.step else "stopped")
+        what = f"step {self.step} failed" if self.step else (self.what or "stopped")
         lines = [f"{_RED}{_BOLD}✘ {what} ({type(self).__name__}){_RESET}"]
         cause = (self.cause if self.cause is not None else str(self)).splitlines() or [""]
         lines.append(f"{_BOLD}cause:{_RESET} {cause[0]}")
@@ -37,6 +37,8 @@ class RunbookError(Exception):
 
 class ParameterError(RunbookError):
     """Parameters are invalid; nothing was changed."""
+
+    what = "parameters refused"
 
     next_action = ("correct the parameter in the parameters cell (or your parameter file) and run again; "
                    "nothing was changed")
