@@ -1,13 +1,14 @@
 # Two commands on a fresh Debian/Ubuntu server (root; python3, git, make; PyPI, npm and Debian mirrors reachable):
 #   make deploy   install + configure a hub from parameters/local.yaml (PARAMS=... to choose another file)
 #   make test     the whole test suite
+#   make lab      JupyterLab on the runbooks (loopback, token), as root
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PARAMS ?= parameters/local.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: deploy test test-pristine test-system unit bench runbooks references clean-venv status start stop restart logs rotate-secrets
+.PHONY: deploy test test-browser test-pristine test-system unit bench runbooks references clean-venv status start stop restart logs rotate-secrets lab
 
 $(STAMP): pyproject.toml tools/bootstrap.sh
 	sh tools/bootstrap.sh $(PY) $(VENV)
@@ -23,6 +24,15 @@ status start stop restart logs rotate-secrets: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -ra tests/unit tests/integration
+
+# JupyterLab for operators, as root, on http://127.0.0.1:$(LAB_PORT) with a random token, on runbooks/ (hubrunbook.lab)
+LAB_PORT ?= 8888
+lab: $(STAMP)
+	$(BIN)/python -m hubrunbook.lab --port $(LAB_PORT)
+
+# the runbooks run in JupyterLab by Debian's chromium (apt-get install chromium), driven by Playwright
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest -ra tests/browser
 
 # `make test` inside a booted pristine Debian 12 server (a fresh clone of this checkout): nothing on this
 # machine can hide a missing install step there. Needs root, debootstrap and systemd-container.

@@ -229,7 +229,7 @@ def test_report_json_and_display(params, tmp_path):
     data = json.loads(path.read_text())
     assert data["ok"] is True and data["findings"][0]["id"] == "a" and data["findings"][0]["evidence"] == "ev"
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
-    assert "<table>" in report._repr_html_() and "seen a" in repr(report)
+    assert "<table class='hrb-table'>" in report._repr_html_() and "seen a" in repr(report)
     assert diagnose.check_report(report).status == "ok"
 
 

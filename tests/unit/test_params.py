@@ -109,7 +109,8 @@ def test_yaml_file_loading(tmp_path):
 def test_notebook_namespace_collection():
     import os
 
-    ns = {"port": 9001, "os": os, "In": [], "Out": {}, "_": 1, "_i1": "x", "run": object(), "prefix": "/srv/x"}
+    cells = ["", "port = 9001\nprefix = '/srv/x'"]
+    ns = {"port": 9001, "os": os, "In": cells, "Out": {}, "_": 1, "_i1": "x", "run": object(), "prefix": "/srv/x"}
     assert collect_parameters(ns) == {"port": 9001, "prefix": "/srv/x"}
     assert load_params(ns).port == 9001
 

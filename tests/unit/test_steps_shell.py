@@ -13,7 +13,7 @@ from hubrunbook.core.steps import CHANGED, FAILED, OK, UNCHANGED, Run, StepResul
 def test_result_renders_status_and_rows():
     r = StepResult("ensure_x", CHANGED, "did <it>", rows=[("a", "ok", "b")])
     assert repr(r).startswith("[changed] ensure_x: did <it>")
-    assert "&lt;it&gt;" in r._repr_html_() and "<table>" in r._repr_html_()
+    assert "&lt;it&gt;" in r._repr_html_() and "<table class='hrb-table'>" in r._repr_html_()
 
 
 def test_run_records_audit_and_summary(tmp_path):

@@ -20,6 +20,8 @@ _held: dict[str, int] = {}  # prefix -> fd held by this process (several Run obj
 class LockedError(RunbookError):
     """Another run holds the prefix."""
 
+    next_action = "wait for the other run to finish (or end it, if it is yours) and run again; nothing was changed"
+
 
 def lock_path(prefix: str) -> Path:
     return LOCK_DIR / f"hubrunbook-{hashlib.sha256(prefix.encode()).hexdigest()[:16]}.lock"

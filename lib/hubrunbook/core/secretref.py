@@ -15,6 +15,7 @@ from hubrunbook.core.errors import SecretError
 
 MASK = "********"
 _known: set[str] = set()
+_answers: dict[str, str] = {}  # env variable -> what the operator typed at the prompt (memory only)
 
 ENV_RE = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
 FILE_RE = re.compile(r"^file:(/.+)$")
@@ -100,12 +101,16 @@ def read_private(path: Path, name: str) -> str:
 def resolve(ref: str, name: str, *, prompt: bool = True) -> str:
     """Return the secret behind *ref*; side effect: registers it for masking.
 
-    An empty reference prompts with getpass in an interactive kernel and fails
-    in a headless (papermill) run. Read-only.
+    Asked for with a hidden prompt only where an operator can answer (an interactive kernel, see
+    :func:`can_prompt`): an ``env:NAME`` whose variable is unset or empty, and an empty reference when *prompt*.
+    The answer stays in this process's memory (asked once per variable per kernel); it is never put into the
+    environment, where the hub and other children would inherit it. A headless (papermill) run fails instead. Read-only.
     """
     if m := ENV_RE.match(ref):
         var = m.group(1)
-        value = os.environ.get(var, "")
+        value = os.environ.get(var, "") or _answers.get(var, "")
+        if not value and can_prompt():
+            value = _answers[var] = _ask(f"{name} (environment variable {var} is not set)")
         if not value:
             raise SecretError(
                 f"{name}: environment variable {var} is not set or empty; "
@@ -119,24 +124,33 @@ def resolve(ref: str, name: str, *, prompt: bool = True) -> str:
             raise SecretError(f"{name}: secret file {path} is empty")
         return register(value)
     if ref == "" and prompt:
-        return register(_ask(name))
+        if can_prompt():
+            return _ask(name)
+        raise SecretError(f"{name}: no secret reference given and this run cannot prompt (no interactive kernel); "
+                          "set it to 'env:VARIABLE' or 'file:/path' for headless runs")
     raise SecretError(f"{name}: no secret reference given; set it to 'env:VARIABLE' or 'file:/path'")
 
 
-def _ask(name: str) -> str:
-    """Prompt for a secret in an interactive kernel; fail clearly when headless."""
+def can_prompt() -> bool:
+    """True in an IPython kernel whose current request lets it read from the operator (JupyterLab: yes; papermill,
+    nbval and nbconvert execute with allow_stdin false; a plain script has no kernel)."""
     try:
-        import getpass
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    kernel = getattr(get_ipython(), "kernel", None)
+    return bool(getattr(kernel, "_allow_stdin", False))
 
-        value = getpass.getpass(f"{name}: ")
-    except Exception as exc:  # papermill: StdinNotImplementedError; plain scripts: EOFError
-        raise SecretError(
-            f"{name}: no secret reference given and this run cannot prompt ({type(exc).__name__}); "
-            "set it to 'env:VARIABLE' or 'file:/path' for headless runs"
-        ) from None
+
+def _ask(what: str) -> str:
+    """Ask the operator for a secret with a hidden prompt (the kernel's getpass: the answer is not echoed and not
+    stored in the notebook)."""
+    import getpass
+
+    value = getpass.getpass(f"{what}: ")
     if not value:
-        raise SecretError(f"{name}: empty secret entered")
-    return value
+        raise SecretError(f"{what}: empty secret entered")
+    return register(value)
 
 
 def write_private(path: Path, value: str) -> None:

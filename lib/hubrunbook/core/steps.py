@@ -20,12 +20,33 @@ COLORS = {UNCHANGED: "#2e7d32", CHANGED: "#1565c0", WOULD_CHANGE: "#ef6c00", FAI
 
 
 def html_table(header: tuple[str, ...], rows: list[tuple]) -> str:
-    """Render rows as a small HTML table (cells escaped)."""
+    """Render rows as a small HTML table (cells escaped); a cell that is a status is coloured."""
     head = "".join(f"<th style='text-align:left'>{html.escape(str(h))}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+        "<tr>" + "".join(f"<td style='text-align:left{_status_style(c)}'>{html.escape(str(c))}</td>" for c in row)
+        + "</tr>" for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table class='hrb-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _status_style(cell) -> str:
+    color = COLORS.get(str(cell)) if isinstance(cell, str) else None
+    return f";color:{color};font-weight:bold" if color else ""
+
+
+def status_row(step: str, status: str, detail: str, *, number: int | None = None) -> str:
+    """One step as a coloured row: a bar and tint in the status colour, icon and status, step name, detail."""
+    color = COLORS.get(status, "#000000")
+    num = f"<span class='hrb-num' style='color:#757575;min-width:2em'>{number}</span>" if number else ""
+    return (
+        f"<div class='hrb-step' data-step='{html.escape(step, quote=True)}' data-status='{html.escape(status, quote=True)}'"
+        f" style='display:flex;gap:0.8em;align-items:baseline;border-left:5px solid {color};background:{color}14;"
+        f"padding:3px 8px;margin:1px 0;font-family:var(--jp-ui-font-family,sans-serif)'>{num}"
+        f"<span class='hrb-status' style='color:{color};font-weight:bold;min-width:8.5em;white-space:nowrap'>"
+        f"{ICONS.get(status, '')} {html.escape(status)}</span>"
+        f"<code class='hrb-name' style='min-width:14em'>{html.escape(step)}</code>"
+        f"<span class='hrb-detail'>{html.escape(detail)}</span></div>"
+    )
 
 
 def text_table(header: tuple[str, ...], rows: list[tuple]) -> str:
@@ -58,12 +79,7 @@ class StepResult:
         return self.status == FAILED
 
     def _repr_html_(self) -> str:
-        color = COLORS.get(self.status, "#000")
-        head = (
-            f"<p><span style='color:{color};font-weight:bold'>{ICONS.get(self.status, '')} {html.escape(self.status)}</span>"
-            f" — <code>{html.escape(self.step)}</code>: {html.escape(self.detail)}</p>"
-        )
-        return head + (html_table(self.header, self.rows) if self.rows else "")
+        return status_row(self.step, self.status, self.detail) + (html_table(self.header, self.rows) if self.rows else "")
 
     def __repr__(self) -> str:
         text = f"[{self.status}] {self.step}: {self.detail}"
@@ -102,10 +118,10 @@ class Summary:
         return [(i + 1, r.step, r.status, r.detail) for i, r in enumerate(self.results)]
 
     def _repr_html_(self) -> str:
-        color = "#2e7d32" if self.ok else "#c62828"
-        return f"<p style='color:{color};font-weight:bold'>{html.escape(self.headline())}</p>" + html_table(
-            ("#", "step", "status", "detail"), self._rows()
-        )
+        color = COLORS[OK] if self.ok else COLORS[FAILED]
+        head = (f"<div class='hrb-summary' data-ok='{str(self.ok).lower()}' style='color:{color};font-weight:bold;"
+                f"font-size:1.1em;margin:4px 0'>{'✔' if self.ok else '✘'} {html.escape(self.headline())}</div>")
+        return head + "".join(status_row(r.step, r.status, r.detail, number=i + 1) for i, r in enumerate(self.results))
 
     def __repr__(self) -> str:
         return self.headline() + "\n" + text_table(("#", "step", "status", "detail"), self._rows())
@@ -138,7 +154,9 @@ class Run:
         except RunbookError as exc:
             msg = secretref.mask(str(exc))
             self._record(StepResult(step.__name__, FAILED, msg.splitlines()[0] if msg else type(exc).__name__), t0)
-            raise type(exc)(f"step {step.__name__} failed: {msg}") from None
+            err = type(exc)(f"step {step.__name__} failed: {msg}")
+            err.step, err.cause = step.__name__, msg
+            raise err from None
         self._record(result, t0)
         return result
 
@@ -180,5 +198,9 @@ class Run:
             except ImportError:  # pragma: no cover - outside a kernel
                 pass
             failed = ", ".join(r.step for r in self.results if r.failed)
-            raise VerificationError(f"{self.runbook} failed: {failed}")
+            err = VerificationError(f"{self.runbook} failed: {failed}")
+            err.what, err.cause = f"{self.runbook} failed", f"failed step(s): {failed}"
+            err.next_action = ("each failed row above says why; fix what it names and run again, or run "
+                               "troubleshoot.ipynb (apply_fixes: true repairs what is ours)")
+            raise err
         return summary

@@ -55,6 +55,8 @@ SECRET_KEYS = tuple(
 class ProviderError(RunbookError):
     """The OAuth provider cannot be reached or answers unexpectedly."""
 
+    next_action = "check the provider's URL (oidc_issuer, github_url) and that this server can reach it, then run again"
+
 
 # --- URLs --------------------------------------------------------------------------------------
 def public_url(params) -> str:
