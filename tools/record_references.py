@@ -23,7 +23,7 @@ from nbconvert import HTMLExporter
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from support.sandbox import port_params  # noqa: E402
-from nbval_support import REFERENCES, converge_sandbox, reference_params, teardown  # noqa: E402
+from support.nbval import REFERENCES, converge_sandbox, reference_params, teardown  # noqa: E402
 
 from hubrunbook.core.runner import execute_runbook  # noqa: E402
 from hubrunbook.runbooks import RUNBOOKS  # noqa: E402

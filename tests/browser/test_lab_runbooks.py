@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import TEST_ROOT, free_port, port_params
+from hubrunbook.core.params import build_params
+from support.sandbox import TEST_ROOT, free_port, port_params, teardown_sandbox
 
 CHROMIUM = Path(os.environ.get("HRB_CHROMIUM", "/usr/bin/chromium"))
 SHOTS = Path(__file__).resolve().parents[2] / "docs"  # with HRB_UPDATE_SCREENSHOTS=1 the screenshots land in docs/
@@ -53,7 +54,9 @@ def lab_root():
 @pytest.fixture(scope="module")
 def test_params(lab_root):
     """One test deployment for the session: its prefix, free ports, the Node.js hubrunbook installs."""
-    return port_params(prefix=str(lab_root / "prefix"))
+    params = port_params(prefix=str(lab_root / "prefix"))
+    yield params
+    teardown_sandbox(build_params(params))
 
 
 @pytest.fixture(scope="module")

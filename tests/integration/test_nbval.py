@@ -9,7 +9,7 @@ Runs after every other test (marker runs_last, tests/conftest.py).
 import pytest
 
 from hubrunbook.runbooks import RUNBOOKS
-from nbval_support import converge_sandbox, prepare_nbval_copy, reference_params, run_nbval, teardown
+from support.nbval import converge_sandbox, prepare_nbval_copy, reference_params, run_nbval, teardown
 from support.sandbox import port_params
 
 pytestmark = [pytest.mark.integration, pytest.mark.runs_last]

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from hubrunbook.core.runner import execute_runbook
-from nbval_support import prepare_nbval_copy, run_nbval
+from support.nbval import prepare_nbval_copy, run_nbval
 from support.oauth import reference_sandbox
 from support.runbook import run_runbook, step_statuses
 

@@ -131,7 +131,7 @@ def test_the_pairing_is_the_jupytext_config():
 
 
 def test_nbval_copy_takes_reference_outputs_by_id_and_checks_a_new_step():
-    from nbval_support import CHECK_TAG, transplant_outputs
+    from support.nbval import CHECK_TAG, transplant_outputs
 
     ref = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("run(a)", id="a"),
                                           nbformat.v4.new_code_cell("run(b)", id="b")])

@@ -18,8 +18,7 @@ import nbformat
 from hubrunbook.core.runner import execute_runbook
 from hubrunbook.runbooks import get_runbook
 
-REPO = Path(__file__).resolve().parents[1]
-TEST_ROOT = Path(os.environ.get("HRB_TEST_ROOT", "/var/tmp/hrb-tests"))
+from support.sandbox import REPO, TEST_ROOT, teardown_sandbox
 SANITIZE = REPO / "tests" / "nbval_sanitize.cfg"
 REFERENCES = REPO / "tests" / "references"
 CHECK_TAG = "nbval-check-output"
@@ -60,7 +59,6 @@ def converge_sandbox(name: str, params: dict, workdir: Path) -> None:
 def teardown(values: dict) -> None:
     """Stop the sandbox's hub, remove the users it created (by PID and by our registry only), then its prefix."""
     from hubrunbook.core.params import build_params
-    from support.sandbox import teardown_sandbox
 
     teardown_sandbox(build_params(values))
 
