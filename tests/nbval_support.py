@@ -35,7 +35,7 @@ def teardown(values: dict) -> None:
 
     params = build_params(values)
     stop_managed_hub(params)
-    if (params.state_dir / "users.json").exists():
+    if (params.layout.state_dir / "users.json").exists():
         remove_users(params, [*params.users, *params.admin_users])
 
 

@@ -24,7 +24,7 @@ import yaml
 from conftest import REPO, TEST_ROOT, port_params
 from hubrunbook.hub import config, probe, service
 from hubrunbook.host import ports, users
-from hubrunbook.hub.hubenv import ensure_hub_env, env_bin
+from hubrunbook.hub.hubenv import ensure_hub_env
 from hubrunbook.core.params import build_params
 from hubrunbook.host.process import start_hub, terminate
 
@@ -37,10 +37,10 @@ def config_template(shared) -> Path:
         work = TEST_ROOT / f"ts-template-prefix-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        (work / "env").symlink_to(shared.env_dir)
+        (work / "env").symlink_to(shared.layout.env_dir)
         p = build_params({**port_params(), "prefix": str(work)})
         config.ensure_config_file(p)
-        shutil.copy(p.config_path, work / "template.py")
+        shutil.copy(p.layout.config_path, work / "template.py")
         os.replace(work / "template.py", TEMPLATE)  # atomic: a concurrent run sees all of it or nothing
         shutil.rmtree(work)
     return TEMPLATE
@@ -70,11 +70,11 @@ class Deployment:
         if self.own_env:
             ensure_hub_env(p)  # a real env of its own (uv, from cache: a few seconds)
         else:
-            (self.prefix / "env").symlink_to(self.shared.env_dir)
-        (self.prefix / "proxy").symlink_to(self.shared.root / "proxy")
-        (self.prefix / "nodejs").symlink_to(self.shared.root / "nodejs")  # the proxy command names this prefix's node
-        p.config_path.parent.mkdir(parents=True)
-        shutil.copy(config_template(self.shared), p.config_path)
+            (self.prefix / "env").symlink_to(self.shared.layout.env_dir)
+        (self.prefix / "proxy").symlink_to(self.shared.layout.root / "proxy")
+        (self.prefix / "nodejs").symlink_to(self.shared.layout.root / "nodejs")  # the proxy command names this prefix's node
+        p.layout.config_path.parent.mkdir(parents=True)
+        shutil.copy(config_template(self.shared), p.layout.config_path)
         config.ensure_config(p)
         service.ensure_hub_secrets(p)
         users.ensure_users(p)
@@ -89,9 +89,9 @@ class Deployment:
     def start_hub_by_hand(self, wait_exit: float = 0) -> subprocess.Popen:
         """`jupyterhub -f <config>` as the guide starts it (hub.env in its environment, no pid file written)."""
         p = self.params
-        hub = start_hub([str(env_bin(p, "jupyterhub")), "-f", str(p.config_path)], cwd=p.state_dir,
-                        log_file=p.state_dir / "jupyterhub.log", env={**self.hub_env(), "PATH": f"{p.env_dir}/bin:/usr/bin:/bin"},
-                        proxy_pid_file=p.state_dir / "jupyterhub-proxy.pid")
+        hub = start_hub([str(p.layout.env_bin("jupyterhub")), "-f", str(p.layout.config_path)], cwd=p.layout.state_dir,
+                        log_file=p.layout.state_dir / "jupyterhub.log", env={**self.hub_env(), "PATH": f"{p.layout.env_dir}/bin:/usr/bin:/bin"},
+                        proxy_pid_file=p.layout.state_dir / "jupyterhub-proxy.pid")
         proc = psutil.Process(hub.pid)
         self.started.append(proc)
         if wait_exit:
@@ -169,8 +169,8 @@ class Deployment:
             if name.startswith("hrb-ts-") and users.lookup(name):
                 _kill_user_processes(name)
                 subprocess.run(["userdel", "-r", "--", name], capture_output=True)
-        if os.path.ismount(p.state_dir):
-            subprocess.run(["umount", "-l", str(p.state_dir)], capture_output=True)
+        if os.path.ismount(p.layout.state_dir):
+            subprocess.run(["umount", "-l", str(p.layout.state_dir)], capture_output=True)
         os.chmod(self.prefix, 0o755) if self.prefix.exists() else None
         shutil.rmtree(self.prefix, ignore_errors=True)
 

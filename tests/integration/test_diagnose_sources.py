@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def jupyterhub_src(shared_install):
     """The jupyterhub package directory of the shared installed hub env."""
-    (src,) = shared_install.env_dir.glob("lib/python3*/site-packages/jupyterhub")
+    (src,) = shared_install.layout.env_dir.glob("lib/python3*/site-packages/jupyterhub")
     return src
 
 

@@ -17,7 +17,6 @@ from hubrunbook.troubleshoot.diagnose import ERROR, WARNING, Check, Context, Fin
 from hubrunbook.core.params import build_params
 
 
-
 @pytest.fixture
 def params(tmp_path):
     return build_params({"prefix": str(tmp_path / "hub"), "port": 38901, "hub_port": 38902, "proxy_api_port": 38903,
@@ -78,9 +77,9 @@ def test_log_tail_is_bounded(tmp_path):
 
 
 def test_log_findings_carry_the_line_and_mask_secrets(params):
-    params.state_dir.mkdir(parents=True)
+    params.layout.state_dir.mkdir(parents=True)
     secretref.register("s3cr3t-token-value")
-    (params.state_dir / "jupyterhub.log").write_text(
+    (params.layout.state_dir / "jupyterhub.log").write_text(
         "[I app] Running JupyterHub version 6.1.1\n"
         "[W auth:274] No allow config found, it's possible that nobody can login to your Hub!\n"
         "[E user:1073] Unhandled error starting alice's server: \"getpwnam(): name not found: 'alice'\" s3cr3t-token-value\n")
@@ -125,8 +124,8 @@ def test_alembic_head_and_db_revision(tmp_path):
 
 
 def test_hub_env_values_are_masked(params):
-    params.secrets_dir.mkdir(parents=True)
-    (params.secrets_dir / "hub.env").write_text("# managed\nCONFIGPROXY_AUTH_TOKEN='abcd1234abcd1234'\nexport X=yyyy-zzzz\n")
+    params.layout.secrets_dir.mkdir(parents=True)
+    (params.layout.secrets_dir / "hub.env").write_text("# managed\nCONFIGPROXY_AUTH_TOKEN='abcd1234abcd1234'\nexport X=yyyy-zzzz\n")
     env = facts.read_hub_env(params)
     assert env == {"CONFIGPROXY_AUTH_TOKEN": "abcd1234abcd1234", "X": "yyyy-zzzz"}
     f = Finding("x", ERROR, "t", "seen abcd1234abcd1234", "evidence yyyy-zzzz")
@@ -135,8 +134,8 @@ def test_hub_env_values_are_masked(params):
 
 # --- detectors on files ------------------------------------------------------------------------
 def test_cookie_secret_readable_by_anybody_is_an_error(params):
-    params.secrets_dir.mkdir(parents=True)
-    cookie = params.secrets_dir / "cookie_secret"
+    params.layout.secrets_dir.mkdir(parents=True)
+    cookie = params.layout.secrets_dir / "cookie_secret"
     cookie.write_text("00" * 32)
     cookie.chmod(0o644)
     found = checks.check_secret_files(Context(params))
@@ -172,7 +171,7 @@ def test_singleuser_under_a_0700_dir_is_blocked(tmp_path_factory):
 
 
 def test_missing_singleuser_is_reported_as_missing_not_as_permissions(params, monkeypatch):
-    (params.env_dir / "bin").mkdir(parents=True)
+    (params.layout.env_dir / "bin").mkdir(parents=True)
     ctx = Context(params)
     monkeypatch.setattr(access, "_env", lambda c: {"python": "ok"})
     monkeypatch.setattr(access, "cfg", lambda c, key, default=None: default)
@@ -183,7 +182,7 @@ def test_missing_singleuser_is_reported_as_missing_not_as_permissions(params, mo
 
 
 def test_disk_thresholds(params, monkeypatch):
-    params.state_dir.mkdir(parents=True)
+    params.layout.state_dir.mkdir(parents=True)
     monkeypatch.setattr(system, "free_mb", lambda p: (p, 10))
     assert [f.severity for f in checks.check_disk_space(Context(params))] == [ERROR]
     monkeypatch.setattr(system, "free_mb", lambda p: (p, 500))
@@ -280,8 +279,8 @@ def test_no_allow_rule_from_the_loaded_config(params):
 
 
 def test_oauth_callback_and_client(params, monkeypatch):
-    params.secrets_dir.mkdir(parents=True)
-    (params.secrets_dir / "hub.env").write_text("GITHUB_CLIENT_ID=abcdabcd\n")
+    params.layout.secrets_dir.mkdir(parents=True)
+    (params.layout.secrets_dir / "hub.env").write_text("GITHUB_CLIENT_ID=abcdabcd\n")
     monkeypatch.setattr(access, "_hub_pid", lambda ctx: None)
     ctx = _ctx_with_config(params, {"JupyterHub.authenticator_class": "oauthenticator.github.LocalGitHubOAuthenticator",
                                     "Authenticator.oauth_callback_url": "http://127.0.0.1:9999/hub/oauth_callback"})
@@ -367,8 +366,8 @@ def test_catalog_doc_is_current():
 
 
 def test_eaddrinuse_names_the_port(params):
-    params.state_dir.mkdir(parents=True)
-    (params.state_dir / "jupyterhub.log").write_text(
+    params.layout.state_dir.mkdir(parents=True)
+    (params.layout.state_dir / "jupyterhub.log").write_text(
         "[I app] Running JupyterHub version 6.1.1\n"
         "[ConfigProxy] error: Uncaught Exception: listen EADDRINUSE: address already in use 127.0.0.1:38903\n")
     (f,) = checks.check_hub_log(Context(params))

@@ -23,7 +23,6 @@ from pathlib import Path
 from hubrunbook.hub import hubguard
 from hubrunbook.hub.capacity import ensure_retry_page, spawn_capacity, spawn_settings
 from hubrunbook.core.errors import ConfigError
-from hubrunbook.hub.hubenv import env_bin
 from hubrunbook.hub.proxy import proxy_command
 from hubrunbook.core.shell import run_command
 from hubrunbook.core.steps import CHANGED, UNCHANGED, WOULD_CHANGE, StepResult
@@ -59,23 +58,23 @@ def check_allow_rule(params) -> None:
 def hub_settings(params) -> dict[str, str]:
     """The settings configure.ipynb owns, as {'c.Class.trait': python source}."""
     check_allow_rule(params)
-    state, sec = params.state_dir, params.secrets_dir
+    layout = params.layout
     return {
         "c.JupyterHub.bind_url": _lit(bind_url(params)),
         "c.JupyterHub.hub_ip": _lit("127.0.0.1"),
         "c.JupyterHub.hub_port": _lit(params.hub_port),
         "c.ConfigurableHTTPProxy.api_url": _lit(f"http://127.0.0.1:{params.proxy_api_port}"),
         "c.ConfigurableHTTPProxy.command": _lit(proxy_command(params)),
-        "c.ConfigurableHTTPProxy.pid_file": _lit(str(state / "jupyterhub-proxy.pid")),
-        "c.JupyterHub.db_url": _lit(f"sqlite:///{state / 'jupyterhub.sqlite'}"),
-        "c.JupyterHub.cookie_secret_file": _lit(str(sec / "cookie_secret")),
+        "c.ConfigurableHTTPProxy.pid_file": _lit(str(layout.proxy_pid_file)),
+        "c.JupyterHub.db_url": _lit(f"sqlite:///{layout.hub_db}"),
+        "c.JupyterHub.cookie_secret_file": _lit(str(layout.cookie_secret)),
         "c.JupyterHub.authenticator_class": _lit(hubguard.PAM_CLASS),
         "c.Authenticator.admin_users": _lit(set(params.admin_users)),
         "c.Authenticator.allowed_users": _lit(allowed_names(params)),
         "c.Authenticator.allow_all": _lit(params.allow_all),
         "c.Spawner.notebook_dir": _lit(params.notebook_dir),
         "c.Spawner.default_url": _lit(params.default_url),
-        "c.Spawner.cmd": _lit([str(env_bin(params, "jupyterhub-singleuser"))]),
+        "c.Spawner.cmd": _lit([str(params.layout.env_bin("jupyterhub-singleuser"))]),
         # HTTPS served by the proxy (checked by tls.check_tls first); None removes our lines when TLS is switched off
         "c.JupyterHub.ssl_cert": _lit(params.ssl_cert) if params.ssl_cert else None,
         "c.JupyterHub.ssl_key": _lit(params.ssl_key) if params.ssl_cert else None,
@@ -163,7 +162,7 @@ print(json.dumps(out, default=repr))
 def load_effective(params, path: Path, keys) -> dict:
     """Load *path* with traitlets' PyFileConfigLoader (JupyterHub's) in the hub env; return the values of *keys*."""
     try:
-        out = run_command([env_bin(params, "python"), "-c", LOADER, path, *keys], timeout=60, what="load jupyterhub_config.py")
+        out = run_command([params.layout.env_bin("python"), "-c", LOADER, path, *keys], timeout=60, what="load jupyterhub_config.py")
     except Exception as exc:
         raise ConfigError(f"{path} does not load with JupyterHub's config loader:\n{exc}") from None
     return json.loads(out.stdout)
@@ -176,7 +175,7 @@ def _expected(src: str):
 
 def verify_candidate(params, text: str, settings: dict[str, str | None]) -> None:
     """Write *text* to a private temp file, load it, compare effective values with *settings*; raise ConfigError."""
-    target = params.config_path
+    target = params.layout.config_path
     fd, tmp = tempfile.mkstemp(prefix=".candidate-", suffix=".py", dir=target.parent)
     try:
         os.write(fd, text.encode())
@@ -217,7 +216,7 @@ def write_atomic(path: Path, text: str) -> Path | None:
 # --- steps ---------------------------------------------------------------------------------------
 def ensure_config_file(params, *, dry_run: bool = False) -> StepResult:
     """Generate the default jupyterhub_config.py with `jupyterhub --generate-config` if it does not exist. Idempotent."""
-    path = params.config_path
+    path = params.layout.config_path
     if path.exists():
         return StepResult("ensure_config_file", UNCHANGED, f"{path} exists ({path.stat().st_size // 1024} KiB)")
     if dry_run:
@@ -225,7 +224,7 @@ def ensure_config_file(params, *, dry_run: bool = False) -> StepResult:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         gen = Path(tmp) / "jupyterhub_config.py"
-        run_command([env_bin(params, "jupyterhub"), "--generate-config", "-f", gen], timeout=120, cwd=tmp,
+        run_command([params.layout.env_bin("jupyterhub"), "--generate-config", "-f", gen], timeout=120, cwd=tmp,
                     what="jupyterhub --generate-config")
         os.chmod(gen, 0o644)
         os.replace(gen, path)
@@ -234,7 +233,7 @@ def ensure_config_file(params, *, dry_run: bool = False) -> StepResult:
 
 def apply_settings(params, settings: dict[str, str | None], *, step: str = "ensure_config", dry_run: bool = False) -> StepResult:
     """Set *settings* in the config file (atomic, backup, verified with the loader first). Idempotent."""
-    path = params.config_path
+    path = params.layout.config_path
     if not path.exists():
         if dry_run:
             return StepResult(step, WOULD_CHANGE, f"would set {len(settings)} settings in the generated {path}",
@@ -265,7 +264,7 @@ AUTH_KEY = "c.JupyterHub.authenticator_class"
 
 def switched_authenticator(params) -> str | None:
     """The authenticator another runbook (oauth.ipynb) set in our managed line, or None when it is PAM/unset."""
-    path = params.config_path
+    path = params.layout.config_path
     if not path.exists():
         return None
     for line in path.read_text().splitlines():

@@ -27,9 +27,9 @@ def rotate_hub_secrets(params, which: tuple[str, ...] = SECRETS, *, dry_run: boo
     unknown = sorted(set(which) - set(SECRETS))
     if unknown or not which:
         raise PreflightError(f"rotate: unknown secret(s) {unknown or 'none given'}; allowed: {', '.join(SECRETS)}")
-    cookie, old_token = service.cookie_secret_path(params), service.read_hub_env(params).get(TOKEN_VAR)
+    cookie, old_token = params.layout.cookie_secret, service.read_hub_env(params).get(TOKEN_VAR)
     if not cookie.exists() or not old_token:
-        raise PreflightError(f"no hub secrets in {params.secrets_dir} to rotate; run configure.ipynb first")
+        raise PreflightError(f"no hub secrets in {params.layout.secrets_dir} to rotate; run configure.ipynb first")
     running = bool(service.managed_hub_pid(params))
     if dry_run:
         return StepResult("rotate_hub_secrets", WOULD_CHANGE, f"would replace {', '.join(which)}"
@@ -57,11 +57,11 @@ def _prove(params, old_token: str | None) -> list[tuple[str, str, str]]:
     if health.failed:
         raise HubError(f"the hub did not come back after the rotation: {health.detail}")
     pid = service.managed_hub_pid(params)
-    newest = max(p.stat().st_mtime for p in (service.cookie_secret_path(params), service.hub_env_path(params)))
+    newest = max(p.stat().st_mtime for p in (params.layout.cookie_secret, params.layout.hub_env))
     if psutil.Process(pid).create_time() + 1 < newest:
         raise HubError(f"hub pid {pid} started before the new secrets were written; restart it (make restart)")
     rows = [("hub restarted", OK, f"pid {pid}, {health.detail}")]
-    proxy = read_pid(service.proxy_pid_path(params))
+    proxy = read_pid(params.layout.proxy_pid_file)
     why = unproven_reason(params, proxy) if proxy else "no proxy pid recorded"
     if why:
         raise HubError(f"cannot prove the proxy took the new token without sending it to an unproven process: {why}")

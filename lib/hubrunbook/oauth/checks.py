@@ -13,7 +13,7 @@ from hubrunbook.oauth import settings as oauth
 from hubrunbook.core import secretref
 from hubrunbook.core.errors import ParameterError, RunbookError, SecretError
 from hubrunbook.hub.hubenv import installed_versions
-from hubrunbook.hub.service import hub_env_path, read_hub_env
+from hubrunbook.hub.service import read_hub_env
 from hubrunbook.core.steps import FAILED, OK, WOULD_CHANGE, StepResult
 from hubrunbook.hub.tls import http_session
 
@@ -80,7 +80,7 @@ def _client(params) -> tuple[str, str, str]:
     id_var, secret_var = oauth.ENV_VARS[params.oauth_provider]
     env = read_hub_env(params)
     if env.get(id_var) and env.get(secret_var):
-        return env[id_var], env[secret_var], f"{hub_env_path(params)} ({id_var}, {secret_var})"
+        return env[id_var], env[secret_var], f"{params.layout.hub_env} ({id_var}, {secret_var})"
     cid = secretref.resolve(params.oauth_client_id, "oauth_client_id", prompt=False)
     sec = secretref.resolve(params.oauth_client_secret, "oauth_client_secret", prompt=False)
     return cid, sec, f"{params.oauth_client_id}, {params.oauth_client_secret} (not yet in hub.env)"
@@ -130,7 +130,7 @@ def check_oauth_static(params, *, dry_run: bool = False) -> StepResult:
     if endpoints.get("token_url") and client:
         ok, seen = probe_client_credentials(endpoints["token_url"], client[0], client[1], callback, timeout)
         row("client credentials", ok, f"{endpoints['token_url']}: {seen}")
-    have = installed_versions(params.env_dir, ["oauthenticator"]).get("oauthenticator")
+    have = installed_versions(params.layout.env_dir, ["oauthenticator"]).get("oauthenticator")
     if dry_run and have != params.oauthenticator_version:
         later("oauthenticator in hub env")
     else:
@@ -142,14 +142,14 @@ def check_oauth_static(params, *, dry_run: bool = False) -> StepResult:
 
 
 def _config_rows(params, callback: str, row) -> None:
-    conf = config_values(params.config_path)
+    conf = config_values(params.layout.config_path)
     in_conf = conf.get("c.OAuthenticator.oauth_callback_url")
     row("callback URL", in_conf == callback,
         f"{callback} (register exactly this at the provider)" if in_conf == callback
         else f"config has {in_conf!r}, the public URL and base_url give {callback}; run the config step")
     leaked = [k for k in oauth.SECRET_KEYS if k in conf]
-    row("no secret in config", not leaked, f"{params.config_path}: " + (f"remove {', '.join(leaked)}" if leaked else "no client_id/client_secret"))
-    env_file = hub_env_path(params)
+    row("no secret in config", not leaked, f"{params.layout.config_path}: " + (f"remove {', '.join(leaked)}" if leaked else "no client_id/client_secret"))
+    env_file = params.layout.hub_env
     try:
         mode = stat.S_IMODE(env_file.stat().st_mode)
         row("hub.env private", mode & 0o077 == 0, f"{env_file} mode {mode:04o}")

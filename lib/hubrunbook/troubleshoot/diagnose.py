@@ -220,7 +220,7 @@ def run_checks(params, *, timeout_per_check: float = 10, checks: list[Check] | N
             findings.append(_crash_finding(check, f"raised {type(exc).__name__}", secretref.mask(tb)))
     pool.shutdown(wait=False, cancel_futures=True)
     findings.sort(key=lambda f: _RANK[f.severity])
-    return Report(findings, runs, started, time.monotonic() - t0, str(params.root))
+    return Report(findings, runs, started, time.monotonic() - t0, str(params.layout.root))
 
 
 def _timed(check: Check, ctx: Context):

@@ -38,16 +38,12 @@ print(json.dumps(out))
 """
 
 
-def env_python(params) -> Path:
-    return params.env_dir / "bin" / "python"
-
-
 def probe_env(params, timeout: float = 15) -> dict:
     """Versions, jupyterhub's requirements and whether tornado/jupyterhub import, from the hub env's Python.
 
     {"missing": why} when the env's interpreter is absent or does not run.
     """
-    py = env_python(params)
+    py = params.layout.env_bin("python")
     if not py.exists():
         return {"missing": f"{py} does not exist"}
     proc = run_command([py, "-c", ENV_PROBE], timeout=timeout, check=False, what="hub env probe")
@@ -93,7 +89,7 @@ def hub_pid(params) -> int | None:
 
 def recorded_proxy_pid(params) -> int | None:
     """The PID in state/jupyterhub-proxy.pid when alive and configurable-http-proxy."""
-    pid = read_pid(params.state_dir / "jupyterhub-proxy.pid")
+    pid = read_pid(params.layout.proxy_pid_file)
     return pid if pid and ports.is_proxy(pid) else None
 
 
@@ -105,14 +101,10 @@ def pid_file_text(path: Path) -> str:
 
 
 # --- the hub's environment file --------------------------------------------------------------
-def hub_env_path(params) -> Path:
-    return params.secrets_dir / "hub.env"
-
-
 def read_hub_env(params) -> dict[str, str]:
     """KEY=VALUE pairs of <prefix>/secrets/hub.env (values registered for masking); {} when absent or unreadable."""
     try:
-        text = hub_env_path(params).read_text()
+        text = params.layout.hub_env.read_text()
     except OSError:
         return {}
     out = {}
@@ -270,10 +262,10 @@ def load_config(params) -> dict:
     """
     from hubrunbook.core.errors import ConfigError
 
-    path = params.config_path
+    path = params.layout.config_path
     if not path.exists():
         raise ConfigError(f"{path} does not exist")
-    proc = run_command([env_python(params), "-c", EFFECTIVE_LOADER, path, json.dumps(KNOWN_MRO), *CONFIG_KEYS], timeout=30, check=False,
+    proc = run_command([params.layout.env_bin("python"), "-c", EFFECTIVE_LOADER, path, json.dumps(KNOWN_MRO), *CONFIG_KEYS], timeout=30, check=False,
                        what="load jupyterhub_config.py")
     if proc.returncode != 0:
         raise ConfigError(f"{path} does not load with JupyterHub's config loader:\n{secretref.mask(proc.stderr)[-1500:]}")

@@ -15,7 +15,7 @@ from hubrunbook.core.steps import CHANGED, FAILED, OK, SKIPPED, UNCHANGED, WOULD
 
 def report_path(params) -> Path:
     """Where the JSON report goes: report_file, or <prefix>/state/troubleshoot.json."""
-    return Path(params.report_file) if params.report_file else params.state_dir / "troubleshoot.json"
+    return Path(params.report_file) if params.report_file else params.layout.troubleshoot_report
 
 
 def scan_deployment(params) -> Report:

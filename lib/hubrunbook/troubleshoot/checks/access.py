@@ -18,7 +18,7 @@ def check_config_file(ctx: Context) -> list[Finding]:
         return []
     values, error = _config_or_error(ctx)
     if values is None:
-        path = ctx.params.config_path
+        path = ctx.params.layout.config_path
         lines = [l.strip() for l in (error or "").splitlines() if l.strip()]
         where = [l for l in lines if l.startswith(f'File "{path}"')][-1:]  # the line of the config that failed
         ours = _managed_line(path, where[0] if where else "")
@@ -65,7 +65,7 @@ def check_allow_rule(ctx: Context) -> list[Finding]:
 
     fixable = bool(ctx.params.allow_all or allowed_names(ctx.params))
     return [ALLOW_RULE.finding(ERROR, "no allow rule: nobody can log in",
-                               f"{ctx.params.config_path}: {shown}", repairable=fixable)]
+                               f"{ctx.params.layout.config_path}: {shown}", repairable=fixable)]
 
 
 def _is_oauth(ctx: Context) -> bool:
@@ -75,7 +75,7 @@ def _is_oauth(ctx: Context) -> bool:
 def _config_sets(ctx: Context, trait: str) -> bool:
     """Whether the config file has a live ``c.<Something>.<trait> =`` line (value never read)."""
     try:
-        text = ctx.params.config_path.read_text()
+        text = ctx.params.layout.config_path.read_text()
     except OSError:
         return False
     return bool(re.search(rf"^c\.\w+\.{trait}\s*=", text, re.M))
@@ -104,7 +104,7 @@ def check_oauth(ctx: Context) -> list[Finding]:
     if got and got.rstrip("/") != want:
         out.append(OAUTH.finding(
             ERROR, "the OAuth callback URL does not match the hub's public URL",
-            f"oauth_callback_url = {got!r} (effective, from {ctx.params.config_path.name}); public URL {oauth.public_url(p)} + base_url {base!r} gives "
+            f"oauth_callback_url = {got!r} (effective, from {ctx.params.layout.config_path.name}); public URL {oauth.public_url(p)} + base_url {base!r} gives "
             f"{want!r}", id="oauth-callback", title="OAuth callback URL mismatch",
             cause="the provider sends users back to the registered callback; a different host, port, scheme or base "
                   "URL ends in the provider's 'redirect_uri mismatch' page or a 404/403 at /hub/oauth_callback",
@@ -119,7 +119,7 @@ def check_oauth(ctx: Context) -> list[Finding]:
         if not in_file:
             out.append(OAUTH.finding(
                 ERROR, f"the OAuth {trait.replace('_', ' ')} is not configured",
-                f"{facts.hub_env_path(p)}: no {name}; config: no c.*.{trait} line", id="oauth-client",
+                f"{p.layout.hub_env}: no {name}; config: no c.*.{trait} line", id="oauth-client",
                 title="OAuth client id/secret missing",
                 cause="the hub starts without it (a missing client id is not reported at start) and every login fails "
                       "at the provider", fix="run the oauth runbook with oauth_client_id/oauth_client_secret references",
@@ -127,7 +127,7 @@ def check_oauth(ctx: Context) -> list[Finding]:
         elif running is not None and name not in running and not _config_sets(ctx, trait):
             out.append(OAUTH.finding(
                 ERROR, f"the running hub (pid {pid}) does not have {name} in its environment",
-                f"/proc/{pid}/environ: no {name} (the value is in {facts.hub_env_path(p).name})", id="oauth-client-stale",
+                f"/proc/{pid}/environ: no {name} (the value is in {p.layout.hub_env.name})", id="oauth-client-stale",
                 title="hub started before the OAuth secrets were written",
                 cause="hub.env was written after the hub started, or the hub was started by hand without it",
                 fix="restart the managed hub so it loads hub.env", name=name))
@@ -237,7 +237,7 @@ def _blocked(path: Path) -> str | None:
 
 def check_singleuser_runnable(ctx: Context) -> list[Finding]:
     cmd = cfg(ctx, "Spawner.cmd") or []
-    path = Path(cmd[0]) if cmd and str(cmd[0]).startswith("/") else ctx.params.env_dir / "bin" / "jupyterhub-singleuser"
+    path = Path(cmd[0]) if cmd and str(cmd[0]).startswith("/") else ctx.params.layout.env_dir / "bin" / "jupyterhub-singleuser"
     if not path.exists() and "missing" in _env(ctx):
         return []
     if not path.exists():  # a missing file is not a permissions problem: say so

@@ -16,7 +16,7 @@ HUB_PACKAGES = ("jupyterhub", "jupyterlab", "jupyter_server", "tornado", "oauthe
 def check_hub_env(ctx: Context) -> list[Finding]:
     env = _env(ctx)
     if "missing" in env:
-        return [HUB_ENV.finding(ERROR, f"the hub env {ctx.params.env_dir} is missing or broken", env["missing"])]
+        return [HUB_ENV.finding(ERROR, f"the hub env {ctx.params.layout.env_dir} is missing or broken", env["missing"])]
     return []
 
 
@@ -33,7 +33,7 @@ def check_hub_packages(ctx: Context) -> list[Finding]:
     if env.get("import_error"):
         out.append(HUB_PACKAGES_CHECK.finding(
             ERROR, f"every JupyterHub entry point crashes at import: {env['import_error']}",
-            f"{facts.env_python(p)} -c 'import tornado.web, jupyterhub' → {env['import_error']}; tornado {tornado}",
+            f"{p.layout.env_bin('python')} -c 'import tornado.web, jupyterhub' → {env['import_error']}; tornado {tornado}",
             id="hub-packages-import", title="JupyterHub cannot even be imported (guide §3.1)",
             cause="tornado < 6 (or another incompatible package) was forced into the env; tornado 5 uses "
                   "collections.MutableMapping, removed in Python 3.10",
@@ -50,7 +50,7 @@ def check_hub_packages(ctx: Context) -> list[Finding]:
                  if older else "jupyterhub was upgraded in the env outside this runbook")
         out.append(HUB_PACKAGES_CHECK.finding(
             ERROR if older else WARNING, f"jupyterhub {hub} is installed, the deployment pins {p.jupyterhub_version}",
-            f"{facts.env_python(p)}: jupyterhub {hub}, tornado {tornado}", id="jupyterhub-version",
+            f"{p.layout.env_bin('python')}: jupyterhub {hub}, tornado {tornado}", id="jupyterhub-version",
             title="JupyterHub is not the pinned version", cause=cause,
             fix=f"reinstall {pins} (repaired with apply_fixes); pin tornado with the JupyterHub you install",
             spec=need or ">=6.5"))
@@ -70,7 +70,7 @@ def check_dependency_conflicts(ctx: Context) -> list[Finding]:
     """`pip check` (uv pip check when uv is there) of the hub env."""
     if "missing" in _env(ctx):
         return []
-    py = facts.env_python(ctx.params)
+    py = ctx.params.layout.env_bin("python")
     from hubrunbook.hub.hubenv import uv_binary
     from hubrunbook.core.shell import run_command
 

@@ -50,7 +50,7 @@ def check_proxy_api_port(ctx: Context) -> list[Finding]:
             in_file = pid == recorded
             out.append(PROXY_API.finding(
                 WARNING if in_file else ERROR, "a configurable-http-proxy runs without its hub (stale proxy)",
-                evidence + f"; state/jupyterhub-proxy.pid: {facts.pid_file_text(p.state_dir / 'jupyterhub-proxy.pid')}"
+                evidence + f"; state/jupyterhub-proxy.pid: {facts.pid_file_text(p.layout.proxy_pid_file)}"
                 + ("" if in_file else " (not this PID)"), id="proxy-stale",
                 title="stale proxy left by a hub that was killed",
                 cause="the hub was killed (kill -9, OOM, crash) and its proxy survived" +
@@ -79,7 +79,7 @@ def check_public_port(ctx: Context) -> list[Finding]:
     if not holders and _hub_pid(ctx):
         return [HUB_RUNNING.finding(  # our own hub: a restart (the hub-running repair) brings its proxy back
             ERROR, f"the hub runs but nothing listens on the public port {p.port}",
-            f"hub pid {_hub_pid(ctx)}; proxy pid file: {facts.pid_file_text(p.state_dir / 'jupyterhub-proxy.pid')}",
+            f"hub pid {_hub_pid(ctx)}; proxy pid file: {facts.pid_file_text(p.layout.proxy_pid_file)}",
             id="public-port-unserved", title="the proxy is gone",
             cause="the proxy died (killed, OOM) while the hub kept running",
             fix="restart the hub (repaired with apply_fixes)")]
@@ -98,12 +98,12 @@ def check_hub_service(ctx: Context) -> list[Finding]:
                "systemd is not PID 1 on this machine (/run/systemd/system is missing)")
         return [HUB_SERVICE.finding(
             WARNING, "the hub runs as a managed background process: nothing restarts it after a crash or a reboot",
-            f"{why}; state/hub.pid: {facts.pid_file_text(p.state_dir / 'hub.pid')}", id="hub-not-a-service",
+            f"{why}; state/hub.pid: {facts.pid_file_text(p.layout.hub_pid_file)}", id="hub-not-a-service",
             title="the hub is not a system service", cause=why,
             fix="start it again with configure.ipynb after a reboot (or troubleshoot with apply_fixes); on a server "
                 "booted with systemd, service: 'auto' makes it a unit", repairable=False)]
     st = _unit_state(ctx)
-    if not p.config_path.exists():
+    if not p.layout.config_path.exists():
         return []  # not configured yet: the config check says so
     if st.get("LoadState") == "not-found" or not systemd.unit_path(p).exists():
         return [HUB_SERVICE.finding(ERROR, f"the hub's unit {systemd.unit(p)} is not installed",
@@ -144,7 +144,7 @@ def check_hub_running(ctx: Context) -> list[Finding]:
     elif pid is None:
         last = lines[-1][:300] if lines else "(no log)"
         return [HUB_RUNNING.finding(ERROR, "the managed hub is not running",
-                                    f"state/hub.pid: {facts.pid_file_text(p.state_dir / 'hub.pid')}; last log line: {last}")]
+                                    f"state/hub.pid: {facts.pid_file_text(p.layout.hub_pid_file)}; last log line: {last}")]
     return [HUB_RUNNING.finding(
         ERROR, f"the hub runs (pid {pid}) but {p.public_url}/hub/api gives {seen}",
         f"GET {p.public_url}/hub/api → {seen}", id="hub-api", title="the hub does not answer through the proxy",

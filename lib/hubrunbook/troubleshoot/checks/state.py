@@ -15,7 +15,7 @@ from hubrunbook.troubleshoot.checks.common import _env
 def check_secret_files(ctx: Context) -> list[Finding]:
     p = ctx.params
     out = []
-    for path, fatal in ((p.secrets_dir / "cookie_secret", True), (facts.hub_env_path(p), False)):
+    for path, fatal in ((p.layout.cookie_secret, True), (p.layout.hub_env, False)):
         try:
             mode = stat.S_IMODE(path.stat().st_mode)
         except OSError:
@@ -31,7 +31,7 @@ def check_secret_files(ctx: Context) -> list[Finding]:
 
 def check_db_schema(ctx: Context) -> list[Finding]:
     env = _env(ctx)
-    db = ctx.params.state_dir / "jupyterhub.sqlite"
+    db = ctx.params.layout.hub_db
     have = facts.db_revision(db)
     head = facts.alembic_head(env.get("pkg_dir")) if "missing" not in env else None
     if have and head and have != head:
@@ -49,7 +49,7 @@ MIN_FREE_INODES = 1000
 
 def check_disk_space(ctx: Context) -> list[Finding]:
     p = ctx.params
-    where, free = system.free_mb(p.state_dir)
+    where, free = system.free_mb(p.layout.state_dir)
     st = os.statvfs(where)
     inodes = st.f_favail if st.f_files else None
     evidence = f"{where}: {free} MiB free" + (f", {inodes} inodes free" if inodes is not None else "")
