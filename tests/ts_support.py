@@ -22,7 +22,7 @@ import psutil
 import yaml
 
 from conftest import REPO, TEST_ROOT, port_params
-from hubrunbook.hub import config, probe, service
+from hubrunbook.hub import config, envfile, probe, service
 from hubrunbook.host import ports, users
 from hubrunbook.hub.hubenv import ensure_hub_env
 from hubrunbook.core.params import build_params
@@ -84,7 +84,7 @@ class Deployment:
 
     # --- faults ----------------------------------------------------------------------------------------
     def hub_env(self) -> dict[str, str]:
-        return service.read_hub_env(self.params)
+        return envfile.read_hub_env(self.params)
 
     def start_hub_by_hand(self, wait_exit: float = 0) -> subprocess.Popen:
         """`jupyterhub -f <config>` as the guide starts it (hub.env in its environment, no pid file written)."""

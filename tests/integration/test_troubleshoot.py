@@ -16,7 +16,7 @@ import pytest
 
 from hubrunbook.troubleshoot import facts
 from hubrunbook.host import ports
-from hubrunbook.hub import service
+from hubrunbook.hub import envfile, service
 from hubrunbook.host.process import terminate
 from hubrunbook.host.users import lookup
 from ts_support import Deployment, ids
@@ -464,7 +464,7 @@ def test_oauth_misconfigurations(deploy, tmp_path, monkeypatch):
     cfg.write_text(good)
 
     # 2. the client secret is missing from the hub's environment file
-    service.set_hub_env(d.params, {"GITHUB_CLIENT_SECRET": None})
+    envfile.set_hub_env(d.params, {"GITHUB_CLIENT_SECRET": None})
     proc, report = scan(d, tmp_path, "secret")
     assert_errors(report, {"oauth-client"})
     assert "no GITHUB_CLIENT_SECRET" in finding(report, "oauth-client")["evidence"]

@@ -11,6 +11,7 @@ import pytest
 
 from hubrunbook.troubleshoot import checks, diagnose, facts, logscan
 from hubrunbook.core import secretref
+from hubrunbook.hub import envfile
 from hubrunbook.host import system
 from hubrunbook.troubleshoot.checks import access, install, processes
 from hubrunbook.troubleshoot.diagnose import ERROR, WARNING, Check, Context, Finding, Report, run_checks
@@ -125,8 +126,8 @@ def test_alembic_head_and_db_revision(tmp_path):
 
 def test_hub_env_values_are_masked(params):
     params.layout.secrets_dir.mkdir(parents=True)
-    (params.layout.secrets_dir / "hub.env").write_text("# managed\nCONFIGPROXY_AUTH_TOKEN='abcd1234abcd1234'\nexport X=yyyy-zzzz\n")
-    env = facts.read_hub_env(params)
+    (params.layout.secrets_dir / "hub.env").write_text("# managed\nCONFIGPROXY_AUTH_TOKEN='abcd1234abcd1234'\nX=yyyy-zzzz\n")
+    env = envfile.read_hub_env(params)
     assert env == {"CONFIGPROXY_AUTH_TOKEN": "abcd1234abcd1234", "X": "yyyy-zzzz"}
     f = Finding("x", ERROR, "t", "seen abcd1234abcd1234", "evidence yyyy-zzzz")
     assert "abcd1234abcd1234" not in repr(f) and "yyyy-zzzz" not in json.dumps(f.as_dict())

@@ -17,46 +17,12 @@ from pathlib import Path
 from hubrunbook.host import ports, systemd
 from hubrunbook.core import secretref
 from hubrunbook.core.errors import HubError
+from hubrunbook.hub.envfile import read_hub_env, set_hub_env
 from hubrunbook.host.process import hub_api_ok, read_pid, start_hub, started_before_record, stop_hub, wait_hub_ready
 from hubrunbook.core.steps import CHANGED, FAILED, OK, UNCHANGED, WOULD_CHANGE, StepResult
 
 
 # --- files ---------------------------------------------------------------------------------------
-def read_hub_env(params) -> dict[str, str]:
-    """KEY=VALUE pairs of hub.env (values registered for masking)."""
-    env = {}
-    try:
-        text = params.layout.hub_env.read_text()
-    except FileNotFoundError:
-        return env
-    for line in text.splitlines():
-        if line.strip() and not line.startswith("#") and "=" in line:
-            k, v = line.split("=", 1)
-            env[k.strip()] = secretref.register(v)
-    return env
-
-
-def set_hub_env(params, updates: dict[str, str | None], *, dry_run: bool = False) -> bool:
-    """Set (or with None remove) variables in hub.env, written 0600 atomically; True when it changed."""
-    env = read_hub_env(params)
-    new = dict(env)
-    for k, v in updates.items():
-        if v is None:
-            new.pop(k, None)
-        else:
-            if "\n" in v:
-                raise HubError(f"hub.env: the value of {k} contains a line break")
-            new[k] = secretref.register(v)
-    if new == env:
-        return False
-    if not dry_run:
-        _private_dir(params.layout.secrets_dir)
-        body = "# environment of the managed JupyterHub; written by hubrunbook, mode 0600\n"
-        body += "".join(f"{k}={v}\n" for k, v in sorted(new.items()))
-        secretref.write_private(params.layout.hub_env, body)
-    return True
-
-
 def _private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)

@@ -13,7 +13,7 @@ from hubrunbook.oauth import settings as oauth
 from hubrunbook.core import secretref
 from hubrunbook.core.errors import ParameterError, RunbookError, SecretError
 from hubrunbook.hub.hubenv import installed_versions
-from hubrunbook.hub.service import read_hub_env
+from hubrunbook.hub.envfile import read_hub_env
 from hubrunbook.core.steps import FAILED, OK, WOULD_CHANGE, StepResult
 from hubrunbook.hub.tls import http_session
 

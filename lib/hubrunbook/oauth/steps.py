@@ -9,7 +9,7 @@ from hubrunbook.core import secretref
 from hubrunbook.hub.config import apply_settings
 from hubrunbook.core.errors import CommandError, SecretError
 from hubrunbook.hub.hubenv import install_packages, installed_versions
-from hubrunbook.hub.service import set_hub_env
+from hubrunbook.hub.envfile import set_hub_env
 from hubrunbook.core.shell import run_command
 from hubrunbook.core.steps import CHANGED, OK, UNCHANGED, WOULD_CHANGE, StepResult
 

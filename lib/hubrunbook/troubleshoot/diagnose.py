@@ -193,10 +193,13 @@ def run_checks(params, *, timeout_per_check: float = 10, checks: list[Check] | N
     """
     from hubrunbook.troubleshoot.checks import CATALOG
 
-    from hubrunbook.troubleshoot.facts import read_hub_env
+    from hubrunbook.hub.envfile import read_hub_env
 
     checks = CATALOG if checks is None else checks
-    read_hub_env(params)  # register the hub's secrets for masking before any finding is made
+    try:
+        read_hub_env(params)  # register the hub's secrets for masking before any finding is made
+    except RunbookError:
+        pass  # an unreadable hub.env becomes a finding of each check that reads it
     ctx = Context(params, log_tail_kb=log_tail_kb)
     t0 = time.monotonic()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -100,29 +100,10 @@ def pid_file_text(path: Path) -> str:
         return "(absent)"
 
 
-# --- the hub's environment file --------------------------------------------------------------
-def read_hub_env(params) -> dict[str, str]:
-    """KEY=VALUE pairs of <prefix>/secrets/hub.env (values registered for masking); {} when absent or unreadable."""
-    try:
-        text = params.layout.hub_env.read_text()
-    except OSError:
-        return {}
-    out = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        out[key.strip()] = secretref.register(value)
-    return out
-
-
 def proxy_token_status(params, timeout: float = 2) -> str:
     """Ask the proxy API on proxy_api_port with the hub's token: 'accepted', 'rejected 403', 'no token', 'no answer',
     or 'not sent: …' when what listens there is not proven to be our proxy (the token goes to nobody else)."""
+    from hubrunbook.hub.envfile import read_hub_env
     from hubrunbook.hub.proxy import unproven_reason
 
     token = read_hub_env(params).get("CONFIGPROXY_AUTH_TOKEN")

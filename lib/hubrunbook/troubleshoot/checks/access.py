@@ -7,8 +7,9 @@ import re
 import stat
 from pathlib import Path
 
-from hubrunbook.troubleshoot import facts, repairs
+from hubrunbook.troubleshoot import repairs
 from hubrunbook.host import system
+from hubrunbook.hub import envfile
 from hubrunbook.troubleshoot.diagnose import ERROR, Check, Context, Finding
 from hubrunbook.troubleshoot.checks.common import _config, _config_or_error, _env, _hub_pid, cfg
 
@@ -111,7 +112,7 @@ def check_oauth(ctx: Context) -> list[Finding]:
             fix=f"set the callback to {want} both in the provider's app registration and in the config (oauth runbook)"))
     cls = str(cfg(ctx, "JupyterHub.authenticator_class"))
     names = oauth.ENV_VARS["github" if "github" in cls.lower() else "generic"]
-    env = facts.read_hub_env(p)
+    env = envfile.read_hub_env(p)
     pid = _hub_pid(ctx)
     running = _hub_environ_names(pid) if pid else None
     for name, trait in zip(names, ("client_id", "client_secret")):

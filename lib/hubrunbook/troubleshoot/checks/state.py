@@ -7,6 +7,7 @@ import stat
 
 from hubrunbook.troubleshoot import facts, repairs
 from hubrunbook.host import system
+from hubrunbook.hub import envfile
 from hubrunbook.troubleshoot.diagnose import ERROR, WARNING, Check, Context, Finding
 from hubrunbook.troubleshoot.logscan import hub_log_lines, match_log
 from hubrunbook.troubleshoot.checks.common import _env
@@ -64,7 +65,7 @@ def check_disk_space(ctx: Context) -> list[Finding]:
 def check_hub_log(ctx: Context) -> list[Finding]:
     """Known log messages in the hub's last run map to findings (warnings: the live checks say what still holds)."""
     p = ctx.params
-    facts.read_hub_env(p)  # registers the hub's secrets so that no log line shows them
+    envfile.read_hub_env(p)  # registers the hub's secrets so that no log line shows them
     lines = ctx.fact("log_lines", lambda: hub_log_lines(p, ctx.log_tail_kb))
     out = []
     for msg, hits in match_log(lines):
