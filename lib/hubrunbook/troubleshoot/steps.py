@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from hubrunbook.troubleshoot import diagnose
-from hubrunbook.troubleshoot.diagnose import ERROR, Finding, Report
+from hubrunbook.troubleshoot.catalog import ERROR, Finding
+from hubrunbook.troubleshoot.diagnose import Report
 from hubrunbook.core.errors import RunbookError
 from hubrunbook.core.steps import CHANGED, FAILED, OK, SKIPPED, UNCHANGED, WOULD_CHANGE, StepResult
 

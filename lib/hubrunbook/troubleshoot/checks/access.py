@@ -10,7 +10,7 @@ from pathlib import Path
 from hubrunbook.troubleshoot import repairs
 from hubrunbook.host import system
 from hubrunbook.hub import envfile
-from hubrunbook.troubleshoot.diagnose import ERROR, Check, Context, Finding
+from hubrunbook.troubleshoot.catalog import ERROR, Check, Context, Finding, register
 from hubrunbook.troubleshoot.checks.common import _config, _config_or_error, _env, _hub_pid, cfg
 
 
@@ -50,7 +50,7 @@ def _managed_line(path, where: str) -> tuple[int, str] | None:
 ALLOW_KEYS = ("Authenticator.allowed_users", "Authenticator.allowed_groups", "Authenticator.allowed_organizations")
 
 
-def check_allow_rule(ctx: Context) -> list[Finding]:
+def check_config_allow_rule(ctx: Context) -> list[Finding]:
     """JupyterHub ≥ 5 admits nobody without an allow rule (allowed_users, allow_all, groups, orgs). admin_users counts
     with OAuthenticator (its check_allowed admits admins), not with PAM: JupyterHub adds admins to allowed_users only
     when that set is not empty, so admins alone are locked out."""
@@ -254,56 +254,56 @@ def check_singleuser_runnable(ctx: Context) -> list[Finding]:
     return []
 
 
-CONFIG_FILE = Check(
+CONFIG_FILE = register(Check(
     "config-file", "jupyterhub_config.py is missing or does not load",
     "File \"/opt/hubrunbook/etc/jupyterhub_config.py\", line 1152 … SyntaxError: invalid syntax",
     "a hand edit broke the Python of the config file, or the file was moved",
     "fix the line the error names (backups: jupyterhub_config.py.bak-*), or rerun the configure runbook; a broken "
     "line of hubrunbook's own ('# hubrunbook') is rewritten with apply_fixes",
-    check_config_file, repairs.repair_config_file, guide="§2.1")
+    check_config_file, repairs.repair_config_file, guide="§2.1", stage="access"))
 
 
-ALLOW_RULE = Check(
+ALLOW_RULE = register(Check(
     "allow-rule", "no allow rule: nobody can log in",
     "No allow config found, it's possible that nobody can login to your Hub!",
     "JupyterHub ≥ 5 admits nobody without allowed_users, allow_all or allowed groups/organizations (admin_users counts "
     "with OAuth only: PAM admins alone are locked out); "
     "every login shows the same 403 page as a wrong password",
     "list the users in allowed_users (configure runbook; repaired with apply_fixes from the parameters, then the hub "
-    "restarts)", check_allow_rule, repairs.repair_allow_rule, guide="§2.2, §2.4")
+    "restarts)", check_config_allow_rule, repairs.repair_allow_rule, guide="§2.2, §2.4", stage="access"))
 
 
-OAUTH = Check(
+OAUTH = register(Check(
     "oauth", "OAuth login is misconfigured",
     "redirect_uri mismatch at the provider; or 500 at spawn: getpwnam(): name not found",
     "the callback URL, client id/secret or system accounts of OAuth users do not fit the deployment",
-    "see the finding; the oauth runbook writes all of them consistently", check_oauth, guide="§2.5")
+    "see the finding; the oauth runbook writes all of them consistently", check_oauth, guide="§2.5", stage="access"))
 
 
-USER_ACCOUNTS = Check(
+USER_ACCOUNTS = register(Check(
     "user-accounts", "a user who may log in has no system account",
     "Unhandled error starting alice's server: \"getpwnam(): name not found: 'alice'\"  → 500 at spawn",
     "the spawner runs each server as the system user of the same name; allowed (or OAuth) users without an account "
     "log in and then get a 500",
     "create the account (configure runbook; repaired with apply_fixes for users listed in `users`/`admin_users`), "
     "or for OAuth set c.LocalAuthenticator.create_system_users = True", check_user_accounts,
-    repairs.repair_user_accounts, guide="§2.4, §2.5")
+    repairs.repair_user_accounts, guide="§2.4, §2.5", stage="access"))
 
 
-NOTEBOOK_DIRS = Check(
+NOTEBOOK_DIRS = register(Check(
     "notebook-dirs", "a user's notebook dir is missing",
     "TraitError: No such directory: ''/home/alice/notebooks''  → 500 POST /hub/api/users/alice/server "
     "(InvalidStateError), or a spawn that hangs until Spawner.start_timeout",
     "c.Spawner.notebook_dir points to a directory that does not exist (or is not the user's); the server exits and "
     "the hub waits the whole start timeout",
     "create it owned by the user (repaired with apply_fixes for users hubrunbook created)", check_notebook_dirs,
-    repairs.repair_notebook_dirs, guide="§2.3")
+    repairs.repair_notebook_dirs, guide="§2.3", stage="access"))
 
 
-SINGLEUSER = Check(
+SINGLEUSER = register(Check(
     "singleuser-runnable", "spawned users cannot run jupyterhub-singleuser",
     "Permission denied trying to run '/root/venv/bin/jupyterhub-singleuser'. Does alice have access to this file?",
     "the hub env or the Python it was built from lies under a directory other users cannot enter (a 0700 home such "
     "as /root or a pyenv there)",
     "rebuild the hub env from /usr/bin/python3 under a 0755 prefix such as /opt/hubrunbook (install runbook)",
-    check_singleuser_runnable)
+    check_singleuser_runnable, stage="access"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from hubrunbook.troubleshoot import facts
 from hubrunbook.host import ports
 from hubrunbook.core import secretref
-from hubrunbook.troubleshoot.diagnose import Context
+from hubrunbook.troubleshoot.catalog import Context
 
 
 def _env(ctx: Context) -> dict:

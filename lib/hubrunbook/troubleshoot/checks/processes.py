@@ -5,7 +5,7 @@ import re
 
 from hubrunbook.troubleshoot import facts, repairs
 from hubrunbook.host import ports, systemd
-from hubrunbook.troubleshoot.diagnose import ERROR, WARNING, Check, Context, Finding
+from hubrunbook.troubleshoot.catalog import ERROR, WARNING, Check, Context, Finding, register
 from hubrunbook.troubleshoot.logscan import hub_log_lines
 from hubrunbook.host.process import hub_api_ok
 from hubrunbook.hub.proxy import unproven_reason
@@ -159,7 +159,7 @@ def _journal_evidence(lines: list[str]) -> str:
     return " … ".join(x[:300] for x in picked) or "(empty)"
 
 
-PROXY_API = Check(
+PROXY_API = register(Check(
     "proxy-api-port", "a stale configurable-http-proxy holds the proxy API port",
     "api_request to proxy failed: 403, message='Forbidden'  (tornado.httpclient.HTTPError: HTTP 403: Forbidden in "
     "older hubs)",
@@ -168,36 +168,36 @@ PROXY_API = Check(
     "stop that proxy by PID, never `ps aux | grep` and kill by name; repaired with apply_fixes only when it is proven "
     "ours (root, our node and proxy script, our API port, the PID the hub recorded), else named for you to stop; "
     "then start the hub",
-    check_proxy_api_port, repairs.repair_stale_proxy, guide="§3.2")
+    check_proxy_api_port, repairs.repair_stale_proxy, guide="§3.2", stage="ports"))
 
 
-PUBLIC_PORT = Check(
+PUBLIC_PORT = register(Check(
     "public-port", "another program holds the public port",
     "[ConfigProxy] error: Uncaught Exception: listen EADDRINUSE: address already in use 127.0.0.1:8000",
     "the proxy logs EADDRINUSE but keeps running and the hub reports success; users reach the other program",
     "stop that program yourself (it is not ours; never killed by hubrunbook) or choose another port, then restart "
-    "the hub", check_public_port)
+    "the hub", check_public_port, stage="ports"))
 
 
-HUB_PORT = Check(
+HUB_PORT = register(Check(
     "hub-port", "another program holds the hub's own port",
     "Failed to bind hub to http://127.0.0.1:8081/hub/ … OSError: [Errno 98] Address already in use",
     "something else (often a second JupyterHub) listens on hub_port; the hub exits at start",
-    "stop that program yourself or choose another hub_port", check_hub_port)
+    "stop that program yourself or choose another hub_port", check_hub_port, stage="ports"))
 
 
-HUB_RUNNING = Check(
-    "hub-running", "the managed hub is not running",
-    "state/hub.pid names a process that is gone; the log ends with the reason it stopped",
-    "the hub exited (see the log findings) or was never started",
-    "fix the other findings, then start it (repaired with apply_fixes: starts the managed hub and waits for "
-    "/hub/api)", check_hub_running, repairs.repair_hub_running)
-
-
-HUB_SERVICE = Check(
+HUB_SERVICE = register(Check(
     "hub-service", "the hub is not installed as an enabled systemd unit",
     "systemctl status jupyterhub → Unit jupyterhub.service could not be found (or: disabled)",
     "the unit file was removed or disabled, or configure never ran under systemd; the hub then does not come back "
     "after a reboot or a crash",
     "re-run configure.ipynb, or troubleshoot with apply_fixes: writes and enables the unit, starts it and waits for "
-    "/hub/api", check_hub_service, repairs.repair_hub_running)
+    "/hub/api", check_hub_service, repairs.repair_hub_running, stage="hub"))
+
+
+HUB_RUNNING = register(Check(
+    "hub-running", "the managed hub is not running",
+    "state/hub.pid names a process that is gone; the log ends with the reason it stopped",
+    "the hub exited (see the log findings) or was never started",
+    "fix the other findings, then start it (repaired with apply_fixes: starts the managed hub and waits for "
+    "/hub/api)", check_hub_running, repairs.repair_hub_running, stage="hub"))

@@ -8,7 +8,7 @@ import stat
 from hubrunbook.troubleshoot import facts, repairs
 from hubrunbook.host import system
 from hubrunbook.hub import envfile
-from hubrunbook.troubleshoot.diagnose import ERROR, WARNING, Check, Context, Finding
+from hubrunbook.troubleshoot.catalog import ERROR, WARNING, Check, Context, Finding, register
 from hubrunbook.troubleshoot.logscan import hub_log_lines, match_log
 from hubrunbook.troubleshoot.checks.common import _env
 
@@ -86,30 +86,30 @@ def _which_port(params, line: str) -> str:
     return f" (port {port}: {names.get(port, 'not one of ours')})"
 
 
-SECRET_FILES = Check(
+SECRET_FILES = register(Check(
     "secret-files", "a secret file is readable by others",
     "Refusing to run JupyterHub with invalid cookie_secret_file. … cookie_secret_file can be read or written by anybody",
     "the file was copied or created with a loose umask",
     "chmod 600 it (repaired with apply_fixes: our own files under <prefix>/secrets only)",
-    check_secret_files, repairs.repair_secret_modes)
+    check_secret_files, repairs.repair_secret_modes, stage="files"))
 
 
-DB_SCHEMA = Check(
+DB_SCHEMA = register(Check(
     "db-schema", "the hub database schema is older than the installed JupyterHub",
     "Found database schema version ff1860e38070 != f460b0348206. Backup your database and run `jupyterhub "
     "upgrade-db` to upgrade to the latest schema.",
     "JupyterHub was upgraded in the env, the database was not",
     "copy the database file aside, then `jupyterhub upgrade-db -f <config>` (repaired with apply_fixes: backup in "
-    "<prefix>/state/backups/)", check_db_schema, repairs.repair_db_schema)
+    "<prefix>/state/backups/)", check_db_schema, repairs.repair_db_schema, stage="files"))
 
 
-DISK = Check(
+DISK = register(Check(
     "disk-space", "little free disk where the hub keeps its state",
     "sqlite3.OperationalError: database or disk is full",
     "logs, backups or users' files filled the filesystem holding <prefix>/state",
-    "free space there (old logs, backups) or move the prefix; nothing is deleted automatically", check_disk_space)
+    "free space there (old logs, backups) or move the prefix; nothing is deleted automatically", check_disk_space, stage="files"))
 
 
-HUB_LOG = Check(
+HUB_LOG = register(Check(
     "hub-log", "known messages in the hub's log",
-    "see logscan.LOG_MESSAGES", "each message has its own cause", "each message has its own action", check_hub_log)
+    "see logscan.LOG_MESSAGES", "each message has its own cause", "each message has its own action", check_hub_log, stage="log"))
