@@ -281,7 +281,6 @@ def test_repairs_run_in_catalog_order_and_failures_do_not_stop_others(params, mo
     results = diagnose.apply_repairs(params, report)
     assert calls == ["first", "second"]
     assert [(r.step, r.status) for r in results] == [("first", "failed"), ("second", "changed")]
-    assert diagnose.repairs_summary(results).failed
 
 
 # --- detectors on synthetic config and processes ---------------------------------------------------------

@@ -199,15 +199,6 @@ def apply_repairs(params, report: Report, *, dry_run: bool = False) -> list[Step
     return results
 
 
-def repairs_summary(results: list[StepResult]) -> StepResult:
-    """One StepResult for all repairs (failed if any repair failed)."""
-    failed = [r for r in results if r.failed]
-    rows = [(r.step, r.status, r.detail) for r in results]
-    return StepResult("apply_repairs", FAILED if failed else OK,
-                      f"{len(failed)} of {len(results)} repairs failed" if failed else f"{len(results)} repair step(s)",
-                      rows, header=("repair", "status", "detail"))
-
-
 def catalog_rows() -> list[tuple[str, str, str, str, str, str]]:
     """The catalog as a table: (id, problem, example, cause, action, repair) for every check and known log message."""
     from hubrunbook.troubleshoot.logscan import LOG_MESSAGES
