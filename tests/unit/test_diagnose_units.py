@@ -12,6 +12,7 @@ import pytest
 from hubrunbook.troubleshoot import catalog, diagnose, facts, logscan
 from hubrunbook.core import secretref
 from hubrunbook.hub import envfile
+from hubrunbook.hub.configload import LoadedConfig
 from hubrunbook.host import system
 from hubrunbook.troubleshoot.checks import access, install, processes, state
 from hubrunbook.troubleshoot.catalog import ERROR, WARNING, Check, Context, Finding
@@ -286,7 +287,7 @@ def test_repairs_run_in_catalog_order_and_failures_do_not_stop_others(params, mo
 # --- detectors on synthetic config and processes ---------------------------------------------------------
 def _ctx_with_config(params, values: dict) -> Context:
     ctx = Context(params)
-    ctx.fact("config", lambda: ({f"c.{k}": v for k, v in values.items()}, None))
+    ctx.fact("config", lambda: (LoadedConfig({f"c.{k}": v for k, v in values.items()}, frozenset(f"c.{k}" for k in values)), None))
     ctx.fact("env", lambda: {"versions": {}, "requires": {}})
     return ctx
 

@@ -12,7 +12,6 @@ values, is refused and the old file stays as it was.
 from __future__ import annotations
 
 import ast
-import json
 import os
 import re
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from hubrunbook.hub import hubguard
 from hubrunbook.hub.capacity import ensure_retry_page, spawn_capacity, spawn_settings
+from hubrunbook.hub.configload import load_config
 from hubrunbook.core.errors import ConfigError
 from hubrunbook.hub.proxy import proxy_command
 from hubrunbook.core.shell import run_command
@@ -142,32 +142,6 @@ def hand_overrides(text: str, keys) -> list[str]:
     return found
 
 
-# --- loading with JupyterHub's loader ----------------------------------------------------------
-LOADER = r"""
-import json, sys
-from pathlib import Path
-from traitlets.config.loader import PyFileConfigLoader
-p = Path(sys.argv[1])
-cfg = PyFileConfigLoader(p.name, path=str(p.parent)).load_config()
-out = {}
-for key in sys.argv[2:]:
-    _, cls, trait = key.split(".")
-    if cls in cfg and trait in cfg[cls]:
-        v = cfg[cls][trait]
-        out[key] = sorted(v) if isinstance(v, (set, frozenset)) else v
-print(json.dumps(out, default=repr))
-"""
-
-
-def load_effective(params, path: Path, keys) -> dict:
-    """Load *path* with traitlets' PyFileConfigLoader (JupyterHub's) in the hub env; return the values of *keys*."""
-    try:
-        out = run_command([params.layout.env_bin("python"), "-c", LOADER, path, *keys], timeout=60, what="load jupyterhub_config.py")
-    except Exception as exc:
-        raise ConfigError(f"{path} does not load with JupyterHub's config loader:\n{exc}") from None
-    return json.loads(out.stdout)
-
-
 def _expected(src: str):
     v = ast.literal_eval(src) if src != "set()" else set()
     return sorted(v) if isinstance(v, (set, frozenset)) else v
@@ -189,7 +163,7 @@ def verify_candidate(params, text: str, settings: dict[str, str | None]) -> None
 def verify_file(params, path: Path, settings: dict[str, str | None], *, what: str) -> None:
     """Load *path* with JupyterHub's loader and compare effective values with *settings*; raise ConfigError. Read-only."""
     keys = [k for k, v in settings.items() if v is not None]
-    got = load_effective(params, path, keys)
+    got = load_config(params, keys, path=path).values
     wrong = [f"{k}: wanted {_expected(settings[k])!r}, file gives {got.get(k, '(unset)')!r}"
              for k in keys if got.get(k) != _expected(settings[k])]
     if wrong:

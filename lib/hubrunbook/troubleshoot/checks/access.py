@@ -11,7 +11,7 @@ from hubrunbook.troubleshoot import repairs
 from hubrunbook.host import system
 from hubrunbook.hub import envfile
 from hubrunbook.troubleshoot.catalog import ERROR, Check, Context, Finding, register
-from hubrunbook.troubleshoot.checks.common import _config, _config_or_error, _env, _hub_pid, cfg
+from hubrunbook.troubleshoot.checks.common import _config, _config_or_error, _env, _hub_pid, cfg, config_sets
 
 
 def check_config_file(ctx: Context) -> list[Finding]:
@@ -73,15 +73,6 @@ def _is_oauth(ctx: Context) -> bool:
     return "oauth" in str(cfg(ctx, "JupyterHub.authenticator_class") or "").lower()
 
 
-def _config_sets(ctx: Context, trait: str) -> bool:
-    """Whether the config file has a live ``c.<Something>.<trait> =`` line (value never read)."""
-    try:
-        text = ctx.params.layout.config_path.read_text()
-    except OSError:
-        return False
-    return bool(re.search(rf"^c\.\w+\.{trait}\s*=", text, re.M))
-
-
 def _hub_environ_names(pid: int) -> set[str] | None:
     """Names (never values) of the running hub's environment variables; None when unreadable."""
     try:
@@ -116,7 +107,7 @@ def check_oauth(ctx: Context) -> list[Finding]:
     pid = _hub_pid(ctx)
     running = _hub_environ_names(pid) if pid else None
     for name, trait in zip(names, ("client_id", "client_secret")):
-        in_file = bool(env.get(name)) or _config_sets(ctx, trait)
+        in_file = bool(env.get(name)) or config_sets(ctx, trait)
         if not in_file:
             out.append(OAUTH.finding(
                 ERROR, f"the OAuth {trait.replace('_', ' ')} is not configured",
@@ -125,7 +116,7 @@ def check_oauth(ctx: Context) -> list[Finding]:
                 cause="the hub starts without it (a missing client id is not reported at start) and every login fails "
                       "at the provider", fix="run the oauth runbook with oauth_client_id/oauth_client_secret references",
                 name=name))
-        elif running is not None and name not in running and not _config_sets(ctx, trait):
+        elif running is not None and name not in running and not config_sets(ctx, trait):
             out.append(OAUTH.finding(
                 ERROR, f"the running hub (pid {pid}) does not have {name} in its environment",
                 f"/proc/{pid}/environ: no {name} (the value is in {p.layout.hub_env.name})", id="oauth-client-stale",
