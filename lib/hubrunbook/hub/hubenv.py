@@ -115,7 +115,7 @@ def check_env_state(params) -> tuple[bool, str]:
     diff = {n: have.get(n) for n, v in want.items() if have.get(n) != v}
     if diff:
         return False, "versions differ: " + ", ".join(f"{n} {diff[n] or 'absent'} → {want[n]}" for n in diff)
-    if not (env / "bin" / "jupyterhub-singleuser").exists():
+    if not params.layout.env_bin("jupyterhub-singleuser").exists():
         return False, "jupyterhub-singleuser missing"
     return True, ", ".join(f"{n} {v}" for n, v in want.items())
 

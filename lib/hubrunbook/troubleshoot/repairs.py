@@ -143,7 +143,7 @@ def repair_db_schema(params, finding, *, dry_run: bool = False) -> StepResult:
     backups.mkdir(mode=0o700, parents=True, exist_ok=True)
     shutil.copy2(db, backup)
     os.chmod(backup, 0o600)
-    jh = params.layout.env_dir / "bin" / "jupyterhub"
+    jh = params.layout.env_bin("jupyterhub")
     run_command([jh, "upgrade-db", f"--db=sqlite:///{db}"], cwd=params.layout.state_dir, timeout=180,
                 env={"PATH": f"{params.layout.env_dir / 'bin'}:{os.environ.get('PATH', '')}"}, what="jupyterhub upgrade-db")
     now = facts.db_revision(db)

@@ -229,7 +229,7 @@ def _blocked(path: Path) -> str | None:
 
 def check_singleuser_runnable(ctx: Context) -> list[Finding]:
     cmd = cfg(ctx, "Spawner.cmd") or []
-    path = Path(cmd[0]) if cmd and str(cmd[0]).startswith("/") else ctx.params.layout.env_dir / "bin" / "jupyterhub-singleuser"
+    path = Path(cmd[0]) if cmd and str(cmd[0]).startswith("/") else ctx.params.layout.env_bin("jupyterhub-singleuser")
     if not path.exists() and "missing" in _env(ctx):
         return []
     if not path.exists():  # a missing file is not a permissions problem: say so
