@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PARAMS ?= parameters/local.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: deploy test test-pristine test-system unit bench clean-venv status start stop restart logs rotate-secrets
+.PHONY: deploy test test-pristine test-system unit bench runbooks references clean-venv status start stop restart logs rotate-secrets
 
 $(STAMP): pyproject.toml tools/bootstrap.sh
 	sh tools/bootstrap.sh $(PY) $(VENV)
@@ -41,6 +41,16 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_configure.py
 	$(BIN)/python bench/bench_troubleshoot.py
 	$(BIN)/python bench/bench_load.py
+
+# runbooks/<name>.ipynb <-> runbooks/<name>.md (jupytext), the parameters cells, cell ids, no outputs;
+# also parameters/local.yaml and docs/troubleshoot-catalog.md
+runbooks: $(STAMP)
+	$(BIN)/python -m hubrunbook.sources
+
+# nbval references (tests/references/) and docs/runs/*.html: a converged run of each runbook on its test sandbox
+# (root; ~3 min). NAMES="install configure" for some of them.
+references: $(STAMP)
+	$(BIN)/python tools/record_references.py $(NAMES)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,48 +1,104 @@
-"""What nbval needs: the reference sandbox of each runbook, and preparing a parameterised copy for nbval."""
+"""What nbval needs: each runbook's reference sandbox, its recorded reference run (tests/references/<name>.ipynb),
+and the copy nbval executes: the CURRENT runbook with the sandbox parameters injected and the reference outputs
+transplanted by cell id. Editing a runbook's prose therefore never breaks nbval; a step whose output changed does.
+
+The references are written only by tools/record_references.py (`make references`); a Run All + save in JupyterLab
+writes runbooks/, never tests/references/.
+"""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import yaml
+import nbformat
+
+from hubrunbook.core.runner import execute_runbook
+from hubrunbook.runbooks import get_runbook
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_ROOT = Path(os.environ.get("HRB_TEST_ROOT", "/var/tmp/hrb-tests"))
 SANITIZE = REPO / "tests" / "nbval_sanitize.cfg"
+REFERENCES = REPO / "tests" / "references"
+CHECK_TAG = "nbval-check-output"
 
 
-# runbooks to run before each one (with the same parameters) so its sandbox is converged
-CHAINS = {"install": ["install"], "configure": ["install", "configure"], "troubleshoot": ["install", "configure"]}
+def reference_path(name: str) -> Path:
+    return REFERENCES / f"{name}.ipynb"
 
 
-def reference_params(name: str, ports: tuple[int, int, int] = (18100, 18101, 18102)) -> dict:
-    """Parameters of the sandbox a runbook's reference outputs come from (ports are sanitised away)."""
-    port, hub_port, api_port = ports
-    values = {"prefix": str(TEST_ROOT / f"nbval-{name}"), "port": port, "hub_port": hub_port, "proxy_api_port": api_port,
+def nbval_user(role: str) -> str:
+    """A sandbox user of this process: hrb-nbv-<pid, 7 digits>-<role>. The pid keeps concurrent runs apart; being
+    a number of fixed width, nbval's sanitiser makes it `N` and the tables keep their widths."""
+    return f"hrb-nbv-{os.getpid():07d}-{role}"
+
+
+def reference_params(name: str, ports: dict[str, int]) -> dict:
+    """Parameters of the sandbox a runbook's reference outputs come from (ports and prefix are sanitised away)."""
+    values = {"prefix": str(TEST_ROOT / f"nbval-{name}"), **{k: ports[k] for k in ("port", "hub_port", "proxy_api_port")},
               "node": "wheel", "service": "process"}
     if name != "install":
-        values |= {"users": ["hrb-nbv-user"], "admin_users": ["hrb-nbv-admin"]}
+        values |= {"users": [nbval_user("user")], "admin_users": [nbval_user("admin")]}
     return values
 
 
+def converge_chain(name: str) -> list[str]:
+    """The runbooks to run (same parameters) so that the next run of *name* is the converged one a reference shows."""
+    return [*get_runbook(name).after, name]
+
+
+def converge_sandbox(name: str, params: dict, workdir: Path) -> None:
+    """A fresh sandbox (nothing from an earlier run: the hub's database would list its users) brought to the state
+    the next run of *name* is recorded or compared in."""
+    shutil.rmtree(params["prefix"], ignore_errors=True)
+    for step in converge_chain(name):
+        execute_runbook(step, workdir / f"converge-{step}.ipynb", params)
+
+
 def teardown(values: dict) -> None:
-    """Stop the sandbox's hub and remove the users it created (by PID and by our registry only)."""
+    """Stop the sandbox's hub, remove the users it created (by PID and by our registry only), then its prefix."""
     from hubrunbook.core.params import build_params
-    from hubrunbook.hub.service import stop_managed_hub
     from hubrunbook.host.users import remove_users
+    from hubrunbook.hub.service import stop_managed_hub
 
     params = build_params(values)
     stop_managed_hub(params)
     if (params.layout.state_dir / "users.json").exists():
         remove_users(params, [*params.users, *params.admin_users])
+    shutil.rmtree(params.root, ignore_errors=True)
 
 
-def prepare_copy(name: str, params: dict, dest: Path) -> Path:
-    """A copy of runbooks/<name>.ipynb with *params* injected and the committed outputs kept (papermill --prepare-only)."""
-    pfile = dest.parent / f"{name}-params.yaml"
-    pfile.write_text(yaml.safe_dump(params))
-    subprocess.run([sys.executable, "-m", "papermill", "--prepare-only", str(REPO / "runbooks" / f"{name}.ipynb"),
-                    str(dest), "-f", str(pfile)], check=True, capture_output=True)
+def transplant_outputs(target: nbformat.NotebookNode, reference: nbformat.NotebookNode) -> None:
+    """Give *target*'s code cells the outputs of the *reference* cell with the same id. A checked cell the
+    reference lacks gets no outputs but an execution count, so nbval compares it (and fails if it prints)."""
+    by_id = {c.get("id"): c for c in reference.cells if c.cell_type == "code"}
+    for cell in target.cells:
+        if cell.cell_type != "code":
+            continue
+        ref = by_id.get(cell.get("id"))
+        if ref is not None:
+            cell.outputs, cell.execution_count = ref.outputs, ref.execution_count
+        else:
+            checked = CHECK_TAG in cell.metadata.get("tags", [])
+            cell.outputs, cell.execution_count = [], (1 if checked else None)
+
+
+def prepare_nbval_copy(name: str, params: dict, dest: Path) -> Path:
+    """The notebook nbval executes: runbooks/<name>.ipynb as it is now, *params* injected (papermill --prepare-only
+    through the one runner), outputs from tests/references/<name>.ipynb."""
+    if not reference_path(name).exists():
+        raise FileNotFoundError(f"no reference run for {name}: record it with `make references NAMES={name}` (root)")
+    execute_runbook(name, dest, params, prepare_only=True)
+    nb = nbformat.read(dest, as_version=4)
+    transplant_outputs(nb, nbformat.read(reference_path(name), as_version=4))
+    dest.write_text(nbformat.writes(nb))
     return dest
+
+
+def run_nbval(copy: Path) -> subprocess.CompletedProcess:
+    """nbval on *copy*, lax (only cells tagged nbval-check-output are compared), sanitised, from runbooks/."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+                           "--nbval-sanitize-with", str(SANITIZE), str(copy), "-q"],
+                          capture_output=True, text=True, cwd=REPO / "runbooks", timeout=900)

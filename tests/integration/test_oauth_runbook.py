@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-
 import pytest
 
-from conftest import REPO
-from nbval_support import SANITIZE, prepare_copy
+from hubrunbook.core.runner import execute_runbook
+from nbval_support import prepare_nbval_copy, run_nbval
 from oauth_fixtures import reference_sandbox
 from test_install_runbook import papermill, step_statuses
 
@@ -58,12 +55,8 @@ def test_oauth_runbook_refuses_a_lockout_before_changing_anything(tmp_path, sand
 
 def test_oauth_runbook_outputs_match_reference(tmp_path):
     with reference_sandbox() as (hub, gh, params):
-        proc, _ = papermill("oauth", params, tmp_path)  # converge first
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        copy = prepare_copy("oauth", params, tmp_path / "oauth.ipynb")
-        res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
-                              "--nbval-sanitize-with", str(SANITIZE), str(copy), "-q"],
-                             capture_output=True, text=True, cwd=REPO / "runbooks", timeout=900)
+        execute_runbook("oauth", tmp_path / "converge.ipynb", params)  # the sandbox is configured: converge oauth
+        res = run_nbval(prepare_nbval_copy("oauth", params, tmp_path / "oauth.ipynb"))
         assert res.returncode == 0, res.stdout[-6000:]
 
 

@@ -1,35 +1,28 @@
-"""nbval: the committed runbooks' tagged outputs match a converged run on the reference sandbox.
+"""nbval: each runbook's checked outputs match its recorded reference (tests/references/<name>.ipynb).
 
-Runs last (file name): each runbook is first converged with papermill on its reference sandbox,
-then nbval re-executes the committed notebook with the sandbox parameters injected
-(papermill --prepare-only keeps the committed outputs) and compares the nbval-check-output cells.
+Each runbook is first converged on its reference sandbox (the runbooks its declaration runs `after`, then itself);
+then nbval executes the CURRENT runbook with the sandbox parameters injected and the reference outputs transplanted
+by cell id, comparing the cells tagged nbval-check-output (sanitised by tests/nbval_sanitize.cfg).
+Re-record after a deliberate change of a step's output: `make references` (tools/record_references.py).
 """
-import subprocess
-import sys
-
 import pytest
 
-from conftest import REPO, port_params
-from nbval_support import CHAINS, SANITIZE, prepare_copy, reference_params, teardown
-from test_install_runbook import papermill
+from conftest import port_params
+from hubrunbook.runbooks import RUNBOOKS
+from nbval_support import converge_sandbox, prepare_nbval_copy, reference_params, run_nbval, teardown
 
 pytestmark = pytest.mark.integration
 
-NBVAL_RUNBOOKS = ["install", "configure", "troubleshoot"]  # oauth: test_oauth_runbook.py (needs its fake GitHub)
+# oauth: test_oauth_runbook.py (its sandbox needs the fake GitHub)
+NBVAL_RUNBOOKS = [rb.name for rb in RUNBOOKS if rb.name != "oauth"]
 
 
 @pytest.mark.parametrize("name", NBVAL_RUNBOOKS)
 def test_runbook_outputs_match_reference(name, tmp_path):
-    ports = port_params()
-    params = {**reference_params(name), **{k: ports[k] for k in ("port", "hub_port", "proxy_api_port")}}
+    params = reference_params(name, port_params())
     try:
-        for step in CHAINS[name]:  # converge the sandbox first
-            proc, _ = papermill(step, params, tmp_path)
-            assert proc.returncode == 0, proc.stderr[-3000:]
-        copy = prepare_copy(name, params, tmp_path / f"{name}.ipynb")
-        res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
-                              "--nbval-sanitize-with", str(SANITIZE), str(copy), "-q"],
-                             capture_output=True, text=True, cwd=REPO / "runbooks", timeout=900)
+        converge_sandbox(name, params, tmp_path)
+        res = run_nbval(prepare_nbval_copy(name, params, tmp_path / f"{name}.ipynb"))
     finally:
         teardown(params)
     assert res.returncode == 0, res.stdout[-6000:]

@@ -381,14 +381,10 @@ def test_node_too_old(params, monkeypatch, tmp_path):
 
 
 def test_catalog_doc_is_current():
-    import sys
+    from hubrunbook.sources import CATALOG_DOC, SYNC_COMMAND
+    from hubrunbook.troubleshoot.diagnose import render_catalog_markdown
 
-    repo = Path(__file__).resolve().parents[2]
-    sys.path.insert(0, str(repo / "tools"))
-    from build_troubleshoot import catalog_markdown
-
-    assert (repo / "docs" / "troubleshoot-catalog.md").read_text() == catalog_markdown(), \
-        "run: .venv/bin/python tools/build_troubleshoot.py docs"
+    assert CATALOG_DOC.read_text() == render_catalog_markdown(), f"run: {SYNC_COMMAND}"
 
 
 def test_eaddrinuse_names_the_port(params):

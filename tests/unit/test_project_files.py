@@ -1,4 +1,4 @@
-"""Project files agree with each other: dependencies, local defaults, notebook parameter cells."""
+"""Project files agree with each other: dependencies, local defaults, runbook sources and their parameter cells."""
 import ast
 import json
 import re
@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from hubrunbook.core.params import Params, load_params_file
+from hubrunbook.runbooks import RUNBOOKS as DECLARED, render_local_yaml
+from hubrunbook.sources import SYNC_COMMAND, check_runbook_source
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOKS = sorted((REPO / "runbooks").glob("*.ipynb"))
@@ -53,14 +55,15 @@ def test_runbook_parameter_defaults_are_the_local_default(nb_path):
         assert value == Params.model_fields[name].default, f"{nb_path.name}: {name} default differs from local.yaml"
 
 
-@pytest.mark.parametrize("nb_path", RUNBOOKS, ids=lambda p: p.name)
-def test_runbook_is_committed_with_reference_outputs_and_no_injected_parameters(nb_path):
-    nb = json.loads(nb_path.read_text())
-    tags = [c.get("metadata", {}).get("tags", []) for c in nb["cells"]]
-    assert not any("injected-parameters" in t for t in tags)
-    checked = [c for c, t in zip(nb["cells"], tags) if "nbval-check-output" in t]
-    assert checked and all(c.get("outputs") for c in checked), "every nbval-check-output cell has a stored output"
-    assert "papermill" not in nb["metadata"]
+@pytest.mark.parametrize("name", [rb.name for rb in DECLARED], ids=str)
+def test_runbook_source_is_in_step(name):
+    """The .ipynb and its .md pair agree, the parameters cell is the model's, no outputs, every cell has its own id."""
+    problems = check_runbook_source(name)
+    assert not problems, f"runbooks/{name}: " + "; ".join(problems) + f" — run: {SYNC_COMMAND}"
+
+
+def test_generated_files_are_current():
+    assert (REPO / "parameters" / "local.yaml").read_text() == render_local_yaml(), f"run: {SYNC_COMMAND}"
 
 
 @pytest.mark.parametrize("nb_path", RUNBOOKS, ids=lambda p: p.name)
