@@ -142,8 +142,8 @@ class LoadDeployment:
         os.chmod(self.prefix, 0o755)
         for name in ("env", "proxy", "nodejs"):
             (self.prefix / name).symlink_to(self.shared.layout.root / name)
-        p.layout.config_path.parent.mkdir(parents=True)
-        shutil.copy(config_template(self.shared), p.layout.config_path)
+        p.config_path.parent.mkdir(parents=True)
+        shutil.copy(config_template(self.shared), p.config_path)
         config.ensure_config(p)
         service.ensure_hub_secrets(p)
         users.ensure_users(p)
@@ -158,7 +158,7 @@ class LoadDeployment:
 
     def config_value(self, key: str) -> str:
         """The value our managed line gives *key* in the deployed config file."""
-        for line in self.params.layout.config_path.read_text().splitlines():
+        for line in self.params.config_path.read_text().splitlines():
             if line.startswith(f"{key} =") and line.endswith(config.MARK):
                 return line.split("=", 1)[1].removesuffix(config.MARK).strip()
         raise KeyError(key)

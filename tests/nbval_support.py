@@ -67,7 +67,7 @@ def teardown(values: dict) -> None:
     stop_managed_hub(params)
     if (params.layout.state_dir / "users.json").exists():
         remove_users(params, [*params.users, *params.admin_users])
-    shutil.rmtree(params.root, ignore_errors=True)
+    shutil.rmtree(params.layout.root, ignore_errors=True)
 
 
 def transplant_outputs(target: nbformat.NotebookNode, reference: nbformat.NotebookNode) -> None:

@@ -40,7 +40,7 @@ def config_template(shared) -> Path:
         (work / "env").symlink_to(shared.layout.env_dir)
         p = build_params({**port_params(), "prefix": str(work)})
         config.ensure_config_file(p)
-        shutil.copy(p.layout.config_path, work / "template.py")
+        shutil.copy(p.config_path, work / "template.py")
         os.replace(work / "template.py", TEMPLATE)  # atomic: a concurrent run sees all of it or nothing
         shutil.rmtree(work)
     return TEMPLATE
@@ -73,8 +73,8 @@ class Deployment:
             (self.prefix / "env").symlink_to(self.shared.layout.env_dir)
         (self.prefix / "proxy").symlink_to(self.shared.layout.root / "proxy")
         (self.prefix / "nodejs").symlink_to(self.shared.layout.root / "nodejs")  # the proxy command names this prefix's node
-        p.layout.config_path.parent.mkdir(parents=True)
-        shutil.copy(config_template(self.shared), p.layout.config_path)
+        p.config_path.parent.mkdir(parents=True)
+        shutil.copy(config_template(self.shared), p.config_path)
         config.ensure_config(p)
         service.ensure_hub_secrets(p)
         users.ensure_users(p)
@@ -89,7 +89,7 @@ class Deployment:
     def start_hub_by_hand(self, wait_exit: float = 0) -> subprocess.Popen:
         """`jupyterhub -f <config>` as the guide starts it (hub.env in its environment, no pid file written)."""
         p = self.params
-        hub = start_hub([str(p.layout.env_bin("jupyterhub")), "-f", str(p.layout.config_path)], cwd=p.layout.state_dir,
+        hub = start_hub([str(p.layout.env_bin("jupyterhub")), "-f", str(p.config_path)], cwd=p.layout.state_dir,
                         log_file=p.layout.state_dir / "jupyterhub.log", env={**self.hub_env(), "PATH": f"{p.layout.env_dir}/bin:/usr/bin:/bin"},
                         proxy_pid_file=p.layout.state_dir / "jupyterhub-proxy.pid")
         proc = psutil.Process(hub.pid)

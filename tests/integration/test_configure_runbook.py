@@ -60,7 +60,7 @@ def test_first_run_configures_and_verifies(deployment):
     assert pwd.getpwnam(USER).pw_dir == f"/home/{USER}"
     assert (params.layout.secrets_dir / "cookie_secret").stat().st_mode & 0o777 == 0o600
     assert (params.layout.secrets_dir / "hub.env").stat().st_mode & 0o777 == 0o600
-    text = params.layout.config_path.read_text()
+    text = params.config_path.read_text()
     assert f"c.Authenticator.admin_users = {{'{ADMIN}'}}  # hubrunbook" in text
     assert "c.Spawner.notebook_dir = '/home/{username}/notebooks'  # hubrunbook" in text
     assert hub_pid(params)
@@ -75,31 +75,31 @@ def test_first_run_configures_and_verifies(deployment):
 
 def test_rerun_changes_nothing_and_keeps_the_hub(deployment):
     params = deployment["params"]
-    pid, conf = hub_pid(params), digest(params.layout.config_path)
+    pid, conf = hub_pid(params), digest(params.config_path)
     proc, out = papermill("configure", deployment["values"], deployment["tmp"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     st = step_statuses(out)
     assert "changed" not in st.values(), st
-    assert hub_pid(params) == pid and digest(params.layout.config_path) == conf
+    assert hub_pid(params) == pid and digest(params.config_path) == conf
 
 
 def test_changed_parameter_changes_its_line_keeps_backup_and_restarts(deployment):
     params = deployment["params"]
     pid = hub_pid(params)
-    with open(params.layout.config_path, "a") as fh:  # an operator's own edit must survive
+    with open(params.config_path, "a") as fh:  # an operator's own edit must survive
         fh.write("c.JupyterHub.shutdown_on_logout = True\n")
-    before = params.layout.config_path.read_text()
-    backups = set(params.layout.config_path.parent.glob("jupyterhub_config.py.bak-*"))
+    before = params.config_path.read_text()
+    backups = set(params.config_path.parent.glob("jupyterhub_config.py.bak-*"))
     values = {**deployment["values"], "allowed_users": ["hrb-it-extra"]}
     proc, out = papermill("configure", values, deployment["tmp"])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    after = params.layout.config_path.read_text()
+    after = params.config_path.read_text()
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
     assert changed == [(f"c.Authenticator.allowed_users = {{'{ADMIN}', '{USER}'}}  # hubrunbook",
                         f"c.Authenticator.allowed_users = {{'{ADMIN}', 'hrb-it-extra', '{USER}'}}  # hubrunbook")]
     assert len(before.splitlines()) == len(after.splitlines())
     assert "c.JupyterHub.shutdown_on_logout = True" in after
-    new_backups = set(params.layout.config_path.parent.glob("jupyterhub_config.py.bak-*")) - backups
+    new_backups = set(params.config_path.parent.glob("jupyterhub_config.py.bak-*")) - backups
     assert len(new_backups) == 1 and new_backups.pop().read_text() == before
     st = step_statuses(out)
     assert st["ensure_config"] == "changed" and st["ensure_hub_running"] == "changed"
@@ -116,7 +116,7 @@ def test_changed_parameter_changes_its_line_keeps_backup_and_restarts(deployment
 ])
 def test_bad_parameters_change_nothing(deployment, bad, needle):
     params = deployment["params"]
-    pid, conf = hub_pid(params), digest(params.layout.config_path)
+    pid, conf = hub_pid(params), digest(params.config_path)
     ours = lambda: {p.pw_name for p in pwd.getpwall() if p.pw_name in (USER, ADMIN, "Bad.Name", "-root")}
     users_before = ours()
     sock = None
@@ -132,21 +132,21 @@ def test_bad_parameters_change_nothing(deployment, bad, needle):
             sock.close()
     assert proc.returncode != 0
     assert needle in proc.stderr + out.read_text()
-    assert digest(params.layout.config_path) == conf
+    assert digest(params.config_path) == conf
     assert ours() == users_before
     assert hub_pid(params) == pid
 
 
 def test_dry_run_reports_and_changes_nothing(deployment):
     params = deployment["params"]
-    pid, conf = hub_pid(params), digest(params.layout.config_path)
+    pid, conf = hub_pid(params), digest(params.config_path)
     values = {**deployment["values"], "users": [USER, "hrb-it-dry"], "dry_run": True}
     proc, out = papermill("configure", values, deployment["tmp"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     st = step_statuses(out)
     assert st["ensure_config"] == "would change" and st["ensure_users"] == "would change"
     assert st["check_local_deployment"] == "skipped"
-    assert digest(params.layout.config_path) == conf and hub_pid(params) == pid
+    assert digest(params.config_path) == conf and hub_pid(params) == pid
     with pytest.raises(KeyError):
         pwd.getpwnam("hrb-it-dry")
 

@@ -83,7 +83,7 @@ def test_configure_serves_https_and_its_own_verification_passes_over_it(tls_hub)
     assert proc.returncode == 0, proc.stderr[-3000:]
     st = step_statuses(out)
     assert st["check_configure_preflight"] == "ok" and st["check_local_deployment"] == "ok", st
-    text = tls_hub["params"].layout.config_path.read_text()
+    text = tls_hub["params"].config_path.read_text()
     port = tls_hub["values"]["port"]
     assert f"c.JupyterHub.bind_url = 'https://127.0.0.1:{port}'  # hubrunbook" in text
     assert f"c.JupyterHub.ssl_cert = {tls_hub['values']['ssl_cert']!r}  # hubrunbook" in text
@@ -149,14 +149,14 @@ def test_troubleshoot_talks_to_the_hub_over_https(tls_hub):
 
 def _refused(tls_hub, changes, needle):
     params = tls_hub["params"]
-    pid, conf = hub_pid(params), digest(params.layout.config_path)
-    backups = set(params.layout.config_path.parent.glob("jupyterhub_config.py.bak-*"))
+    pid, conf = hub_pid(params), digest(params.config_path)
+    backups = set(params.config_path.parent.glob("jupyterhub_config.py.bak-*"))
     proc, out = papermill("configure", {**tls_hub["values"], **changes}, tls_hub["tmp"])
     assert proc.returncode != 0
     assert needle in proc.stderr + out.read_text()
-    assert digest(params.layout.config_path) == conf, "the config file was changed"
+    assert digest(params.config_path) == conf, "the config file was changed"
     assert hub_pid(params) == pid, "the hub was restarted"
-    assert set(params.layout.config_path.parent.glob("jupyterhub_config.py.bak-*")) == backups, "a config backup was made"
+    assert set(params.config_path.parent.glob("jupyterhub_config.py.bak-*")) == backups, "a config backup was made"
     # users still get the old certificate, and it verifies
     assert requests.get(f"{tls_hub['url']}/hub/api", verify=str(tls_hub["tlsdir"] / "ca.pem"), timeout=10).status_code == 200
 

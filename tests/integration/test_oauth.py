@@ -46,8 +46,8 @@ def login(hub: Hub, provider_url: str, who: str) -> tuple[requests.Session, requ
 def assert_no_secret_anywhere(hub: Hub, secret: str) -> None:
     """Not in the config, the hub log, the audit log, any command line; hub.env is 0600; not in spawned servers' env."""
     p = hub.params
-    assert secret not in p.layout.config_path.read_text()
-    assert p.layout.config_path.stat().st_mode & 0o777 == 0o644
+    assert secret not in p.config_path.read_text()
+    assert p.config_path.stat().st_mode & 0o777 == 0o644
     assert secret not in hub.log()
     audit = p.layout.state_dir / "audit.jsonl"
     assert not audit.exists() or secret not in audit.read_text()
@@ -170,7 +170,7 @@ def test_github_wrong_secret_fails_login_and_verification_says_why(hub):
 def test_missing_secret_or_lockout_stops_before_the_hub_is_touched(hub):
     params = hub.configure(oauth_client_id="env:HRB_T_UNSET_ID", oauth_client_secret=f"file:{hub.secret_file}",
                            oauth_allowed_users=["hrb-nobody"])
-    before_conf, before_pid = params.layout.config_path.read_text(), managed_hub_pid(params)
+    before_conf, before_pid = params.config_path.read_text(), managed_hub_pid(params)
     with pytest.raises(SecretError, match="HRB_T_UNSET_ID is not set"):
         hub.run_oauth()
     locked = build_params({**params.model_dump(), "oauth_allowed_users": []})
@@ -182,7 +182,7 @@ def test_missing_secret_or_lockout_stops_before_the_hub_is_touched(hub):
             hub.run_oauth()
     finally:
         os.environ.pop("HRB_T_UNSET_ID")
-    assert params.layout.config_path.read_text() == before_conf and managed_hub_pid(params) == before_pid
+    assert params.config_path.read_text() == before_conf and managed_hub_pid(params) == before_pid
     assert not (params.layout.secrets_dir / "hub.env").read_text().count("CLIENT")
 
 

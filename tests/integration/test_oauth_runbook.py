@@ -39,17 +39,17 @@ def test_oauth_runbook_converges_and_leaks_no_secret(tmp_path, sandbox):
             assert f"env:{params['oauth_client_id'][4:]}" in text and "log in at http://127.0.0.1:" in text
             assert json.loads(text)["metadata"]["papermill"]["parameters"]["oauth_client_secret"].startswith("file:")
         p = hub.params
-        for path in (p.layout.config_path, p.layout.state_dir / "jupyterhub.log", p.layout.state_dir / "audit.jsonl"):
+        for path in (p.config_path, p.layout.state_dir / "jupyterhub.log", p.layout.state_dir / "audit.jsonl"):
             assert gh.client_secret not in path.read_text(), path
 
 
 def test_oauth_runbook_refuses_a_lockout_before_changing_anything(tmp_path, sandbox):
     with reference_sandbox(sandbox) as (hub, gh, params):
-        before = hub.params.layout.config_path.read_text()
+        before = hub.params.config_path.read_text()
         proc, out = papermill("oauth", {**params, "oauth_allowed_organizations": []}, tmp_path)
         assert proc.returncode != 0
         assert "nobody could log in" in proc.stderr + out.read_text()
-        assert hub.params.layout.config_path.read_text() == before
+        assert hub.params.config_path.read_text() == before
         assert "CLIENT_SECRET" not in (hub.params.layout.secrets_dir / "hub.env").read_text()
 
 
@@ -63,11 +63,11 @@ def test_oauth_runbook_outputs_match_reference(tmp_path):
 def test_oauth_runbook_dry_run_changes_nothing(tmp_path, sandbox):
     with reference_sandbox(sandbox) as (hub, gh, params):
         p = hub.params
-        before = (p.layout.config_path.read_text(), (p.layout.secrets_dir / "hub.env").read_text())
+        before = (p.config_path.read_text(), (p.layout.secrets_dir / "hub.env").read_text())
         proc, out = papermill("oauth", {**params, "dry_run": True}, tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         statuses = step_statuses(out)
         assert statuses["ensure_oauth_secrets"] == "would change" and statuses["ensure_oauth_config"] == "would change"
         assert statuses["ensure_hub_running"] == "unchanged" and statuses["check_oauth_static"] == "ok", statuses
-        assert (p.layout.config_path.read_text(), (p.layout.secrets_dir / "hub.env").read_text()) == before
+        assert (p.config_path.read_text(), (p.layout.secrets_dir / "hub.env").read_text()) == before
         assert gh.client_secret not in out.read_text()

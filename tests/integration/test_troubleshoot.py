@@ -311,7 +311,7 @@ def test_hub_port_held_by_another_program(deploy, tmp_path):
 # --- users and login ------------------------------------------------------------------------------------
 def test_no_allow_rule(deploy, tmp_path):
     d = deploy(admin_users=[]).build()
-    cfg = d.params.layout.config_path
+    cfg = d.params.config_path
     cfg.write_text("".join(l for l in cfg.read_text().splitlines(True) if not l.startswith("c.Authenticator.allowed_users")))
     service.ensure_hub_running(d.params)  # restarted on the edited config: starts, but nobody gets in
 
@@ -450,7 +450,7 @@ def test_oauth_misconfigurations(deploy, tmp_path, monkeypatch):
     for step in (oauthsteps.ensure_oauthenticator, oauthsteps.ensure_oauth_secrets, oauthsteps.ensure_oauth_config):
         step(d.params)
     service.ensure_hub_running(d.params)
-    cfg = d.params.layout.config_path
+    cfg = d.params.config_path
 
     proc, report = scan(d, tmp_path, "healthy")
     assert proc.returncode == 0 and not ids(report["findings"], "error"), report["findings"]

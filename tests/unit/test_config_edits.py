@@ -82,7 +82,7 @@ def test_configure_keeps_an_authenticator_switched_by_oauth(tmp_path):
     from hubrunbook.hub.config import AUTH_KEY, configure_settings, switched_authenticator
 
     p = build_params({"prefix": str(tmp_path / "p"), "config_file": str(tmp_path / "c.py")})
-    path = p.layout.config_path
+    path = p.config_path
     path.write_text(edit_text(GENERATED, {AUTH_KEY: "'pam'"})[0])
     assert switched_authenticator(p) is None and AUTH_KEY in configure_settings(p)
     path.write_text(edit_text(path.read_text(), {AUTH_KEY: "'oauthenticator.github.LocalGitHubOAuthenticator'"})[0])

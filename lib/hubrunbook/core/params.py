@@ -516,7 +516,12 @@ class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams):
     @property
     def layout(self) -> Layout:
         """Every path under the prefix (core/layout.py)."""
-        return Layout(self.prefix, self.config_file)
+        return Layout(self.prefix)
+
+    @property
+    def config_path(self) -> Path:
+        """jupyterhub_config.py: config_file, else <prefix>/etc/jupyterhub_config.py (the one path a parameter moves)."""
+        return Path(self.config_file) if self.config_file else self.layout.default_config_path
 
     @property
     def public_url(self) -> str:

@@ -28,7 +28,7 @@ def check_trusted_paths(params) -> None:
     anything is executed, dry runs included. Raises PreflightError naming the
     parameter, the component and the fix.
     """
-    paths = {"prefix": params.layout.root, "config_file": params.layout.config_path}
+    paths = {"prefix": params.layout.root, "config_file": params.config_path}
     if getattr(params, "python", "auto") != "auto":
         paths["python"] = Path(params.python)
     for name, path in paths.items():

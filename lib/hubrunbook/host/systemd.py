@@ -56,7 +56,7 @@ Wants=network-online.target
 
 [Service]
 Type=simple
-ExecStart={jupyterhub} -f {params.layout.config_path}
+ExecStart={jupyterhub} -f {params.config_path}
 WorkingDirectory={params.layout.state_dir}
 EnvironmentFile={hub_env}
 Environment=PATH={path}

@@ -149,7 +149,7 @@ def _expected(src: str):
 
 def verify_candidate(params, text: str, settings: dict[str, str | None]) -> None:
     """Write *text* to a private temp file, load it, compare effective values with *settings*; raise ConfigError."""
-    target = params.layout.config_path
+    target = params.config_path
     fd, tmp = tempfile.mkstemp(prefix=".candidate-", suffix=".py", dir=target.parent)
     try:
         os.write(fd, text.encode())
@@ -190,7 +190,7 @@ def write_atomic(path: Path, text: str) -> Path | None:
 # --- steps ---------------------------------------------------------------------------------------
 def ensure_config_file(params, *, dry_run: bool = False) -> StepResult:
     """Generate the default jupyterhub_config.py with `jupyterhub --generate-config` if it does not exist. Idempotent."""
-    path = params.layout.config_path
+    path = params.config_path
     if path.exists():
         return StepResult("ensure_config_file", UNCHANGED, f"{path} exists ({path.stat().st_size // 1024} KiB)")
     if dry_run:
@@ -207,7 +207,7 @@ def ensure_config_file(params, *, dry_run: bool = False) -> StepResult:
 
 def apply_settings(params, settings: dict[str, str | None], *, step: str = "ensure_config", dry_run: bool = False) -> StepResult:
     """Set *settings* in the config file (atomic, backup, verified with the loader first). Idempotent."""
-    path = params.layout.config_path
+    path = params.config_path
     if not path.exists():
         if dry_run:
             return StepResult(step, WOULD_CHANGE, f"would set {len(settings)} settings in the generated {path}",
@@ -238,7 +238,7 @@ AUTH_KEY = "c.JupyterHub.authenticator_class"
 
 def switched_authenticator(params) -> str | None:
     """The authenticator another runbook (oauth.ipynb) set in our managed line, or None when it is PAM/unset."""
-    path = params.layout.config_path
+    path = params.config_path
     if not path.exists():
         return None
     for line in path.read_text().splitlines():

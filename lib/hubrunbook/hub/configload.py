@@ -105,7 +105,7 @@ def load_config(params, keys, *, path: Path | None = None, resolve: bool = False
 
     Raises ConfigError when the file is missing or does not load (with the loader's masked traceback tail).
     """
-    path = Path(path or params.layout.config_path)
+    path = Path(path or params.config_path)
     if not path.exists():
         raise ConfigError(f"{path} does not exist")
     argv = [params.layout.env_bin("python"), "-c", LOADER, path, "resolve" if resolve else "exact", json.dumps(KNOWN_MRO), *keys]

@@ -56,7 +56,7 @@ def ensure_hub_secrets(params, *, dry_run: bool = False) -> StepResult:
 def fingerprint(params) -> str:
     """What the running hub was started from: config file, hub.env and the hub env's marker."""
     h = hashlib.sha256()
-    for p in (params.layout.config_path, params.layout.hub_env, params.layout.env_marker):
+    for p in (params.config_path, params.layout.hub_env, params.layout.env_marker):
         h.update(p.read_bytes() if p.exists() else b"-")
     return h.hexdigest()
 
@@ -64,7 +64,7 @@ def fingerprint(params) -> str:
 def is_our_hub(params, pid: int | None) -> bool:
     """*pid* runs `jupyterhub -f <our config>` as root (a user can start a process with any command line)."""
     cmd = ports.cmdline(pid) if pid else []
-    return (any(part.endswith("jupyterhub") for part in cmd[:2]) and str(params.layout.config_path) in cmd
+    return (any(part.endswith("jupyterhub") for part in cmd[:2]) and str(params.config_path) in cmd
             and ports.owner_uid(pid) == 0)
 
 
@@ -122,7 +122,7 @@ def start_managed_hub(params) -> str:
     params.layout.state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(params.layout.state_dir, 0o700)
     env = {**read_hub_env(params), "PATH": f"{params.layout.env_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    hub = start_hub([str(params.layout.env_bin("jupyterhub")), "-f", str(params.layout.config_path)], cwd=params.layout.state_dir,
+    hub = start_hub([str(params.layout.env_bin("jupyterhub")), "-f", str(params.config_path)], cwd=params.layout.state_dir,
                     log_file=params.layout.hub_log, env=env, proxy_pid_file=params.layout.proxy_pid_file)
     secretref.write_private(params.layout.hub_pid_file, f"{hub.pid}\n")
     try:

@@ -133,7 +133,7 @@ def _config_rows(params, callback: str, row) -> None:
         f"{callback} (register exactly this at the provider)" if in_conf == callback
         else f"config has {in_conf!r}, the public URL and base_url give {callback}; run the config step")
     leaked = [k for k in oauth.SECRET_KEYS if k in conf.names]
-    row("no secret in config", not leaked, f"{params.layout.config_path}: " + (f"remove {', '.join(leaked)}" if leaked else "no client_id/client_secret"))
+    row("no secret in config", not leaked, f"{params.config_path}: " + (f"remove {', '.join(leaked)}" if leaked else "no client_id/client_secret"))
     env_file = params.layout.hub_env
     try:
         mode = stat.S_IMODE(env_file.stat().st_mode)

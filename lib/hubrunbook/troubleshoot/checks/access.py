@@ -19,7 +19,7 @@ def check_config_file(ctx: Context) -> list[Finding]:
         return []
     values, error = _config_or_error(ctx)
     if values is None:
-        path = ctx.params.layout.config_path
+        path = ctx.params.config_path
         lines = [l.strip() for l in (error or "").splitlines() if l.strip()]
         where = [l for l in lines if l.startswith(f'File "{path}"')][-1:]  # the line of the config that failed
         ours = _managed_line(path, where[0] if where else "")
@@ -66,7 +66,7 @@ def check_config_allow_rule(ctx: Context) -> list[Finding]:
 
     fixable = bool(ctx.params.allow_all or allowed_names(ctx.params))
     return [ALLOW_RULE.finding(ERROR, "no allow rule: nobody can log in",
-                               f"{ctx.params.layout.config_path}: {shown}", repairable=fixable)]
+                               f"{ctx.params.config_path}: {shown}", repairable=fixable)]
 
 
 def _is_oauth(ctx: Context) -> bool:
@@ -96,7 +96,7 @@ def check_oauth(ctx: Context) -> list[Finding]:
     if got and got.rstrip("/") != want:
         out.append(OAUTH.finding(
             ERROR, "the OAuth callback URL does not match the hub's public URL",
-            f"oauth_callback_url = {got!r} (effective, from {ctx.params.layout.config_path.name}); public URL {oauth.public_url(p)} + base_url {base!r} gives "
+            f"oauth_callback_url = {got!r} (effective, from {ctx.params.config_path.name}); public URL {oauth.public_url(p)} + base_url {base!r} gives "
             f"{want!r}", id="oauth-callback", title="OAuth callback URL mismatch",
             cause="the provider sends users back to the registered callback; a different host, port, scheme or base "
                   "URL ends in the provider's 'redirect_uri mismatch' page or a 404/403 at /hub/oauth_callback",

@@ -103,7 +103,7 @@ def check_hub_service(ctx: Context) -> list[Finding]:
             fix="start it again with configure.ipynb after a reboot (or troubleshoot with apply_fixes); on a server "
                 "booted with systemd, service: 'auto' makes it a unit", repairable=False)]
     st = _unit_state(ctx)
-    if not p.layout.config_path.exists():
+    if not p.config_path.exists():
         return []  # not configured yet: the config check says so
     if st.get("LoadState") == "not-found" or not systemd.unit_path(p).exists():
         return [HUB_SERVICE.finding(ERROR, f"the hub's unit {systemd.unit(p)} is not installed",
