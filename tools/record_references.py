@@ -53,7 +53,7 @@ def sandbox_of(name: str):
 
         with reference_sandbox() as (hub, gh, params), tempfile.TemporaryDirectory() as tmp:
             execute_runbook("oauth", Path(tmp) / "converge.ipynb", params)
-            yield params, lambda: collect_secrets(hub.params.root) | {gh.client_secret, gh.client_id}
+            yield params, lambda: collect_secrets(hub.params.layout.root) | {gh.client_secret, gh.client_id}
         return
     params = reference_params(name, port_params())
     try:

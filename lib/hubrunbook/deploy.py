@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
         print(f"deploy: {exc}", file=sys.stderr)
         return 2
     runs_dir = REPO / "runs"
-    audit = params.state_dir / "audit.jsonl"
+    audit = params.layout.audit_log
     for name in names:
         t0 = time.monotonic()
         print(f"==> {name}.ipynb with {params_file}", flush=True)
@@ -70,7 +70,7 @@ def changes_since(audit: Path, offset: int) -> str:
 
 def _print_next(params, names) -> None:
     if "configure" in names:
-        pw = params.secrets_dir / "passwords"
+        pw = params.layout.passwords_dir
         print(f"\nJupyterHub is running at {params.public_url}/")
         for user in params.users:
             how = params.passwords.get(user) or f"file:{pw / user}"

@@ -52,8 +52,8 @@ def test_first_run_configures_and_verifies(deployment):
     assert st["check_local_deployment"] == "ok"
     params = deployment["params"]
     assert pwd.getpwnam(USER).pw_dir == f"/home/{USER}"
-    assert (params.secrets_dir / "cookie_secret").stat().st_mode & 0o777 == 0o600
-    assert (params.secrets_dir / "hub.env").stat().st_mode & 0o777 == 0o600
+    assert (params.layout.secrets_dir / "cookie_secret").stat().st_mode & 0o777 == 0o600
+    assert (params.layout.secrets_dir / "hub.env").stat().st_mode & 0o777 == 0o600
     text = params.config_path.read_text()
     assert f"c.Authenticator.admin_users = {{'{ADMIN}'}}  # hubrunbook" in text
     assert "c.Spawner.notebook_dir = '/home/{username}/notebooks'  # hubrunbook" in text
@@ -64,7 +64,7 @@ def test_first_run_configures_and_verifies(deployment):
     executed = run.out.read_text()
     for name in (USER, ADMIN):
         assert users.user_password(params, name) not in executed
-    assert (params.secrets_dir / "cookie_secret").read_text() not in executed
+    assert (params.layout.secrets_dir / "cookie_secret").read_text() not in executed
 
 
 def test_rerun_changes_nothing_and_keeps_the_hub(deployment):

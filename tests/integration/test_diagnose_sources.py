@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from hubrunbook.troubleshoot import facts
+from hubrunbook.hub import configload
 
 pytestmark = pytest.mark.integration
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def jupyterhub_src(shared_install):
     """The jupyterhub package directory of the shared installed hub env."""
-    (src,) = shared_install.env_dir.glob("lib/python3*/site-packages/jupyterhub")
+    (src,) = shared_install.layout.env_dir.glob("lib/python3*/site-packages/jupyterhub")
     return src
 
 
@@ -51,10 +51,10 @@ def test_known_mros_are_the_real_ones(jupyterhub_src):
     import subprocess
 
     py = JH_SRC.parents[3] / "bin" / "python"
-    names = [n for n in facts.KNOWN_MRO if n.startswith("jupyterhub.")]
+    names = [n for n in configload.KNOWN_MRO if n.startswith("jupyterhub.")]
     code = ("import importlib, json, sys\nfrom traitlets.config import Configurable\nout = {}\n"
             "for n in sys.argv[1:]:\n    m, _, a = n.rpartition('.')\n    k = getattr(importlib.import_module(m), a)\n"
             "    out[n] = [c.__name__ for c in k.__mro__ if issubclass(c, Configurable) and c.__name__ not in "
             "('Configurable', 'LoggingConfigurable')]\nprint(json.dumps(out))")
     real = json.loads(subprocess.run([py, "-c", code, *names], capture_output=True, text=True, check=True).stdout)
-    assert real == {n: facts.KNOWN_MRO[n] for n in names}
+    assert real == {n: configload.KNOWN_MRO[n] for n in names}

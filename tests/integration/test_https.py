@@ -139,7 +139,7 @@ def test_troubleshoot_talks_to_the_hub_over_https(tls_hub):
 
     run = run_runbook("troubleshoot", {**tls_hub["values"], "apply_fixes": True}, tls_hub["tmp"])
     assert run.ok, run.error[-3000:]
-    report = json.loads((tls_hub["params"].state_dir / "troubleshoot.json").read_text())
+    report = json.loads((tls_hub["params"].layout.state_dir / "troubleshoot.json").read_text())
     assert "hub-api" not in json.dumps(report), report
     assert f"[ok] check_user_spawns: {USER} logged in at {tls_hub['url']}/hub/login and got a server" in run.out.read_text()
 

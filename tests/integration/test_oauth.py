@@ -23,7 +23,7 @@ from support.oauth import Hub, OIDCProvider, exists, follow_login
 from hubrunbook.oauth import settings as oauth
 from hubrunbook.hub import probe
 from hubrunbook.core.errors import ParameterError, SecretError, VerificationError
-from hubrunbook.oauth.checks import config_values
+from hubrunbook.hub.configload import load_config
 from hubrunbook.core.params import build_params
 from hubrunbook.hub.service import managed_hub_pid
 from hubrunbook.core.steps import CHANGED, FAILED, OK, UNCHANGED, Run
@@ -49,9 +49,9 @@ def assert_no_secret_anywhere(hub: Hub, secret: str) -> None:
     assert secret not in p.config_path.read_text()
     assert p.config_path.stat().st_mode & 0o777 == 0o644
     assert secret not in hub.log()
-    audit = p.state_dir / "audit.jsonl"
+    audit = p.layout.state_dir / "audit.jsonl"
     assert not audit.exists() or secret not in audit.read_text()
-    env_file = p.secrets_dir / "hub.env"
+    env_file = p.layout.secrets_dir / "hub.env"
     assert env_file.stat().st_mode & 0o777 == 0o600 and secret in env_file.read_text()
     for proc in psutil.process_iter(["cmdline", "username"]):
         assert secret not in " ".join(proc.info["cmdline"] or []), f"secret in the command line of pid {proc.pid}"
@@ -104,10 +104,10 @@ def test_github_login_creates_the_account_spawns_and_refuses_outsiders(hub):
         static = {r[0]: r for r in results["check_oauth_static"].rows}
         assert static["client credentials"][1] == OK and "bad_verification_code" in static["client credentials"][2]
         # config: GitHub Enterprise URL, organizations with read:org, no secret
-        conf = config_values(params.config_path)
-        assert conf["c.JupyterHub.authenticator_class"] == "hubrunbook_hub_auth.LocalGitHubOAuthenticator"
-        assert conf["c.OAuthenticator.scope"] == ["read:org"]
-        assert not any(k in conf for k in oauth.SECRET_KEYS)
+        conf = load_config(params, ["c.JupyterHub.authenticator_class", "c.OAuthenticator.scope"])
+        assert conf.values["c.JupyterHub.authenticator_class"] == "hubrunbook_hub_auth.LocalGitHubOAuthenticator"
+        assert conf.values["c.OAuthenticator.scope"] == ["read:org"]
+        assert not any(k in conf.names for k in oauth.SECRET_KEYS)
 
         # a new member of the organization: logged in, account created, server spawned as that user
         assert not exists(alice.lower())
@@ -183,7 +183,7 @@ def test_missing_secret_or_lockout_stops_before_the_hub_is_touched(hub):
     finally:
         os.environ.pop("HRB_T_UNSET_ID")
     assert params.config_path.read_text() == before_conf and managed_hub_pid(params) == before_pid
-    assert not (params.secrets_dir / "hub.env").read_text().count("CLIENT")
+    assert not (params.layout.secrets_dir / "hub.env").read_text().count("CLIENT")
 
 
 # --- OpenID Connect ------------------------------------------------------------------------------------
@@ -275,9 +275,9 @@ def test_github_logins_never_become_root_a_foreign_account_or_a_stale_local_admi
                                oauth_client_secret=f"file:{hub.secret_file}", oauth_allowed_organizations=org,
                                oauth_admin_users=[oadmin])
         # under PAM, configure's admin is an admin (its account is in users.json)
-        pam_session = probe.login(hub.url, admin, (params.secrets_dir / "passwords" / admin).read_text().strip())
+        pam_session = probe.login(hub.url, admin, (params.layout.secrets_dir / "passwords" / admin).read_text().strip())
         assert probe.user_model(pam_session, hub.url, admin)["admin"] is True
-        assert admin in json.loads((params.state_dir / "users.json").read_text())["users"]
+        assert admin in json.loads((params.layout.state_dir / "users.json").read_text())["users"]
 
         results = hub.run_oauth()
         assert all(r.status in (OK, CHANGED, UNCHANGED) for r in results.values()), {k: (r.status, r.detail) for k, r in results.items()}
@@ -298,7 +298,7 @@ def test_github_logins_never_become_root_a_foreign_account_or_a_stale_local_admi
         # a new login gets an account the hub records (name and uid), and can log in again and spawn
         session, resp = login(hub, gh.url, newbie)
         assert resp.status_code == 200 and exists(newbie)
-        hub_users = params.state_dir / "hub-users.json"
+        hub_users = params.layout.state_dir / "hub-users.json"
         assert hub_users.stat().st_mode & 0o777 == 0o600
         assert json.loads(hub_users.read_text())["users"][newbie]["uid"] == pwd.getpwnam(newbie).pw_uid
         session, resp = login(hub, gh.url, newbie)
@@ -332,5 +332,5 @@ def test_pam_allow_all_never_admits_a_system_account(hub):
     assert status == 403
     assert f"hubrunbook: login of '{system_user}' refused: '{system_user}' is a system account" in hub.log()
     # an ordinary account still logs in with allow_all
-    admin_pw = (params.secrets_dir / "passwords" / hub.local_admin).read_text().strip()
+    admin_pw = (params.layout.secrets_dir / "passwords" / hub.local_admin).read_text().strip()
     assert probe.try_login(hub.url, hub.local_admin, admin_pw)[1] == 302

@@ -40,7 +40,7 @@ def test_oauth_runbook_converges_and_leaks_no_secret(tmp_path, sandbox):
             assert f"env:{params['oauth_client_id'][4:]}" in text and "log in at http://127.0.0.1:" in text
             assert json.loads(text)["metadata"]["papermill"]["parameters"]["oauth_client_secret"].startswith("file:")
         p = hub.params
-        for path in (p.config_path, p.state_dir / "jupyterhub.log", p.state_dir / "audit.jsonl"):
+        for path in (p.config_path, p.layout.state_dir / "jupyterhub.log", p.layout.state_dir / "audit.jsonl"):
             assert gh.client_secret not in path.read_text(), path
 
 
@@ -51,7 +51,7 @@ def test_oauth_runbook_refuses_a_lockout_before_changing_anything(tmp_path, sand
         assert not run.ok
         assert "nobody could log in" in run.text()
         assert hub.params.config_path.read_text() == before
-        assert "CLIENT_SECRET" not in (hub.params.secrets_dir / "hub.env").read_text()
+        assert "CLIENT_SECRET" not in (hub.params.layout.secrets_dir / "hub.env").read_text()
 
 
 def test_oauth_runbook_outputs_match_reference(tmp_path):
@@ -64,11 +64,11 @@ def test_oauth_runbook_outputs_match_reference(tmp_path):
 def test_oauth_runbook_dry_run_changes_nothing(tmp_path, sandbox):
     with reference_sandbox(sandbox) as (hub, gh, params):
         p = hub.params
-        before = (p.config_path.read_text(), (p.secrets_dir / "hub.env").read_text())
+        before = (p.config_path.read_text(), p.layout.hub_env.read_text())
         run = run_runbook("oauth", {**params, "dry_run": True}, tmp_path)
         assert run.ok, run.error[-3000:]
         statuses = step_statuses(run.out)
         assert statuses["ensure_oauth_secrets"] == "would change" and statuses["ensure_oauth_config"] == "would change"
         assert statuses["ensure_hub_running"] == "unchanged" and statuses["check_oauth_static"] == "ok", statuses
-        assert (p.config_path.read_text(), (p.secrets_dir / "hub.env").read_text()) == before
+        assert (p.config_path.read_text(), p.layout.hub_env.read_text()) == before
         assert gh.client_secret not in run.out.read_text()

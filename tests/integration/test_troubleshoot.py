@@ -16,7 +16,7 @@ import pytest
 
 from hubrunbook.troubleshoot import facts
 from hubrunbook.host import ports
-from hubrunbook.hub import service
+from hubrunbook.hub import envfile, service
 from hubrunbook.host.process import terminate
 from hubrunbook.host.users import lookup
 from support.deployment import Deployment, ids
@@ -73,7 +73,7 @@ def test_the_hub_and_proxy_get_an_allow_listed_environment_not_the_operators_sec
     for pid in (service.managed_hub_pid(d.params), read_proxy_pid(d)):
         env = psutil.Process(pid).environ()
         assert "AWS_SECRET_ACCESS_KEY" not in env, f"pid {pid} got the operator's secret"
-        assert env.get("LC_ALL") == "C.UTF-8" and str(d.params.env_dir / "bin") in env["PATH"]
+        assert env.get("LC_ALL") == "C.UTF-8" and str(d.params.layout.env_dir / "bin") in env["PATH"]
         assert env["CONFIGPROXY_AUTH_TOKEN"] == d.hub_env()["CONFIGPROXY_AUTH_TOKEN"]
 
 
@@ -172,7 +172,7 @@ def test_a_stale_pid_file_naming_another_proxy_is_not_obeyed(deploy, tmp_path):
     d = deploy().build()
     service.stop_managed_hub(d.params)
     p = d.params
-    record = p.state_dir / "jupyterhub-proxy.pid"
+    record = p.layout.state_dir / "jupyterhub-proxy.pid"
     record.write_text("0\n")
     os.utime(record, (time.time() - 3600, time.time() - 3600))
     other = subprocess.Popen(proxy_command(p) + ["--ip", "127.0.0.1", "--port", str(p.port), "--api-ip", "127.0.0.1",
@@ -207,7 +207,7 @@ def alive(proc) -> bool:
 
 
 def read_proxy_pid(d: Deployment) -> int:
-    return int((d.params.state_dir / "jupyterhub-proxy.pid").read_text())
+    return int((d.params.layout.state_dir / "jupyterhub-proxy.pid").read_text())
 
 
 def _wait_gone(pid: int, timeout: float = 10) -> None:
@@ -221,7 +221,7 @@ def _wait_gone(pid: int, timeout: float = 10) -> None:
 def _uv_install(d: Deployment, *specs: str) -> None:
     from hubrunbook.hub.hubenv import uv_binary
 
-    subprocess.run([uv_binary(), "pip", "install", "--quiet", "--python", d.params.env_dir / "bin" / "python", *specs],
+    subprocess.run([uv_binary(), "pip", "install", "--quiet", "--python", d.params.layout.env_dir / "bin" / "python", *specs],
                    check=True, capture_output=True, timeout=300)
 
 
@@ -269,7 +269,7 @@ def test_tornado_pin_downgraded_jupyterhub(deploy, tmp_path):
 def _wait_log(d: Deployment, text: str, timeout: float = 30) -> None:
     import time
 
-    log = d.params.state_dir / "jupyterhub.log"
+    log = d.params.layout.state_dir / "jupyterhub.log"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if log.exists() and text in log.read_text(errors="replace"):
@@ -396,13 +396,13 @@ def test_proxy_missing(deploy, tmp_path):
 def test_database_schema_older_than_jupyterhub(deploy, tmp_path):
     d = deploy().build()
     service.stop_managed_hub(d.params)
-    db = d.params.state_dir / "jupyterhub.sqlite"
+    db = d.params.layout.state_dir / "jupyterhub.sqlite"
     downgrade = (
         "import subprocess, sys\n"
         "from jupyterhub.dbutil import _temp_alembic_ini\n"
         f"with _temp_alembic_ini('sqlite:///{db}') as ini:\n"
         "    subprocess.check_call([sys.prefix + '/bin/alembic', '-c', ini, 'downgrade', '-1'])\n")
-    subprocess.run([d.params.env_dir / "bin" / "python", "-c", downgrade], check=True, capture_output=True, timeout=120)
+    subprocess.run([d.params.layout.env_dir / "bin" / "python", "-c", downgrade], check=True, capture_output=True, timeout=120)
     old = sqlite3.connect(db).execute("SELECT version_num FROM alembic_version").fetchone()[0]
     _restart_fails(d)
 
@@ -412,14 +412,14 @@ def test_database_schema_older_than_jupyterhub(deploy, tmp_path):
     assert "Found database schema version" in finding(report, "log:db-schema")["evidence"]
 
     repair_and_prove(d, tmp_path)
-    backups = list((d.params.state_dir / "backups").iterdir())
+    backups = list((d.params.layout.state_dir / "backups").iterdir())
     assert len(backups) == 1 and old in backups[0].name
 
 
 def test_low_disk_space_where_the_hub_keeps_state(deploy, tmp_path):
     def small_state(p):
-        p.state_dir.mkdir(mode=0o700)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m,mode=0700", "tmpfs", str(p.state_dir)],
+        p.layout.state_dir.mkdir(mode=0o700)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m,mode=0700", "tmpfs", str(p.layout.state_dir)],
                            capture_output=True, text=True)
         if r.returncode != 0:  # a container without CAP_SYS_ADMIN
             pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
@@ -464,7 +464,7 @@ def test_oauth_misconfigurations(deploy, tmp_path, monkeypatch):
     cfg.write_text(good)
 
     # 2. the client secret is missing from the hub's environment file
-    service.set_hub_env(d.params, {"GITHUB_CLIENT_SECRET": None})
+    envfile.set_hub_env(d.params, {"GITHUB_CLIENT_SECRET": None})
     run, report = scan(d, tmp_path, "secret")
     assert_errors(report, {"oauth-client"})
     assert "no GITHUB_CLIENT_SECRET" in finding(report, "oauth-client")["evidence"]

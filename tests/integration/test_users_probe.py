@@ -17,7 +17,6 @@ from support.sandbox import TEST_ROOT, port_params
 from hubrunbook.host import homes, throwaway, users
 from hubrunbook.hub import probe
 from hubrunbook.core.errors import PreflightError, VerificationError
-from hubrunbook.hub.hubenv import env_bin
 from hubrunbook.host.process import start_hub, stop_hub, wait_hub_ready
 from hubrunbook.install.smoke import throwaway_config
 from hubrunbook.core.steps import CHANGED, FAILED, OK, UNCHANGED, WOULD_CHANGE
@@ -181,9 +180,9 @@ def hub(shared_install):
         pid_file = work / "proxy.pid"
         (work / "jupyterhub_config.py").write_text(throwaway_config(params, work, pid_file, HUB_EXTRA.format(
             allowed={user}, admins={admin}, notebook_dir=params.notebook_dir,
-            singleuser=str(env_bin(params, "jupyterhub-singleuser")),
+            singleuser=str(params.layout.env_bin("jupyterhub-singleuser")),
         )))
-        proc = start_hub([str(env_bin(params, "jupyterhub")), "-f", str(work / "jupyterhub_config.py")], cwd=work,
+        proc = start_hub([str(params.layout.env_bin("jupyterhub")), "-f", str(work / "jupyterhub_config.py")], cwd=work,
                          log_file=work / "jupyterhub.log", env={"CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(32)},
                          proxy_pid_file=pid_file)
         wait_hub_ready(proc, params.public_url, params.port, 60)
@@ -387,7 +386,7 @@ def test_outsider_of_a_killed_run_is_swept_by_the_next_run(made):
     assert outsider.startswith("hrb-outsider-") and exists(outsider)
     record = throwaway.read_record(params)
     assert record[outsider]["uid"] == users.lookup(outsider).pw_uid
-    assert oct(throwaway.record_path(params).stat().st_mode & 0o777) == "0o600"
+    assert oct(params.layout.throwaway_registry.stat().st_mode & 0o777) == "0o600"
 
     # an account that merely has a recorded name but another uid is not ours: left alone
     impostor = tname("imp")

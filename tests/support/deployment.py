@@ -21,9 +21,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hubrunbook.hub import config, probe, service
+from hubrunbook.hub import config, envfile, probe, service
 from hubrunbook.host import ports, users
-from hubrunbook.hub.hubenv import ensure_hub_env, env_bin
+from hubrunbook.hub.hubenv import ensure_hub_env
 from hubrunbook.core.params import build_params
 from hubrunbook.host.process import start_hub, terminate
 from support.runbook import RunbookRun, run_runbook
@@ -38,7 +38,7 @@ def config_template(shared) -> Path:
         work = TEST_ROOT / f"ts-template-prefix-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        (work / "env").symlink_to(shared.env_dir)
+        (work / "env").symlink_to(shared.layout.env_dir)
         p = build_params({**port_params(), "prefix": str(work)})
         config.ensure_config_file(p)
         shutil.copy(p.config_path, work / "template.py")
@@ -71,9 +71,9 @@ class Deployment:
         if self.own_env:
             ensure_hub_env(p)  # a real env of its own (uv, from cache: a few seconds)
         else:
-            (self.prefix / "env").symlink_to(self.shared.env_dir)
-        (self.prefix / "proxy").symlink_to(self.shared.root / "proxy")
-        (self.prefix / "nodejs").symlink_to(self.shared.root / "nodejs")  # the proxy command names this prefix's node
+            (self.prefix / "env").symlink_to(self.shared.layout.env_dir)
+        (self.prefix / "proxy").symlink_to(self.shared.layout.root / "proxy")
+        (self.prefix / "nodejs").symlink_to(self.shared.layout.root / "nodejs")  # the proxy command names this prefix's node
         p.config_path.parent.mkdir(parents=True)
         shutil.copy(config_template(self.shared), p.config_path)
         config.ensure_config(p)
@@ -85,14 +85,14 @@ class Deployment:
 
     # --- faults ----------------------------------------------------------------------------------------
     def hub_env(self) -> dict[str, str]:
-        return service.read_hub_env(self.params)
+        return envfile.read_hub_env(self.params)
 
     def start_hub_by_hand(self, wait_exit: float = 0) -> subprocess.Popen:
         """`jupyterhub -f <config>` as the guide starts it (hub.env in its environment, no pid file written)."""
         p = self.params
-        hub = start_hub([str(env_bin(p, "jupyterhub")), "-f", str(p.config_path)], cwd=p.state_dir,
-                        log_file=p.state_dir / "jupyterhub.log", env={**self.hub_env(), "PATH": f"{p.env_dir}/bin:/usr/bin:/bin"},
-                        proxy_pid_file=p.state_dir / "jupyterhub-proxy.pid")
+        hub = start_hub([str(p.layout.env_bin("jupyterhub")), "-f", str(p.config_path)], cwd=p.layout.state_dir,
+                        log_file=p.layout.state_dir / "jupyterhub.log", env={**self.hub_env(), "PATH": f"{p.layout.env_dir}/bin:/usr/bin:/bin"},
+                        proxy_pid_file=p.layout.state_dir / "jupyterhub-proxy.pid")
         proc = psutil.Process(hub.pid)
         self.started.append(proc)
         if wait_exit:

@@ -139,7 +139,7 @@ class LoadDeployment:
         self.prefix.mkdir(parents=True)
         os.chmod(self.prefix, 0o755)
         for name in ("env", "proxy", "nodejs"):
-            (self.prefix / name).symlink_to(self.shared.root / name)
+            (self.prefix / name).symlink_to(self.shared.layout.root / name)
         p.config_path.parent.mkdir(parents=True)
         shutil.copy(config_template(self.shared), p.config_path)
         config.ensure_config(p)

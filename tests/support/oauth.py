@@ -37,7 +37,7 @@ from hubrunbook.oauth.steps import (check_oauth_plan, ensure_oauth_config, ensur
                                    show_registration)
 from hubrunbook.core.params import build_params
 from hubrunbook.hub.proxy import ensure_proxy
-from hubrunbook.hub.service import ensure_hub_running, ensure_hub_secrets, log_path
+from hubrunbook.hub.service import ensure_hub_running, ensure_hub_secrets
 from hubrunbook.core.steps import CHANGED, UNCHANGED, Run
 from hubrunbook.host.users import ensure_users, lookup
 
@@ -230,7 +230,7 @@ class Hub:
         return self.params.public_url
 
     def log(self) -> str:
-        return log_path(self.params).read_text(errors="replace")
+        return self.params.layout.hub_log.read_text(errors="replace")
 
     def close(self) -> None:
         """Stop the hub, remove our users and the accounts the hub created, remove the sandbox."""
@@ -242,8 +242,6 @@ def hub(sandbox, oauth_install):
     h = Hub(sandbox, oauth_install)
     yield h
     h.close()
-
-
 
 
 # --- the reference sandbox of oauth.ipynb (papermill and nbval) ------------------------------------------

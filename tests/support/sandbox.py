@@ -70,7 +70,7 @@ def teardown_sandbox(params, *, hub_users: list[str] = ()) -> None:
             if any(str(prefix) in part for part in ports.cmdline(pid)):
                 terminate(pid, timeout=5)
     try:
-        registry = users.read_registry(params) if users.registry_path(params).exists() else {}
+        registry = users.read_registry(params) if params.layout.user_registry.exists() else {}
     except Exception as exc:
         registry, problems = {}, [*problems, f"reading the users registry: {exc}"]
     ours = [name for name, entry in registry.items() if users.is_ours(entry, users.lookup(name))]  # same uid as made

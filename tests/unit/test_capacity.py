@@ -67,14 +67,14 @@ def test_bad_values_are_refused_naming_the_parameter(key, value):
 
 
 def test_retry_page_is_written_once_and_named_in_the_settings(tmp_path):
-    from hubrunbook.hub.capacity import RETRY_PAGE, ensure_retry_page, templates_dir
+    from hubrunbook.hub.capacity import RETRY_PAGE, ensure_retry_page
 
     p = build_params({"prefix": str(tmp_path / "hub")})
-    assert ensure_retry_page(p, dry_run=True).status == "would change" and not templates_dir(p).exists()
+    assert ensure_retry_page(p, dry_run=True).status == "would change" and not p.layout.templates_dir.exists()
     assert ensure_retry_page(p).status == "changed"
-    page = templates_dir(p) / "429.html"
+    page = p.layout.templates_dir / "429.html"
     assert page.read_text() == RETRY_PAGE and page.stat().st_mode & 0o777 == 0o644
     assert ensure_retry_page(p).status == "unchanged"
-    assert hub_settings(p)["c.JupyterHub.template_paths"] == repr([str(templates_dir(p))])
+    assert hub_settings(p)["c.JupyterHub.template_paths"] == repr([str(p.layout.templates_dir)])
     page.write_text("tampered")
     assert ensure_retry_page(p).status == "changed" and page.read_text() == RETRY_PAGE

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from hubrunbook.troubleshoot import checks, diagnose, facts, logscan
+from hubrunbook.troubleshoot import catalog, diagnose, facts, logscan
 from hubrunbook.core import secretref
+from hubrunbook.hub import envfile
+from hubrunbook.hub.configload import LoadedConfig
 from hubrunbook.host import system
-from hubrunbook.troubleshoot.checks import access, install, processes
-from hubrunbook.troubleshoot.diagnose import ERROR, WARNING, Check, Context, Finding, Report, run_checks
+from hubrunbook.troubleshoot.checks import access, install, processes, state
+from hubrunbook.troubleshoot.catalog import ERROR, WARNING, Check, Context, Finding
+from hubrunbook.troubleshoot.diagnose import Report, run_checks
 from hubrunbook.core.params import build_params
-
 
 
 @pytest.fixture
@@ -27,22 +29,46 @@ def params(tmp_path):
 # --- the catalog -------------------------------------------------------------------------------
 def test_every_catalog_entry_has_example_cause_action():
     rows = diagnose.catalog_rows()
-    assert len(rows) == len(checks.CATALOG) + len(logscan.LOG_MESSAGES)
+    assert len(rows) == len(catalog.CATALOG) + len(logscan.LOG_MESSAGES)
     for row in rows:
         assert all(isinstance(c, str) and len(c) > 3 for c in row[:5]), row
     ids = [r[0] for r in rows]
     assert len(ids) == len(set(ids)), "catalog ids must be unique"
 
 
+# the repair order as it was when the catalog was a hand-kept list; a new check may go anywhere in its stage
+REPAIR_ORDER = ["hub-env", "hub-packages", "dependency-conflicts", "node", "proxy-installed", "proxy-api-port",
+                "public-port", "hub-port", "secret-files", "db-schema", "disk-space", "config-file", "allow-rule", "oauth",
+                "user-accounts", "notebook-dirs", "singleuser-runnable", "hub-service", "hub-running", "hub-log"]
+
+
+def test_registered_checks_keep_the_repair_order():
+    ids = [c.id for c in catalog.CATALOG]
+    assert [i for i in ids if i in REPAIR_ORDER] == REPAIR_ORDER
+    stages = [catalog.STAGES.index(c.stage) for c in catalog.CATALOG]
+    assert stages == sorted(stages), "CATALOG is ordered by stage"
+
+
+def test_register_places_a_check_in_its_stage_and_refuses_mistakes(monkeypatch):
+    monkeypatch.setattr(catalog, "CATALOG", list(catalog.CATALOG))
+    new = catalog.register(Check("new-port-check", "t", "e", "c", "a", lambda c: [], stage="ports"))
+    ids = [c.id for c in catalog.CATALOG]
+    assert ids.index("hub-port") < ids.index(new.id) < ids.index("secret-files")
+    with pytest.raises(ValueError, match="registered twice"):
+        catalog.register(new)
+    with pytest.raises(ValueError, match="stage must be one of"):
+        catalog.register(Check("x", "t", "e", "c", "a", lambda c: [], stage="later"))
+
+
 def test_issue_problems_are_all_in_the_catalog():
-    ids = {c.id for c in checks.CATALOG}
+    ids = {c.id for c in catalog.CATALOG}
     assert {"hub-packages", "dependency-conflicts", "proxy-api-port", "public-port", "hub-port", "user-accounts",
             "notebook-dirs", "singleuser-runnable", "node", "proxy-installed", "db-schema", "disk-space",
             "hub-running", "hub-log"} <= ids
 
 
 def test_repairs_only_where_safe():
-    repairable = {c.id for c in checks.CATALOG if c.repair}
+    repairable = {c.id for c in catalog.CATALOG if c.repair}
     # foreign processes on our ports are never acted on
     assert not {"public-port", "hub-port", "singleuser-runnable", "disk-space"} & repairable
     assert {"proxy-api-port", "hub-packages", "db-schema", "notebook-dirs", "hub-running"} <= repairable
@@ -78,13 +104,13 @@ def test_log_tail_is_bounded(tmp_path):
 
 
 def test_log_findings_carry_the_line_and_mask_secrets(params):
-    params.state_dir.mkdir(parents=True)
+    params.layout.state_dir.mkdir(parents=True)
     secretref.register("s3cr3t-token-value")
-    (params.state_dir / "jupyterhub.log").write_text(
+    (params.layout.state_dir / "jupyterhub.log").write_text(
         "[I app] Running JupyterHub version 6.1.1\n"
         "[W auth:274] No allow config found, it's possible that nobody can login to your Hub!\n"
         "[E user:1073] Unhandled error starting alice's server: \"getpwnam(): name not found: 'alice'\" s3cr3t-token-value\n")
-    found = checks.check_hub_log(Context(params))
+    found = state.check_hub_log(Context(params))
     by_id = {f.id: f for f in found}
     assert set(by_id) == {"log:no-allow-config", "log:getpwnam"}
     assert "getpwnam(): name not found: 'alice'" in by_id["log:getpwnam"].evidence
@@ -125,9 +151,9 @@ def test_alembic_head_and_db_revision(tmp_path):
 
 
 def test_hub_env_values_are_masked(params):
-    params.secrets_dir.mkdir(parents=True)
-    (params.secrets_dir / "hub.env").write_text("# managed\nCONFIGPROXY_AUTH_TOKEN='abcd1234abcd1234'\nexport X=yyyy-zzzz\n")
-    env = facts.read_hub_env(params)
+    params.layout.secrets_dir.mkdir(parents=True)
+    (params.layout.secrets_dir / "hub.env").write_text("# managed\nCONFIGPROXY_AUTH_TOKEN='abcd1234abcd1234'\nX=yyyy-zzzz\n")
+    env = envfile.read_hub_env(params)
     assert env == {"CONFIGPROXY_AUTH_TOKEN": "abcd1234abcd1234", "X": "yyyy-zzzz"}
     f = Finding("x", ERROR, "t", "seen abcd1234abcd1234", "evidence yyyy-zzzz")
     assert "abcd1234abcd1234" not in repr(f) and "yyyy-zzzz" not in json.dumps(f.as_dict())
@@ -135,18 +161,18 @@ def test_hub_env_values_are_masked(params):
 
 # --- detectors on files ------------------------------------------------------------------------
 def test_cookie_secret_readable_by_anybody_is_an_error(params):
-    params.secrets_dir.mkdir(parents=True)
-    cookie = params.secrets_dir / "cookie_secret"
+    params.layout.secrets_dir.mkdir(parents=True)
+    cookie = params.layout.secrets_dir / "cookie_secret"
     cookie.write_text("00" * 32)
     cookie.chmod(0o644)
-    found = checks.check_secret_files(Context(params))
+    found = state.check_secret_files(Context(params))
     assert [(f.id, f.severity) for f in found] == [("secret-files", ERROR)]
     assert "mode 0644" in found[0].evidence and found[0].repairable
     from hubrunbook.troubleshoot.repairs import repair_secret_modes
 
     assert repair_secret_modes(params, found[0]).status == "changed"
     assert stat.S_IMODE(cookie.stat().st_mode) == 0o600
-    assert checks.check_secret_files(Context(params)) == []
+    assert state.check_secret_files(Context(params)) == []
 
 
 def test_singleuser_under_a_0700_dir_is_blocked(tmp_path_factory):
@@ -172,7 +198,7 @@ def test_singleuser_under_a_0700_dir_is_blocked(tmp_path_factory):
 
 
 def test_missing_singleuser_is_reported_as_missing_not_as_permissions(params, monkeypatch):
-    (params.env_dir / "bin").mkdir(parents=True)
+    (params.layout.env_dir / "bin").mkdir(parents=True)
     ctx = Context(params)
     monkeypatch.setattr(access, "_env", lambda c: {"python": "ok"})
     monkeypatch.setattr(access, "cfg", lambda c, key, default=None: default)
@@ -183,17 +209,17 @@ def test_missing_singleuser_is_reported_as_missing_not_as_permissions(params, mo
 
 
 def test_disk_thresholds(params, monkeypatch):
-    params.state_dir.mkdir(parents=True)
+    params.layout.state_dir.mkdir(parents=True)
     monkeypatch.setattr(system, "free_mb", lambda p: (p, 10))
-    assert [f.severity for f in checks.check_disk_space(Context(params))] == [ERROR]
+    assert [f.severity for f in state.check_disk_space(Context(params))] == [ERROR]
     monkeypatch.setattr(system, "free_mb", lambda p: (p, 500))
-    assert [f.severity for f in checks.check_disk_space(Context(params))] == [WARNING]  # < min_free_disk_mb 1024
+    assert [f.severity for f in state.check_disk_space(Context(params))] == [WARNING]  # < min_free_disk_mb 1024
     monkeypatch.setattr(system, "free_mb", lambda p: (p, 5000))
-    assert checks.check_disk_space(Context(params)) == []
+    assert state.check_disk_space(Context(params)) == []
 
 
 def test_missing_user_is_repairable_only_when_managed(params):
-    found = checks.check_user_accounts(Context(params))
+    found = access.check_user_accounts(Context(params))
     assert [(f.id, f.severity, f.repairable) for f in found] == [("user-accounts", ERROR, True)]
     assert "getent passwd hrb-nobody-x: no entry" in found[0].evidence
 
@@ -250,54 +276,53 @@ def test_repairs_run_in_catalog_order_and_failures_do_not_stop_others(params, mo
 
     cat = [_check("first", lambda c: [], rep("first", fail=True)), _check("second", lambda c: [], rep("second")),
            _check("third", lambda c: [])]
-    monkeypatch.setattr(checks, "CATALOG", cat)
+    monkeypatch.setattr(catalog, "CATALOG", cat)
     report = Report([cat[2].finding(ERROR, "x"), cat[1].finding(ERROR, "y"), cat[0].finding(ERROR, "z")], [], "", 0, "")
     assert [f.repairable for f in report.findings] == [False, True, True]
     results = diagnose.apply_repairs(params, report)
     assert calls == ["first", "second"]
     assert [(r.step, r.status) for r in results] == [("first", "failed"), ("second", "changed")]
-    assert diagnose.repairs_summary(results).failed
 
 
 # --- detectors on synthetic config and processes ---------------------------------------------------------
 def _ctx_with_config(params, values: dict) -> Context:
     ctx = Context(params)
-    ctx.fact("config", lambda: ({f"c.{k}": v for k, v in values.items()}, None))
+    ctx.fact("config", lambda: (LoadedConfig({f"c.{k}": v for k, v in values.items()}, frozenset(f"c.{k}" for k in values)), None))
     ctx.fact("env", lambda: {"versions": {}, "requires": {}})
     return ctx
 
 
 def test_no_allow_rule_from_the_loaded_config(params):
-    assert [f.id for f in access.check_allow_rule(_ctx_with_config(params, {"Authenticator.allowed_users": []}))] \
+    assert [f.id for f in access.check_config_allow_rule(_ctx_with_config(params, {"Authenticator.allowed_users": []}))] \
         == ["allow-rule"]
     for ok in ({"Authenticator.allowed_users": ["a"]}, {"Authenticator.allow_all": True},
                {"Authenticator.allowed_organizations": ["org"]},
                {"Authenticator.admin_users": ["a"], "JupyterHub.authenticator_class": "oauthenticator.github.GitHubOAuthenticator"}):
-        assert access.check_allow_rule(_ctx_with_config(params, ok)) == []
+        assert access.check_config_allow_rule(_ctx_with_config(params, ok)) == []
     # PAM: JupyterHub adds admins to allowed_users only when that set is not empty, so admins alone cannot log in
-    assert [f.id for f in access.check_allow_rule(_ctx_with_config(params, {"Authenticator.admin_users": ["a"]}))] \
+    assert [f.id for f in access.check_config_allow_rule(_ctx_with_config(params, {"Authenticator.admin_users": ["a"]}))] \
         == ["allow-rule"]
 
 
 def test_oauth_callback_and_client(params, monkeypatch):
-    params.secrets_dir.mkdir(parents=True)
-    (params.secrets_dir / "hub.env").write_text("GITHUB_CLIENT_ID=abcdabcd\n")
+    params.layout.secrets_dir.mkdir(parents=True)
+    (params.layout.secrets_dir / "hub.env").write_text("GITHUB_CLIENT_ID=abcdabcd\n")
     monkeypatch.setattr(access, "_hub_pid", lambda ctx: None)
     ctx = _ctx_with_config(params, {"JupyterHub.authenticator_class": "oauthenticator.github.LocalGitHubOAuthenticator",
                                     "Authenticator.oauth_callback_url": "http://127.0.0.1:9999/hub/oauth_callback"})
-    found = {f.id: f for f in checks.check_oauth(ctx)}
+    found = {f.id: f for f in access.check_oauth(ctx)}
     assert set(found) == {"oauth-callback", "oauth-client"}
     assert "http://127.0.0.1:38901/hub/oauth_callback" in found["oauth-callback"].evidence
     assert "GITHUB_CLIENT_SECRET" in found["oauth-client"].evidence and "abcdabcd" not in repr(found)
     ctx = _ctx_with_config(params, {"JupyterHub.authenticator_class": "pam"})
-    assert checks.check_oauth(ctx) == []
+    assert access.check_oauth(ctx) == []
 
 
 def test_oauth_users_without_accounts_are_fine_when_the_hub_creates_them(params):
     values = {"Authenticator.allowed_users": ["hrb-nobody-y"]}
-    assert "hrb-nobody-y" in {f.data["user"] for f in checks.check_user_accounts(_ctx_with_config(params, values))}
+    assert "hrb-nobody-y" in {f.data["user"] for f in access.check_user_accounts(_ctx_with_config(params, values))}
     values["Authenticator.create_system_users"] = True
-    assert "hrb-nobody-y" not in {f.data["user"] for f in checks.check_user_accounts(_ctx_with_config(params, values))}
+    assert "hrb-nobody-y" not in {f.data["user"] for f in access.check_user_accounts(_ctx_with_config(params, values))}
 
 
 def test_proxy_on_api_port_classification(params, monkeypatch):
@@ -314,16 +339,16 @@ def test_proxy_on_api_port_classification(params, monkeypatch):
         ctx.fact("proxy_pid", lambda: recorded)
         return ctx
 
-    found = checks.check_proxy_api_port(ctx_for(token="rejected 403"))
+    found = processes.check_proxy_api_port(ctx_for(token="rejected 403"))
     assert [(f.id, f.severity, f.repairable, f.data["pid"]) for f in found] == [("proxy-foreign-token", ERROR, True, 4242)]
-    found = checks.check_proxy_api_port(ctx_for(recorded=4242))  # hub killed, proxy in the pid file
+    found = processes.check_proxy_api_port(ctx_for(recorded=4242))  # hub killed, proxy in the pid file
     assert [(f.id, f.severity) for f in found] == [("proxy-stale", WARNING)]
-    found = checks.check_proxy_api_port(ctx_for(recorded=None))  # hub gone and the pid file does not name it
+    found = processes.check_proxy_api_port(ctx_for(recorded=None))  # hub gone and the pid file does not name it
     assert [(f.id, f.severity) for f in found] == [("proxy-stale", ERROR)]
-    assert checks.check_proxy_api_port(ctx_for(hub=1, recorded=4242)) == []  # our running hub's own proxy
-    found = checks.check_proxy_api_port(ctx_for(is_proxy=False))
+    assert processes.check_proxy_api_port(ctx_for(hub=1, recorded=4242)) == []  # our running hub's own proxy
+    found = processes.check_proxy_api_port(ctx_for(is_proxy=False))
     assert [(f.id, f.repairable) for f in found] == [("proxy-api-port-foreign", False)]
-    found = checks.check_proxy_api_port(ctx_for(proven=False, token="rejected 403"))  # looks like one, is not ours
+    found = processes.check_proxy_api_port(ctx_for(proven=False, token="rejected 403"))  # looks like one, is not ours
     assert [(f.id, f.severity, f.repairable) for f in found] == [("proxy-api-port-unproven", ERROR, False)]
     assert "not root" in found[0].evidence and "token was not sent" in found[0].evidence
 
@@ -351,7 +376,7 @@ def test_node_too_old(params, monkeypatch, tmp_path):
     old.write_text("")
     monkeypatch.setattr(install, "choose_node", lambda p: ("system", old, "system node"))
     monkeypatch.setattr(install, "node_version", lambda node: (18, 19, 0))
-    found = checks.check_node(Context(params))
+    found = install.check_node(Context(params))
     assert [(f.id, f.severity) for f in found] == [("node", ERROR)] and "v18.19.0" in found[0].seen
 
 
@@ -363,11 +388,11 @@ def test_catalog_doc_is_current():
 
 
 def test_eaddrinuse_names_the_port(params):
-    params.state_dir.mkdir(parents=True)
-    (params.state_dir / "jupyterhub.log").write_text(
+    params.layout.state_dir.mkdir(parents=True)
+    (params.layout.state_dir / "jupyterhub.log").write_text(
         "[I app] Running JupyterHub version 6.1.1\n"
         "[ConfigProxy] error: Uncaught Exception: listen EADDRINUSE: address already in use 127.0.0.1:38903\n")
-    (f,) = checks.check_hub_log(Context(params))
+    (f,) = state.check_hub_log(Context(params))
     assert f.id == "log:proxy-eaddrinuse" and "(port 38903: the proxy API port)" in f.seen
 
 
@@ -383,7 +408,7 @@ def test_repair_step_only_acts_with_apply_fixes(params, monkeypatch):
         return StepResult("rep", "would change" if dry_run else CHANGED, "x")
 
     cat = [_check("fixable", lambda c: [], rep), _check("foreign", lambda c: [])]
-    monkeypatch.setattr(checks, "CATALOG", cat)
+    monkeypatch.setattr(catalog, "CATALOG", cat)
     report = Report([cat[0].finding(ERROR, "a"), cat[1].finding(ERROR, "b")], [], "", 0, "")
     diag = troubleshoot.repair_deployment(params, report)  # apply_fixes defaults to false
     assert diag.status == "would change" and calls == [True]

@@ -19,7 +19,7 @@ def test_configure_and_oauth_write_the_same_guard_lines(tmp_path):
     assert ast.literal_eval(guard["c.JupyterHub.spawner_class"]) == "hubrunbook_hub_auth.LocalProcessSpawner"
     lo, hi = login_defs_uid_range()
     assert (ast.literal_eval(guard["c.HubrunbookGuard.uid_min"]), ast.literal_eval(guard["c.HubrunbookGuard.uid_max"])) == (lo, hi)
-    assert ast.literal_eval(guard["c.HubrunbookGuard.registry_file"]) == str(p.state_dir / "users.json")
+    assert ast.literal_eval(guard["c.HubrunbookGuard.registry_file"]) == str(p.layout.state_dir / "users.json")
     # both authenticators are hubrunbook's guarded classes
     assert ast.literal_eval(local[AUTH_KEY]) == "hubrunbook_hub_auth.PAMAuthenticator"
     assert ast.literal_eval(remote[AUTH_KEY]).startswith("hubrunbook_hub_auth.Local")

@@ -20,7 +20,7 @@ def test_defaults_are_valid_and_local():
     p = build_params({})
     assert p.prefix == "/opt/hubrunbook" and p.port == 8000 and p.bind_ip == "127.0.0.1"
     assert p.public_url == "http://127.0.0.1:8000"
-    assert p.env_dir.as_posix() == "/opt/hubrunbook/env"
+    assert p.layout.env_dir.as_posix() == "/opt/hubrunbook/env"
     assert p.config_path.as_posix() == "/opt/hubrunbook/etc/jupyterhub_config.py"
 
 

@@ -67,11 +67,9 @@ def test_step_reads_nothing_the_analysis_cannot_name(library, name):
 
 def test_every_catalog_check_and_repair_is_reached_from_troubleshoot_steps(library):
     """The scan reaches every check, repair_deployment every repair: so their reads are troubleshoot's parameters."""
-    import importlib
+    import hubrunbook.troubleshoot.checks  # noqa: F401  (importing it registers every check)
+    from hubrunbook.troubleshoot.catalog import CATALOG
 
-    checks = importlib.import_module("hubrunbook.troubleshoot.checks")  # importing it registers every check
-    # CATALOG lives in checks/ today; the h-house branch moves it to troubleshoot/catalog.py (drop this on merge)
-    CATALOG = getattr(checks, "CATALOG", None) or importlib.import_module("hubrunbook.troubleshoot.catalog").CATALOG
     scan = {u.qualname for _, u in library.reach(list(STEPS["scan_deployment"].callables))}
     repair = {u.qualname for _, u in library.reach(list(STEPS["repair_deployment"].callables))}
     qual = lambda f: f"{f.__module__}.{f.__qualname__}"  # noqa: E731

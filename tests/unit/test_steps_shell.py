@@ -18,7 +18,7 @@ def test_result_renders_status_and_rows():
 
 def test_run_records_audit_and_summary(tmp_path):
     params = build_params({"prefix": str(tmp_path / "p")})
-    params.state_dir.mkdir(parents=True)
+    params.layout.state_dir.mkdir(parents=True)
     run = Run("t", params)
 
     def ensure_a(p, *, dry_run=False):
@@ -31,7 +31,7 @@ def test_run_records_audit_and_summary(tmp_path):
     run(check_b)
     s = run.summary()
     assert s.ok and "2 steps" in s.headline()
-    lines = [json.loads(x) for x in (params.state_dir / "audit.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (params.layout.state_dir / "audit.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == ["ensure_a", "check_b"]
 
 
@@ -50,7 +50,7 @@ def test_failed_step_raises_named_error_and_summary_fails(tmp_path):
 
 def test_dry_run_is_passed_and_no_audit_written(tmp_path):
     params = build_params({"prefix": str(tmp_path / "p"), "dry_run": True})
-    params.state_dir.mkdir(parents=True)
+    params.layout.state_dir.mkdir(parents=True)
     seen = {}
 
     def ensure_d(p, *, dry_run=False):
@@ -58,7 +58,7 @@ def test_dry_run_is_passed_and_no_audit_written(tmp_path):
         return StepResult("ensure_d", "would change", "x")
 
     Run("t", params)(ensure_d)
-    assert seen["dry"] is True and not (params.state_dir / "audit.jsonl").exists()
+    assert seen["dry"] is True and not (params.layout.state_dir / "audit.jsonl").exists()
 
 
 def test_run_command_timeout_and_failure():

@@ -35,10 +35,10 @@ def test_notebook_dir_substitutes_username(params):
 def test_generated_password_is_private_and_reused(params):
     first = users.user_password(params, "ann")
     path = users.password_file(params, "ann")
-    assert path == params.secrets_dir / "passwords" / "ann"
+    assert path == params.layout.secrets_dir / "passwords" / "ann"
     assert path.read_text() == first and len(first) >= 16
     assert mode(path) == 0o600
-    assert mode(path.parent) == 0o700 and mode(params.secrets_dir) == 0o700
+    assert mode(path.parent) == 0o700 and mode(params.layout.secrets_dir) == 0o700
     assert users.user_password(params, "ann") == first  # reused, not regenerated
     assert users.user_password(params, "bob") != first
     assert secretref.mask(f"pw={first}") == f"pw={secretref.MASK}"
@@ -77,13 +77,13 @@ def test_registry_roundtrip_is_private(params):
     users.record_user(params, "ann", 1234, "/home/ann")
     reg = users.read_registry(params)
     assert reg["ann"]["uid"] == 1234 and reg["ann"]["home"] == "/home/ann"
-    assert mode(users.registry_path(params)) == 0o600
-    assert mode(params.state_dir) == 0o700
+    assert mode(params.layout.user_registry) == 0o600
+    assert mode(params.layout.state_dir) == 0o700
 
 
 def test_corrupt_registry_is_an_error_not_an_empty_registry(params):
-    params.state_dir.mkdir(parents=True)
-    users.registry_path(params).write_text("{not json")
+    params.layout.state_dir.mkdir(parents=True)
+    params.layout.user_registry.write_text("{not json")
     with pytest.raises(PreflightError, match="users.json"):
         users.read_registry(params)
 
@@ -217,4 +217,4 @@ def test_not_root_fails_before_anything(params, monkeypatch):
     monkeypatch.setattr(users.system, "is_root", lambda: False)
     with pytest.raises(PreflightError, match="needs root"):
         users.ensure_users(params)
-    assert not params.root.exists()
+    assert not params.layout.root.exists()

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hubrunbook.core import secretref
 from hubrunbook.core.errors import ParameterError
+from hubrunbook.core.layout import Layout
 
 USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]*$")
 USERNAME_MAX = 32
@@ -513,24 +514,14 @@ class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams):
 
     # derived locations ------------------------------------------------------
     @property
-    def root(self) -> Path:
-        return Path(self.prefix)
-
-    @property
-    def env_dir(self) -> Path:
-        return self.root / "env"
-
-    @property
-    def state_dir(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def secrets_dir(self) -> Path:
-        return self.root / "secrets"
+    def layout(self) -> Layout:
+        """Every path under the prefix (core/layout.py)."""
+        return Layout(self.prefix)
 
     @property
     def config_path(self) -> Path:
-        return Path(self.config_file) if self.config_file else self.root / "etc" / "jupyterhub_config.py"
+        """jupyterhub_config.py: config_file, else <prefix>/etc/jupyterhub_config.py (the one path a parameter moves)."""
+        return Path(self.config_file) if self.config_file else self.layout.default_config_path
 
     @property
     def public_url(self) -> str:

@@ -172,11 +172,10 @@ class Run:
 
     def _flush_audit(self) -> None:
         """Append pending entries to <prefix>/state/audit.jsonl once the prefix exists (never in dry runs)."""
-        if self.params.dry_run or not self.params.root.is_dir():
+        if self.params.dry_run or not self.params.layout.root.is_dir():
             return
-        state = self.params.state_dir
-        state.mkdir(mode=0o700, exist_ok=True)
-        with open(state / "audit.jsonl", "a") as fh:
+        self.params.layout.state_dir.mkdir(mode=0o700, exist_ok=True)
+        with open(self.params.layout.audit_log, "a") as fh:
             fh.writelines(json.dumps(e) + "\n" for e in self._pending)
         self._pending.clear()
 

@@ -14,9 +14,9 @@ from hubrunbook.hub.tls import tls_rows
 def our_hub_pids(params) -> set[int]:
     """PIDs of the managed hub (the unit's main PID or the background process of hub.pid) and its proxy (alive only)."""
     from hubrunbook.host.process import read_pid
-    from hubrunbook.hub.service import background_hub_pid, managed_hub_pid, proxy_pid_path
+    from hubrunbook.hub.service import background_hub_pid, managed_hub_pid
 
-    pids = {managed_hub_pid(params), background_hub_pid(params), read_pid(proxy_pid_path(params))}
+    pids = {managed_hub_pid(params), background_hub_pid(params), read_pid(params.layout.proxy_pid_file)}
     return {p for p in pids if p}
 
 
@@ -28,17 +28,17 @@ def check_trusted_paths(params) -> None:
     anything is executed, dry runs included. Raises PreflightError naming the
     parameter, the component and the fix.
     """
-    paths = {"prefix": params.root, "config_file": params.config_path}
+    paths = {"prefix": params.layout.root, "config_file": params.config_path}
     if getattr(params, "python", "auto") != "auto":
         paths["python"] = Path(params.python)
     for name, path in paths.items():
         why = system.untrusted_reason(path)
         if why:
             raise PreflightError(f"{name} {path} is not safe for root to use: {why}. Nothing was run or changed")
-    why = system.untrusted_tree_entry(params.root) if params.root.is_dir() else None
+    why = system.untrusted_tree_entry(params.layout.root) if params.layout.root.is_dir() else None
     if why:
-        raise PreflightError(f"prefix {params.root} holds code root runs, but {why}: another user could have planted or "
-                             f"changed it. Inspect it; reinstall or chown -R root: {params.root}. Nothing was run or changed")
+        raise PreflightError(f"prefix {params.layout.root} holds code root runs, but {why}: another user could have planted or "
+                             f"changed it. Inspect it; reinstall or chown -R root: {params.layout.root}. Nothing was run or changed")
 
 
 def port_rows(params) -> list[tuple[str, str, str]]:
@@ -79,18 +79,18 @@ def check_preflight(params) -> StepResult:
     if root:
         rows.append(("privileges", OK, "root"))
     else:
-        parent = params.root
+        parent = params.layout.root
         while not parent.exists():
             parent = parent.parent
         writable = os.access(parent, os.W_OK) and params.proxy_install == "private"
         rows.append(("privileges", OK if writable else FAILED,
                      f"not root; {parent} is writable" if writable else
                      f"not root and {parent} is not writable (or proxy_install is 'global'): run as root"))
-    block = system.blocking_dir(params.root)
+    block = system.blocking_dir(params.layout.root)
     rows.append(("prefix reachable by users", FAILED if block else OK,
-                 f"{params.root} lies under {block}, which other users cannot enter; spawned servers could not run the hub env. Choose a prefix such as /opt/hubrunbook"
-                 if block else f"{params.root}"))
-    where, free = system.free_mb(params.root)
+                 f"{params.layout.root} lies under {block}, which other users cannot enter; spawned servers could not run the hub env. Choose a prefix such as /opt/hubrunbook"
+                 if block else f"{params.layout.root}"))
+    where, free = system.free_mb(params.layout.root)
     rows.append(("free disk", OK if free >= params.min_free_disk_mb else FAILED,
                  f"{free} MiB free at {where} (need {params.min_free_disk_mb})"))
     try:
@@ -116,7 +116,7 @@ def check_configure_preflight(params) -> StepResult:
                  "not root: PAM can only check the hub's own user and spawning servers as other users needs root. "
                  "Fix: run as root (sudo make deploy)"))
     ok, why = check_env_state(params)
-    rows.append(("hub env (install.ipynb)", OK if ok else FAILED, why if ok else f"{params.env_dir}: {why}; run install.ipynb first"))
+    rows.append(("hub env (install.ipynb)", OK if ok else FAILED, why if ok else f"{params.layout.env_dir}: {why}; run install.ipynb first"))
     have = installed_version(params)
     rows.append(("configurable-http-proxy (install.ipynb)", OK if have == params.proxy_version else FAILED,
                  have or "not installed; run install.ipynb first"))

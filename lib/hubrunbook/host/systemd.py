@@ -45,7 +45,7 @@ def unit_path(params) -> Path:
 
 def render_unit(params, *, jupyterhub: Path, hub_env: Path) -> str:
     """The unit file text. The proxy is the hub's child in the unit's cgroup: stopping the unit stops both."""
-    path = f"{params.env_dir / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    path = f"{params.layout.env_dir / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     return f"""\
 # Written by hubrunbook (configure.ipynb) for the prefix {params.prefix}; edits here are replaced on the next run.
 [Unit]
@@ -57,7 +57,7 @@ Wants=network-online.target
 [Service]
 Type=simple
 ExecStart={jupyterhub} -f {params.config_path}
-WorkingDirectory={params.state_dir}
+WorkingDirectory={params.layout.state_dir}
 EnvironmentFile={hub_env}
 Environment=PATH={path}
 Restart=on-failure

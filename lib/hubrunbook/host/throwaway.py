@@ -19,16 +19,10 @@ from hubrunbook.core.params import login_defs_uid_range
 from hubrunbook.core.shell import run_command
 from hubrunbook.core.steps import CHANGED, UNCHANGED, WOULD_CHANGE
 
-RECORD = "throwaway-users.json"
-
-
-def record_path(params):
-    return params.state_dir / RECORD
-
 
 def read_record(params) -> dict[str, dict]:
     """Recorded throwaway accounts: {name: {"uid": int, "created": iso}}; {} when none. Read-only."""
-    path = record_path(params)
+    path = params.layout.throwaway_registry
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -42,8 +36,8 @@ def read_record(params) -> dict[str, dict]:
 
 
 def _write_record(params, accounts: dict[str, dict]) -> None:
-    params.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    secretref.write_private(record_path(params), json.dumps({"version": 1, "accounts": accounts}, indent=2, sort_keys=True) + "\n")
+    params.layout.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    secretref.write_private(params.layout.throwaway_registry, json.dumps({"version": 1, "accounts": accounts}, indent=2, sort_keys=True) + "\n")
 
 
 def _free_uid() -> int:

@@ -32,7 +32,6 @@ from hubrunbook.core.errors import CommandError, PreflightError, SecretError
 from hubrunbook.core.shell import run_command
 from hubrunbook.core.steps import CHANGED, UNCHANGED, WOULD_CHANGE, StepResult
 
-REGISTRY = "users.json"
 HEADER = ("user", "result", "detail")
 SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
 
@@ -50,7 +49,7 @@ def notebook_dir_for(params, user: str) -> Path:
 
 def password_file(params, user: str) -> Path:
     """Where the generated password of *user* lives: <secrets_dir>/passwords/<user> (0600)."""
-    return params.secrets_dir / "passwords" / user
+    return params.layout.password_file(user)
 
 
 def _check_password(value: str, user: str) -> str:
@@ -68,7 +67,7 @@ def user_password(params, user: str) -> str:
         return _check_password(secretref.resolve(params.passwords[user], f"passwords[{user!r}]", prompt=False), user)
     path = password_file(params, user)
     if not path.exists():
-        _make_private_dirs(params.secrets_dir, path.parent)
+        _make_private_dirs(params.layout.secrets_dir, path.parent)
         secretref.write_private(path, secrets.token_urlsafe(12))
     return _check_password(_read_generated(path, user), user)
 
@@ -90,13 +89,9 @@ def _make_private_dirs(top: Path, leaf: Path) -> None:
 
 
 # --- registry of users we created --------------------------------------------------------------
-def registry_path(params) -> Path:
-    return params.state_dir / REGISTRY
-
-
 def read_registry(params) -> dict[str, dict]:
     """Users hubrunbook created: {name: {"uid": int, "home": str, "created": iso}}; {} when none. Read-only."""
-    path = registry_path(params)
+    path = params.layout.user_registry
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -111,8 +106,8 @@ def read_registry(params) -> dict[str, dict]:
 
 def write_registry(params, users: dict[str, dict]) -> None:
     """Write the registry atomically, mode 0600 (state dir 0700 when created)."""
-    params.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    secretref.write_private(registry_path(params), json.dumps({"version": 1, "users": users}, indent=2, sort_keys=True) + "\n")
+    params.layout.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    secretref.write_private(params.layout.user_registry, json.dumps({"version": 1, "users": users}, indent=2, sort_keys=True) + "\n")
 
 
 def record_user(params, name: str, uid: int, home: str) -> None:

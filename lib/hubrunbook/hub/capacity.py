@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import psutil
 
@@ -92,7 +91,7 @@ def spawn_settings(params) -> dict[str, int | list[str]]:
     return {"c.JupyterHub.concurrent_spawn_limit": cap.concurrent_spawn_limit,
             "c.Spawner.http_timeout": cap.spawn_timeout,
             "c.Spawner.start_timeout": cap.spawn_timeout,
-            "c.JupyterHub.template_paths": [str(templates_dir(params))]}
+            "c.JupyterHub.template_paths": [str(params.layout.templates_dir)]}
 
 
 # --- the 429 page retries by itself ----------------------------------------------------------------------------
@@ -122,15 +121,11 @@ RETRY_PAGE = """\
 """
 
 
-def templates_dir(params) -> Path:
-    return params.root / "templates"
-
-
 def ensure_retry_page(params, *, dry_run: bool = False) -> StepResult:
     """Write <prefix>/templates/429.html (root's, 0644): the hub's "too many users" page that retries. Idempotent."""
     from hubrunbook.hub.config import write_atomic
 
-    path = templates_dir(params) / "429.html"
+    path = params.layout.templates_dir / "429.html"
     if path.is_file() and not path.is_symlink() and path.read_text() == RETRY_PAGE:
         return StepResult("ensure_retry_page", UNCHANGED, f"{path} in place")
     if dry_run:

@@ -12,7 +12,6 @@ values, is refused and the old file stays as it was.
 from __future__ import annotations
 
 import ast
-import json
 import os
 import re
 import shutil
@@ -22,8 +21,8 @@ from pathlib import Path
 
 from hubrunbook.hub import hubguard
 from hubrunbook.hub.capacity import ensure_retry_page, spawn_capacity, spawn_settings
+from hubrunbook.hub.configload import load_config
 from hubrunbook.core.errors import ConfigError
-from hubrunbook.hub.hubenv import env_bin
 from hubrunbook.hub.proxy import proxy_command
 from hubrunbook.core.shell import run_command
 from hubrunbook.core.steps import CHANGED, UNCHANGED, WOULD_CHANGE, StepResult
@@ -59,23 +58,23 @@ def check_allow_rule(params) -> None:
 def hub_settings(params) -> dict[str, str]:
     """The settings configure.ipynb owns, as {'c.Class.trait': python source}."""
     check_allow_rule(params)
-    state, sec = params.state_dir, params.secrets_dir
+    layout = params.layout
     return {
         "c.JupyterHub.bind_url": _lit(bind_url(params)),
         "c.JupyterHub.hub_ip": _lit("127.0.0.1"),
         "c.JupyterHub.hub_port": _lit(params.hub_port),
         "c.ConfigurableHTTPProxy.api_url": _lit(f"http://127.0.0.1:{params.proxy_api_port}"),
         "c.ConfigurableHTTPProxy.command": _lit(proxy_command(params)),
-        "c.ConfigurableHTTPProxy.pid_file": _lit(str(state / "jupyterhub-proxy.pid")),
-        "c.JupyterHub.db_url": _lit(f"sqlite:///{state / 'jupyterhub.sqlite'}"),
-        "c.JupyterHub.cookie_secret_file": _lit(str(sec / "cookie_secret")),
+        "c.ConfigurableHTTPProxy.pid_file": _lit(str(layout.proxy_pid_file)),
+        "c.JupyterHub.db_url": _lit(f"sqlite:///{layout.hub_db}"),
+        "c.JupyterHub.cookie_secret_file": _lit(str(layout.cookie_secret)),
         "c.JupyterHub.authenticator_class": _lit(hubguard.PAM_CLASS),
         "c.Authenticator.admin_users": _lit(set(params.admin_users)),
         "c.Authenticator.allowed_users": _lit(allowed_names(params)),
         "c.Authenticator.allow_all": _lit(params.allow_all),
         "c.Spawner.notebook_dir": _lit(params.notebook_dir),
         "c.Spawner.default_url": _lit(params.default_url),
-        "c.Spawner.cmd": _lit([str(env_bin(params, "jupyterhub-singleuser"))]),
+        "c.Spawner.cmd": _lit([str(params.layout.env_bin("jupyterhub-singleuser"))]),
         # HTTPS served by the proxy (checked by tls.check_tls first); None removes our lines when TLS is switched off
         "c.JupyterHub.ssl_cert": _lit(params.ssl_cert) if params.ssl_cert else None,
         "c.JupyterHub.ssl_key": _lit(params.ssl_key) if params.ssl_cert else None,
@@ -143,32 +142,6 @@ def hand_overrides(text: str, keys) -> list[str]:
     return found
 
 
-# --- loading with JupyterHub's loader ----------------------------------------------------------
-LOADER = r"""
-import json, sys
-from pathlib import Path
-from traitlets.config.loader import PyFileConfigLoader
-p = Path(sys.argv[1])
-cfg = PyFileConfigLoader(p.name, path=str(p.parent)).load_config()
-out = {}
-for key in sys.argv[2:]:
-    _, cls, trait = key.split(".")
-    if cls in cfg and trait in cfg[cls]:
-        v = cfg[cls][trait]
-        out[key] = sorted(v) if isinstance(v, (set, frozenset)) else v
-print(json.dumps(out, default=repr))
-"""
-
-
-def load_effective(params, path: Path, keys) -> dict:
-    """Load *path* with traitlets' PyFileConfigLoader (JupyterHub's) in the hub env; return the values of *keys*."""
-    try:
-        out = run_command([env_bin(params, "python"), "-c", LOADER, path, *keys], timeout=60, what="load jupyterhub_config.py")
-    except Exception as exc:
-        raise ConfigError(f"{path} does not load with JupyterHub's config loader:\n{exc}") from None
-    return json.loads(out.stdout)
-
-
 def _expected(src: str):
     v = ast.literal_eval(src) if src != "set()" else set()
     return sorted(v) if isinstance(v, (set, frozenset)) else v
@@ -190,7 +163,7 @@ def verify_candidate(params, text: str, settings: dict[str, str | None]) -> None
 def verify_file(params, path: Path, settings: dict[str, str | None], *, what: str) -> None:
     """Load *path* with JupyterHub's loader and compare effective values with *settings*; raise ConfigError. Read-only."""
     keys = [k for k, v in settings.items() if v is not None]
-    got = load_effective(params, path, keys)
+    got = load_config(params, keys, path=path).values
     wrong = [f"{k}: wanted {_expected(settings[k])!r}, file gives {got.get(k, '(unset)')!r}"
              for k in keys if got.get(k) != _expected(settings[k])]
     if wrong:
@@ -225,7 +198,7 @@ def ensure_config_file(params, *, dry_run: bool = False) -> StepResult:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         gen = Path(tmp) / "jupyterhub_config.py"
-        run_command([env_bin(params, "jupyterhub"), "--generate-config", "-f", gen], timeout=120, cwd=tmp,
+        run_command([params.layout.env_bin("jupyterhub"), "--generate-config", "-f", gen], timeout=120, cwd=tmp,
                     what="jupyterhub --generate-config")
         os.chmod(gen, 0o644)
         os.replace(gen, path)

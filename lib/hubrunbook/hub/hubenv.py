@@ -12,8 +12,6 @@ from hubrunbook.core.shell import run_command, stream_command
 from hubrunbook.core.steps import CHANGED, UNCHANGED, WOULD_CHANGE, StepResult
 from hubrunbook.host.system import find_hub_python, make_world_readable
 
-MARKER = ".hubrunbook.json"
-
 
 def hub_python(params) -> Path:
     """Path of the chosen base interpreter (raises PreflightError if none fits)."""
@@ -106,9 +104,9 @@ def env_base(env: Path) -> str | None:
 
 def check_env_state(params) -> tuple[bool, str]:
     """(converged?, why) for the hub env. Read-only."""
-    env, want = params.env_dir, wanted(params)
+    env, want = params.layout.env_dir, wanted(params)
     base = hub_python(params)
-    if not (env / MARKER).exists():
+    if not params.layout.env_marker.exists():
         return False, "absent" if not env.exists() else "incomplete (no completion marker)"
     rec = env_base(env)
     if rec is not None and Path(rec).resolve() != base.resolve().parent:
@@ -117,14 +115,14 @@ def check_env_state(params) -> tuple[bool, str]:
     diff = {n: have.get(n) for n, v in want.items() if have.get(n) != v}
     if diff:
         return False, "versions differ: " + ", ".join(f"{n} {diff[n] or 'absent'} → {want[n]}" for n in diff)
-    if not (env / "bin" / "jupyterhub-singleuser").exists():
+    if not params.layout.env_bin("jupyterhub-singleuser").exists():
         return False, "jupyterhub-singleuser missing"
     return True, ", ".join(f"{n} {v}" for n, v in want.items())
 
 
 def ensure_hub_env(params, *, dry_run: bool = False) -> StepResult:
     """Build or update the hub venv at <prefix>/env with pinned jupyterhub + jupyterlab. Idempotent; prints progress."""
-    env, want = params.env_dir, wanted(params)
+    env, want = params.layout.env_dir, wanted(params)
     ok, why = check_env_state(params)
     if ok:
         return StepResult("ensure_hub_env", UNCHANGED, f"{env}: {why}")
@@ -139,7 +137,7 @@ def ensure_hub_env(params, *, dry_run: bool = False) -> StepResult:
             raise PreflightError(f"{env} exists but is not a virtualenv; move it away, it is not ours to remove")
         print(f"removing {env}: built from {rec}, not {base.parent}")
         shutil.rmtree(env)
-    (env / MARKER).unlink(missing_ok=True)
+    params.layout.env_marker.unlink(missing_ok=True)
     if not env.exists():
         print(f"creating virtualenv {env} from {base}")
         create_venv(params, env)
@@ -149,7 +147,7 @@ def ensure_hub_env(params, *, dry_run: bool = False) -> StepResult:
     ok, state = check_env_state_after(params)
     if not ok:
         raise PreflightError(f"the hub env at {env} is not right after installing: {state}")
-    (env / MARKER).write_text(json.dumps({"python": str(base), **want}) + "\n")
+    params.layout.env_marker.write_text(json.dumps({"python": str(base), **want}) + "\n")
     return StepResult("ensure_hub_env", CHANGED, f"{env}: {state} ({installer(params)}, {time.monotonic() - t0:.1f} s; was: {why})")
 
 
@@ -160,12 +158,9 @@ def _show_progress(line: str) -> None:
 
 
 def check_env_state_after(params) -> tuple[bool, str]:
-    have = installed_versions(params.env_dir, list(wanted(params)))
+    have = installed_versions(params.layout.env_dir, list(wanted(params)))
     bad = {n: v for n, v in wanted(params).items() if have.get(n) != v}
     if bad:
         return False, ", ".join(f"{n} is {have.get(n)}, wanted {v}" for n, v in bad.items())
     return True, ", ".join(f"{n} {v}" for n, v in wanted(params).items())
 
-
-def env_bin(params, name: str) -> Path:
-    return params.env_dir / "bin" / name

@@ -21,16 +21,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hubrunbook.hub.hubenv import env_bin
 from hubrunbook.core.params import login_defs_uid_range
 from hubrunbook.core.shell import run_command
 from hubrunbook.core.steps import CHANGED, UNCHANGED, WOULD_CHANGE
-from hubrunbook.host.users import registry_path
 
 HUB_MODULE = "hubrunbook_hub_auth"
 PAM_CLASS = f"{HUB_MODULE}.PAMAuthenticator"
 SPAWNER_CLASS = f"{HUB_MODULE}.LocalProcessSpawner"
-HUB_USERS = "hub-users.json"  # accounts the hub created on OAuth logins (written by the hub, 0600)
 # the admin role's members are exactly admin_users (JupyterHub merges them in), everybody else loses admin at start
 ADMIN_ROLE = [{"name": "admin", "users": []}]
 
@@ -185,20 +182,20 @@ def guard_settings(params) -> dict[str, str]:
         "c.JupyterHub.load_roles": _lit(ADMIN_ROLE),
         "c.HubrunbookGuard.uid_min": _lit(lo),
         "c.HubrunbookGuard.uid_max": _lit(hi),
-        "c.HubrunbookGuard.registry_file": _lit(str(registry_path(params))),
-        "c.HubrunbookGuard.hub_users_file": _lit(str(params.state_dir / HUB_USERS)),
+        "c.HubrunbookGuard.registry_file": _lit(str(params.layout.user_registry)),
+        "c.HubrunbookGuard.hub_users_file": _lit(str(params.layout.hub_user_registry)),
     }
 
 
 def hub_site_packages(params) -> Path:
-    out = run_command([env_bin(params, "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+    out = run_command([params.layout.env_bin("python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                       timeout=60, what="hub env site-packages")
     return Path(out.stdout.strip())
 
 
 def ensure_hub_module(params, *, dry_run: bool = False) -> tuple[str, str]:
     """Write ``hubrunbook_hub_auth.py`` into the hub env when it differs; returns (status, detail). Idempotent."""
-    if dry_run and not env_bin(params, "python").exists():
+    if dry_run and not params.layout.env_bin("python").exists():
         return WOULD_CHANGE, f"would write {HUB_MODULE}.py into the hub env (not installed yet)"
     module = hub_site_packages(params) / f"{HUB_MODULE}.py"
     if module.exists() and module.read_text() == HUB_MODULE_SOURCE:
@@ -209,6 +206,6 @@ def ensure_hub_module(params, *, dry_run: bool = False) -> tuple[str, str]:
     tmp.write_text(HUB_MODULE_SOURCE)
     tmp.chmod(0o644)
     tmp.replace(module)  # a hub starting now imports the old or the new module, never half of one
-    run_command([env_bin(params, "python"), "-c", f"import {HUB_MODULE}"], timeout=60, what=f"import {HUB_MODULE}")
+    run_command([params.layout.env_bin("python"), "-c", f"import {HUB_MODULE}"], timeout=60, what=f"import {HUB_MODULE}")
     return CHANGED, f"wrote {module} (login and spawn guard)"
 

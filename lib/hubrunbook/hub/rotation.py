@@ -11,7 +11,7 @@ import psutil
 import requests
 
 from hubrunbook.core import secretref
-from hubrunbook.hub import service
+from hubrunbook.hub import envfile, service
 from hubrunbook.core.errors import HubError, PreflightError
 from hubrunbook.host.process import read_pid
 from hubrunbook.core.steps import CHANGED, OK, WOULD_CHANGE, StepResult
@@ -27,9 +27,9 @@ def rotate_hub_secrets(params, which: tuple[str, ...] = SECRETS, *, dry_run: boo
     unknown = sorted(set(which) - set(SECRETS))
     if unknown or not which:
         raise PreflightError(f"rotate: unknown secret(s) {unknown or 'none given'}; allowed: {', '.join(SECRETS)}")
-    cookie, old_token = service.cookie_secret_path(params), service.read_hub_env(params).get(TOKEN_VAR)
+    cookie, old_token = params.layout.cookie_secret, envfile.read_hub_env(params).get(TOKEN_VAR)
     if not cookie.exists() or not old_token:
-        raise PreflightError(f"no hub secrets in {params.secrets_dir} to rotate; run configure.ipynb first")
+        raise PreflightError(f"no hub secrets in {params.layout.secrets_dir} to rotate; run configure.ipynb first")
     running = bool(service.managed_hub_pid(params))
     if dry_run:
         return StepResult("rotate_hub_secrets", WOULD_CHANGE, f"would replace {', '.join(which)}"
@@ -37,7 +37,7 @@ def rotate_hub_secrets(params, which: tuple[str, ...] = SECRETS, *, dry_run: boo
     if "cookie_secret" in which:
         secretref.write_private(cookie, secretref.register(secrets.token_hex(32)))
     if "proxy_token" in which:
-        service.set_hub_env(params, {TOKEN_VAR: secrets.token_hex(32)})
+        envfile.set_hub_env(params, {TOKEN_VAR: secrets.token_hex(32)})
     rows = [(name, CHANGED, "new value written (0600); the old one is gone") for name in which]
     if not running:
         return StepResult("rotate_hub_secrets", CHANGED, f"replaced {', '.join(which)}; the hub is not running, "
@@ -57,16 +57,16 @@ def _prove(params, old_token: str | None) -> list[tuple[str, str, str]]:
     if health.failed:
         raise HubError(f"the hub did not come back after the rotation: {health.detail}")
     pid = service.managed_hub_pid(params)
-    newest = max(p.stat().st_mtime for p in (service.cookie_secret_path(params), service.hub_env_path(params)))
+    newest = max(p.stat().st_mtime for p in (params.layout.cookie_secret, params.layout.hub_env))
     if psutil.Process(pid).create_time() + 1 < newest:
         raise HubError(f"hub pid {pid} started before the new secrets were written; restart it (make restart)")
     rows = [("hub restarted", OK, f"pid {pid}, {health.detail}")]
-    proxy = read_pid(service.proxy_pid_path(params))
+    proxy = read_pid(params.layout.proxy_pid_file)
     why = unproven_reason(params, proxy) if proxy else "no proxy pid recorded"
     if why:
         raise HubError(f"cannot prove the proxy took the new token without sending it to an unproven process: {why}")
     url = f"http://127.0.0.1:{params.proxy_api_port}/api/routes"
-    new = requests.get(url, headers={"Authorization": f"token {service.read_hub_env(params)[TOKEN_VAR]}"}, timeout=5)
+    new = requests.get(url, headers={"Authorization": f"token {envfile.read_hub_env(params)[TOKEN_VAR]}"}, timeout=5)
     if new.status_code != 200:
         raise HubError(f"the proxy (pid {proxy}) answers {new.status_code} to the new token")
     if old_token is not None:

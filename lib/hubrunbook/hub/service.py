@@ -17,67 +17,12 @@ from pathlib import Path
 from hubrunbook.host import ports, systemd
 from hubrunbook.core import secretref
 from hubrunbook.core.errors import HubError
-from hubrunbook.hub.hubenv import env_bin
+from hubrunbook.hub.envfile import read_hub_env, set_hub_env
 from hubrunbook.host.process import hub_api_ok, read_pid, start_hub, started_before_record, stop_hub, wait_hub_ready
 from hubrunbook.core.steps import CHANGED, FAILED, OK, UNCHANGED, WOULD_CHANGE, StepResult
 
 
 # --- files ---------------------------------------------------------------------------------------
-def hub_env_path(params) -> Path:
-    return params.secrets_dir / "hub.env"
-
-
-def cookie_secret_path(params) -> Path:
-    return params.secrets_dir / "cookie_secret"
-
-
-def hub_pid_path(params) -> Path:
-    return params.state_dir / "hub.pid"
-
-
-def proxy_pid_path(params) -> Path:
-    return params.state_dir / "jupyterhub-proxy.pid"
-
-
-def log_path(params) -> Path:
-    return params.state_dir / "jupyterhub.log"
-
-
-def read_hub_env(params) -> dict[str, str]:
-    """KEY=VALUE pairs of hub.env (values registered for masking)."""
-    env = {}
-    try:
-        text = hub_env_path(params).read_text()
-    except FileNotFoundError:
-        return env
-    for line in text.splitlines():
-        if line.strip() and not line.startswith("#") and "=" in line:
-            k, v = line.split("=", 1)
-            env[k.strip()] = secretref.register(v)
-    return env
-
-
-def set_hub_env(params, updates: dict[str, str | None], *, dry_run: bool = False) -> bool:
-    """Set (or with None remove) variables in hub.env, written 0600 atomically; True when it changed."""
-    env = read_hub_env(params)
-    new = dict(env)
-    for k, v in updates.items():
-        if v is None:
-            new.pop(k, None)
-        else:
-            if "\n" in v:
-                raise HubError(f"hub.env: the value of {k} contains a line break")
-            new[k] = secretref.register(v)
-    if new == env:
-        return False
-    if not dry_run:
-        _private_dir(params.secrets_dir)
-        body = "# environment of the managed JupyterHub; written by hubrunbook, mode 0600\n"
-        body += "".join(f"{k}={v}\n" for k, v in sorted(new.items()))
-        secretref.write_private(hub_env_path(params), body)
-    return True
-
-
 def _private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
@@ -86,22 +31,22 @@ def _private_dir(path: Path) -> None:
 def ensure_hub_secrets(params, *, dry_run: bool = False) -> StepResult:
     """Create the cookie secret (0600) and a persistent proxy auth token once; keep them across re-runs."""
     made = []
-    cookie = cookie_secret_path(params)
+    cookie = params.layout.cookie_secret
     if not cookie.exists():
         made.append(f"cookie secret {cookie}")
         if not dry_run:
-            _private_dir(params.secrets_dir)
+            _private_dir(params.layout.secrets_dir)
             secretref.write_private(cookie, secrets.token_hex(32))
     if "CONFIGPROXY_AUTH_TOKEN" not in read_hub_env(params):
-        made.append(f"proxy auth token in {hub_env_path(params)}")
+        made.append(f"proxy auth token in {params.layout.hub_env}")
         set_hub_env(params, {"CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(32)}, dry_run=dry_run)
     if not dry_run:
-        for p in (cookie, hub_env_path(params)):
+        for p in (cookie, params.layout.hub_env):
             if p.exists() and p.stat().st_mode & 0o077:
                 os.chmod(p, 0o600)
                 made.append(f"mode 0600 on {p}")
     if not made:
-        return StepResult("ensure_hub_secrets", UNCHANGED, f"cookie secret and proxy token present, 0600, in {params.secrets_dir}")
+        return StepResult("ensure_hub_secrets", UNCHANGED, f"cookie secret and proxy token present, 0600, in {params.layout.secrets_dir}")
     if dry_run:
         return StepResult("ensure_hub_secrets", WOULD_CHANGE, "would create " + ", ".join(made))
     return StepResult("ensure_hub_secrets", CHANGED, "created " + ", ".join(made))
@@ -111,7 +56,7 @@ def ensure_hub_secrets(params, *, dry_run: bool = False) -> StepResult:
 def fingerprint(params) -> str:
     """What the running hub was started from: config file, hub.env and the hub env's marker."""
     h = hashlib.sha256()
-    for p in (params.config_path, hub_env_path(params), params.env_dir / ".hubrunbook.json"):
+    for p in (params.config_path, params.layout.hub_env, params.layout.env_marker):
         h.update(p.read_bytes() if p.exists() else b"-")
     return h.hexdigest()
 
@@ -126,8 +71,8 @@ def is_our_hub(params, pid: int | None) -> bool:
 def background_hub_pid(params) -> int | None:
     """PID of a managed background hub: from hub.pid, alive, started before hub.pid was written (not a recycled
     PID), and really `jupyterhub -f <our config>`."""
-    pid = read_pid(hub_pid_path(params))
-    return pid if is_our_hub(params, pid) and started_before_record(pid, hub_pid_path(params)) else None
+    pid = read_pid(params.layout.hub_pid_file)
+    return pid if is_our_hub(params, pid) and started_before_record(pid, params.layout.hub_pid_file) else None
 
 
 def managed_hub_pid(params) -> int | None:
@@ -143,7 +88,7 @@ def _healthy(params) -> tuple[bool, str]:
     ok, seen = hub_api_ok(params.public_url)
     if not ok:
         return False, f"/hub/api: {seen}"
-    proxy = read_pid(proxy_pid_path(params))
+    proxy = read_pid(params.layout.proxy_pid_file)
     owners = ports.listeners(params.port)
     if not proxy or proxy not in owners:
         return False, f"the proxy does not own port {params.port} (held by {sorted(owners) or 'nobody'})"
@@ -151,7 +96,7 @@ def _healthy(params) -> tuple[bool, str]:
 
 
 def _foreign_port_holders(params) -> list[str]:
-    ours = {p for p in (managed_hub_pid(params), background_hub_pid(params), _our_proxy(params, read_pid(proxy_pid_path(params)))) if p}
+    ours = {p for p in (managed_hub_pid(params), background_hub_pid(params), _our_proxy(params, read_pid(params.layout.proxy_pid_file))) if p}
     bad = []
     for name in ("port", "hub_port", "proxy_api_port"):
         port = getattr(params, name)
@@ -174,19 +119,19 @@ def start_managed_hub(params) -> str:
     if busy:
         raise HubError("cannot start the hub, ports in use by other processes:\n  " + "\n  ".join(busy) +
                        "\nStop them or choose other ports (troubleshoot.ipynb names them).")
-    params.state_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(params.state_dir, 0o700)
-    env = {**read_hub_env(params), "PATH": f"{params.env_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    hub = start_hub([str(env_bin(params, "jupyterhub")), "-f", str(params.config_path)], cwd=params.state_dir,
-                    log_file=log_path(params), env=env, proxy_pid_file=proxy_pid_path(params))
-    secretref.write_private(hub_pid_path(params), f"{hub.pid}\n")
+    params.layout.state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(params.layout.state_dir, 0o700)
+    env = {**read_hub_env(params), "PATH": f"{params.layout.env_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    hub = start_hub([str(params.layout.env_bin("jupyterhub")), "-f", str(params.config_path)], cwd=params.layout.state_dir,
+                    log_file=params.layout.hub_log, env=env, proxy_pid_file=params.layout.proxy_pid_file)
+    secretref.write_private(params.layout.hub_pid_file, f"{hub.pid}\n")
     try:
         version = wait_hub_ready(hub, params.public_url, params.port, params.start_timeout)
     except HubError:
         stop_hub(hub.pid, hub.proxy_pid())
-        hub_pid_path(params).unlink(missing_ok=True)
+        params.layout.hub_pid_file.unlink(missing_ok=True)
         raise
-    (params.state_dir / "hub.fingerprint").write_text(fingerprint(params))
+    params.layout.hub_fingerprint.write_text(fingerprint(params))
     return f"pid {hub.pid}, JupyterHub {version}"
 
 
@@ -196,7 +141,7 @@ def stop_managed_hub(params, *, dry_run: bool = False) -> StepResult:
     unit_up = systemd.mode(params) == "systemd" and systemd.state(params).get("ActiveState") in ACTIVE_STATES
     if unit_up:
         todo.append(f"unit {systemd.unit(params)}")
-    pid, proxy = background_hub_pid(params), _our_proxy(params, read_pid(proxy_pid_path(params)))
+    pid, proxy = background_hub_pid(params), _our_proxy(params, read_pid(params.layout.proxy_pid_file))
     if unit_up:
         proxy = None  # a proxy of the unit stops with it
     if pid or proxy:
@@ -211,7 +156,7 @@ def stop_managed_hub(params, *, dry_run: bool = False) -> StepResult:
         done.append(f"stopped {systemd.unit(params)}")
     if pid or proxy:
         done += stop_hub(pid, proxy)
-        hub_pid_path(params).unlink(missing_ok=True)
+        params.layout.hub_pid_file.unlink(missing_ok=True)
     return StepResult("stop_managed_hub", CHANGED, "; ".join(done) or "stopped")
 
 
@@ -231,7 +176,7 @@ def ensure_hub_running(params, *, dry_run: bool = False) -> StepResult:
 
 def _ensure_background_hub(params, *, dry_run: bool = False) -> StepResult:
     pid = background_hub_pid(params)
-    fp_file = params.state_dir / "hub.fingerprint"
+    fp_file = params.layout.hub_fingerprint
     same = fp_file.exists() and fp_file.read_text() == fingerprint(params)
     healthy, why = _healthy(params) if pid else (False, "not running")
     if pid and same and healthy:
@@ -240,10 +185,10 @@ def _ensure_background_hub(params, *, dry_run: bool = False) -> StepResult:
     if dry_run:
         return StepResult("ensure_hub_running", WOULD_CHANGE, f"would {'re' if pid else ''}start the hub ({reason})")
     if pid:
-        stop_hub(pid, _our_proxy(params, read_pid(proxy_pid_path(params))))
+        stop_hub(pid, _our_proxy(params, read_pid(params.layout.proxy_pid_file)))
     started = start_managed_hub(params)
     return StepResult("ensure_hub_running", CHANGED, f"{'restarted' if pid else 'started'} the hub ({reason}): {started}, "
-                      f"{params.public_url}; log {log_path(params)}")
+                      f"{params.public_url}; log {params.layout.hub_log}")
 
 
 # --- systemd unit ----------------------------------------------------------------------------------
@@ -251,7 +196,7 @@ ACTIVE_STATES = ("active", "activating", "reloading", "deactivating")
 
 
 def render_hub_unit(params) -> str:
-    return systemd.render_unit(params, jupyterhub=env_bin(params, "jupyterhub"), hub_env=hub_env_path(params))
+    return systemd.render_unit(params, jupyterhub=params.layout.env_bin("jupyterhub"), hub_env=params.layout.hub_env)
 
 
 def _unit_plan(params) -> list[tuple[str, str]]:
@@ -268,7 +213,7 @@ def _unit_plan(params) -> list[tuple[str, str]]:
         plan.append(("write", f"{'write' if have is None else 'update'} {path} and reload systemd"))
     if st.get("UnitFileState") != "enabled":
         plan.append(("enable", f"enable {systemd.unit(params)} (start at boot)"))
-    fp_file = params.state_dir / "hub.fingerprint"
+    fp_file = params.layout.hub_fingerprint
     same = fp_file.exists() and fp_file.read_text() == fingerprint(params) + _unit_digest(want)
     running = st.get("ActiveState") == "active" and is_our_hub(params, systemd.main_pid(params))
     healthy, why = _healthy(params) if running else (False, "")
@@ -299,12 +244,12 @@ def ensure_hub_unit(params, *, dry_run: bool = False) -> StepResult:
         return StepResult("ensure_hub_running", WOULD_CHANGE, f"would {said}")
     actions = {action for action, _ in plan}
     if "handover" in actions:
-        stop_hub(background_hub_pid(params), _our_proxy(params, read_pid(proxy_pid_path(params))))
-        hub_pid_path(params).unlink(missing_ok=True)
+        stop_hub(background_hub_pid(params), _our_proxy(params, read_pid(params.layout.proxy_pid_file)))
+        params.layout.hub_pid_file.unlink(missing_ok=True)
     want = render_hub_unit(params)
     if "write" in actions:
-        params.state_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(params.state_dir, 0o700)
+        params.layout.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(params.layout.state_dir, 0o700)
         systemd.write_unit(params, want)
     if "enable" in actions:
         systemd.systemctl("enable", "--quiet", name)
@@ -317,7 +262,7 @@ def ensure_hub_unit(params, *, dry_run: bool = False) -> StepResult:
             systemd.systemctl("reset-failed", name)  # a unit that hit its start limit refuses a plain restart
         systemd.systemctl("restart", name)
     pid = wait_unit_ready(params, params.start_timeout)
-    (params.state_dir / "hub.fingerprint").write_text(fingerprint(params) + _unit_digest(want))
+    params.layout.hub_fingerprint.write_text(fingerprint(params) + _unit_digest(want))
     return StepResult("ensure_hub_running", CHANGED, f"{said} → {name} active, main pid {pid}, {params.public_url}; "
                       f"logs: journalctl -u {name}")
 
@@ -352,7 +297,7 @@ def check_hub_health(params) -> StepResult:
         return StepResult("check_hub_health", FAILED, f"{systemd.unit(params)} runs no hub: "
                           f"{systemd.describe_state(systemd.state(params))}")
     if not pid:
-        return StepResult("check_hub_health", FAILED, f"no managed hub running (pid file {hub_pid_path(params)})")
+        return StepResult("check_hub_health", FAILED, f"no managed hub running (pid file {params.layout.hub_pid_file})")
     ok, why = _healthy(params)
     return StepResult("check_hub_health", OK if ok else FAILED, f"hub pid {pid} on {params.public_url}: {why}")
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from hubrunbook.host import ports
 from hubrunbook.hub.config import bind_url
 from hubrunbook.core.errors import HubError
-from hubrunbook.hub.hubenv import env_bin
 from hubrunbook.host.preflight import our_hub_pids
 from hubrunbook.host.process import hub_api_ok, start_hub, stop_hub, wait_hub_ready
 from hubrunbook.hub.proxy import proxy_command
@@ -54,13 +53,13 @@ def check_hub_starts(params, *, dry_run: bool = False) -> StepResult:
         if not ok:
             raise HubError(f"our managed hub (pid {managed}) runs but {url}/hub/api gives {version}; see the troubleshoot runbook")
         return StepResult("check_hub_starts", OK, f"managed hub already running on {url}: /hub/api answered 200 (JupyterHub {version})")
-    params.state_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="smoke-", dir=params.state_dir))
+    params.layout.state_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="smoke-", dir=params.layout.state_dir))
     pid_file = work / "proxy.pid"
     (work / "jupyterhub_config.py").write_text(throwaway_config(params, work, pid_file, "c.JupyterHub.authenticator_class = 'null'\n"))
     token = secrets.token_hex(32)  # the proxy token goes through the environment, never argv
     t0 = time.monotonic()
-    hub = start_hub([str(env_bin(params, "jupyterhub")), "-f", str(work / "jupyterhub_config.py")],
+    hub = start_hub([str(params.layout.env_bin("jupyterhub")), "-f", str(work / "jupyterhub_config.py")],
                     cwd=work, log_file=work / "jupyterhub.log", env={"CONFIGPROXY_AUTH_TOKEN": token}, proxy_pid_file=pid_file)
     proxy_pid = None
     try:

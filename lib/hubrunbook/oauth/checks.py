@@ -1,43 +1,24 @@
 """Verification of OAuth login: a static check of what the hub will use, and a probe of the running hub."""
 from __future__ import annotations
 
-import ast
 import stat
 import time
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import requests
 
 from hubrunbook.oauth import settings as oauth
 from hubrunbook.core import secretref
-from hubrunbook.core.errors import ParameterError, RunbookError, SecretError
+from hubrunbook.core.errors import ConfigError, ParameterError, RunbookError, SecretError
+from hubrunbook.hub.configload import load_config
 from hubrunbook.hub.hubenv import installed_versions
-from hubrunbook.hub.service import hub_env_path, read_hub_env
+from hubrunbook.hub.envfile import read_hub_env
 from hubrunbook.core.steps import FAILED, OK, WOULD_CHANGE, StepResult
 from hubrunbook.hub.tls import http_session
 
 PROBE_CODE = "hubrunbook-probe-not-a-real-code"
 BAD_CLIENT = {"incorrect_client_credentials", "invalid_client", "unauthorized_client"}
 CLIENT_OK = {"bad_verification_code", "invalid_grant", "invalid_request"}
-
-
-def config_values(path: Path) -> dict[str, object]:
-    """Top-level ``c.X.y = <literal>`` assignments of a config file (non-literals as their source). Read-only."""
-    try:
-        tree = ast.parse(path.read_text())
-    except (OSError, SyntaxError):
-        return {}
-    out: dict[str, object] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            key = ast.unparse(node.targets[0])
-            if key.startswith("c.") and key.count(".") == 2:
-                try:
-                    out[key] = ast.literal_eval(node.value)
-                except ValueError:
-                    out[key] = ast.unparse(node.value)
-    return out
 
 
 def _reach(method: str, url: str, timeout: float, **kw) -> tuple[bool, str, requests.Response | None]:
@@ -80,7 +61,7 @@ def _client(params) -> tuple[str, str, str]:
     id_var, secret_var = oauth.ENV_VARS[params.oauth_provider]
     env = read_hub_env(params)
     if env.get(id_var) and env.get(secret_var):
-        return env[id_var], env[secret_var], f"{hub_env_path(params)} ({id_var}, {secret_var})"
+        return env[id_var], env[secret_var], f"{params.layout.hub_env} ({id_var}, {secret_var})"
     cid = secretref.resolve(params.oauth_client_id, "oauth_client_id", prompt=False)
     sec = secretref.resolve(params.oauth_client_secret, "oauth_client_secret", prompt=False)
     return cid, sec, f"{params.oauth_client_id}, {params.oauth_client_secret} (not yet in hub.env)"
@@ -130,7 +111,7 @@ def check_oauth_static(params, *, dry_run: bool = False) -> StepResult:
     if endpoints.get("token_url") and client:
         ok, seen = probe_client_credentials(endpoints["token_url"], client[0], client[1], callback, timeout)
         row("client credentials", ok, f"{endpoints['token_url']}: {seen}")
-    have = installed_versions(params.env_dir, ["oauthenticator"]).get("oauthenticator")
+    have = installed_versions(params.layout.env_dir, ["oauthenticator"]).get("oauthenticator")
     if dry_run and have != params.oauthenticator_version:
         later("oauthenticator in hub env")
     else:
@@ -142,14 +123,18 @@ def check_oauth_static(params, *, dry_run: bool = False) -> StepResult:
 
 
 def _config_rows(params, callback: str, row) -> None:
-    conf = config_values(params.config_path)
-    in_conf = conf.get("c.OAuthenticator.oauth_callback_url")
+    try:
+        conf = load_config(params, ["c.OAuthenticator.oauth_callback_url"])
+    except ConfigError as exc:
+        row("config loads", False, str(exc).splitlines()[0])
+        return
+    in_conf = conf.values.get("c.OAuthenticator.oauth_callback_url")
     row("callback URL", in_conf == callback,
         f"{callback} (register exactly this at the provider)" if in_conf == callback
         else f"config has {in_conf!r}, the public URL and base_url give {callback}; run the config step")
-    leaked = [k for k in oauth.SECRET_KEYS if k in conf]
+    leaked = [k for k in oauth.SECRET_KEYS if k in conf.names]
     row("no secret in config", not leaked, f"{params.config_path}: " + (f"remove {', '.join(leaked)}" if leaked else "no client_id/client_secret"))
-    env_file = hub_env_path(params)
+    env_file = params.layout.hub_env
     try:
         mode = stat.S_IMODE(env_file.stat().st_mode)
         row("hub.env private", mode & 0o077 == 0, f"{env_file} mode {mode:04o}")

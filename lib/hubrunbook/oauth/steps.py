@@ -8,8 +8,8 @@ from hubrunbook.oauth import settings as oauth
 from hubrunbook.core import secretref
 from hubrunbook.hub.config import apply_settings
 from hubrunbook.core.errors import CommandError, SecretError
-from hubrunbook.hub.hubenv import env_bin, install_packages, installed_versions
-from hubrunbook.hub.service import hub_env_path, set_hub_env
+from hubrunbook.hub.hubenv import install_packages, installed_versions
+from hubrunbook.hub.envfile import set_hub_env
 from hubrunbook.core.shell import run_command
 from hubrunbook.core.steps import CHANGED, OK, UNCHANGED, WOULD_CHANGE, StepResult
 
@@ -60,14 +60,14 @@ def ensure_oauth_secrets(params, *, dry_run: bool = False) -> StepResult:
     id_var, secret_var = oauth.ENV_VARS[params.oauth_provider]
     stale = [v for pair in oauth.ENV_VARS.values() for v in pair if v not in (id_var, secret_var)]
     changed = set_hub_env(params, {id_var: cid, secret_var: sec, **{v: None for v in stale}}, dry_run=dry_run)
-    where = f"{hub_env_path(params)} ({id_var}, {secret_var}; mode 0600)"
+    where = f"{params.layout.hub_env} ({id_var}, {secret_var}; mode 0600)"
     if not changed:
         return StepResult("ensure_oauth_secrets", UNCHANGED, f"client id and secret already in {where}")
     if dry_run:
         return StepResult("ensure_oauth_secrets", WOULD_CHANGE, f"would write the client id and secret to {where}")
-    mode = hub_env_path(params).stat().st_mode & 0o777
+    mode = params.layout.hub_env.stat().st_mode & 0o777
     if mode & 0o077:
-        raise SecretError(f"{hub_env_path(params)} has mode {mode:04o} after writing; expected 0600")
+        raise SecretError(f"{params.layout.hub_env} has mode {mode:04o} after writing; expected 0600")
     return StepResult("ensure_oauth_secrets", CHANGED, f"client id and secret written to {where}")
 
 
@@ -78,25 +78,25 @@ def ensure_oauthenticator(params, *, dry_run: bool = False) -> StepResult:
     created or creates, never onto a system account.
     """
     want = params.oauthenticator_version
-    have = installed_versions(params.env_dir, ["oauthenticator"]).get("oauthenticator")
+    have = installed_versions(params.layout.env_dir, ["oauthenticator"]).get("oauthenticator")
     module, module_detail = hubguard.ensure_hub_module(params, dry_run=True)
     module_ok = module == UNCHANGED
     if have == want and module_ok:
-        return StepResult("ensure_oauthenticator", UNCHANGED, f"oauthenticator {have} and {hubguard.HUB_MODULE}.py in {params.env_dir}")
+        return StepResult("ensure_oauthenticator", UNCHANGED, f"oauthenticator {have} and {hubguard.HUB_MODULE}.py in {params.layout.env_dir}")
     todo = ([f"install oauthenticator=={want} (now {have or 'absent'})"] if have != want else []) + \
            ([module_detail.removeprefix("would ")] if not module_ok else [])
     if dry_run:
         return StepResult("ensure_oauthenticator", WOULD_CHANGE, "would " + "; ".join(todo))
     if have != want:
-        install_packages(params, params.env_dir, [f"oauthenticator=={want}"], progress=_progress)
+        install_packages(params, params.layout.env_dir, [f"oauthenticator=={want}"], progress=_progress)
     hubguard.ensure_hub_module(params)
-    check = run_command([env_bin(params, "python"), "-c",
+    check = run_command([params.layout.env_bin("python"), "-c",
                          f"import json, oauthenticator, {hubguard.HUB_MODULE} as m; "
                          "print(json.dumps([oauthenticator.__version__, m.LocalGitHubOAuthenticator.__name__]))"],
                         timeout=60, what="import oauthenticator")
     version, _ = json.loads(check.stdout)
     if version != want:
-        raise CommandError(f"oauthenticator {version} imports in the hub env after installing {want}; check {params.env_dir}")
+        raise CommandError(f"oauthenticator {version} imports in the hub env after installing {want}; check {params.layout.env_dir}")
     return StepResult("ensure_oauthenticator", CHANGED, "; ".join(todo) + f" — imports fine (oauthenticator {version})")
 
 

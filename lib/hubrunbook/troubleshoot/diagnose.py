@@ -1,8 +1,8 @@
-"""Diagnosis: findings, the scan that runs every catalog check with a bounded time, the report, repairs.
+"""Diagnosis: the scan that runs every catalog check with a bounded time, the report, repairs.
 
-The catalog of checks (what each one detects, why it happens, what fixes it) is data in
-``checks.py``; log messages the hub or proxy writes are data in ``logscan.py``. Detectors
-only read; repairs are separate functions run by :func:`apply_repairs` when asked.
+What a check is and the catalog they register in live in ``catalog.py``; the checks themselves in ``checks/``
+(importing that package registers them); log messages the hub or proxy writes are data in ``logscan.py``.
+Detectors only read; repairs are separate functions run by :func:`apply_repairs` when asked.
 """
 from __future__ import annotations
 
@@ -10,105 +10,19 @@ import concurrent.futures
 import html
 import json
 import os
-import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hubrunbook.core import secretref
 from hubrunbook.core.errors import RunbookError
 from hubrunbook.core.steps import COLORS, FAILED, OK, StepResult, WOULD_CHANGE, html_table, text_table
-
-ERROR, WARNING, INFO = "error", "warning", "info"
-SEVERITIES = (ERROR, WARNING, INFO)
-_RANK = {ERROR: 0, WARNING: 1, INFO: 2}
-_SEV_COLOR = {ERROR: COLORS[FAILED], WARNING: "#ef6c00", INFO: "#1565c0"}
-
-
-@dataclass
-class Finding:
-    """One problem found: what was seen, the evidence (log line, PID, mode), its cause and the fix."""
-
-    id: str
-    severity: str
-    title: str
-    seen: str
-    evidence: str = ""
-    cause: str = ""
-    fix: str = ""
-    repairable: bool = False
-    data: dict[str, Any] = field(default_factory=dict)  # facts a repair needs (PIDs, paths); never secrets
-    check: str = ""  # the catalog entry that produced it (its repair is that entry's)
-
-    def __post_init__(self):
-        if self.severity not in SEVERITIES:
-            raise ValueError(f"severity must be one of {SEVERITIES}; got {self.severity!r}")
-        for name in ("title", "seen", "evidence", "cause", "fix"):
-            setattr(self, name, secretref.mask(str(getattr(self, name))))
-
-    def as_dict(self) -> dict[str, Any]:
-        keys = ("id", "check", "severity", "title", "seen", "evidence", "cause", "fix", "repairable")
-        return {k: secretref.mask(v) if isinstance(v := getattr(self, k), str) else v for k in keys} | {
-            "data": {k: v for k, v in self.data.items() if isinstance(v, (str, int, float, bool, type(None), list))}
-        }
-
-    def _repr_html_(self) -> str:
-        color = _SEV_COLOR[self.severity]
-        rows = [("seen", self.seen), ("evidence", self.evidence), ("cause", self.cause), ("fix", self.fix),
-                ("repair", "available (apply_fixes: true)" if self.repairable else "by hand")]
-        return (f"<p><span style='color:{color};font-weight:bold'>{self.severity.upper()}</span> "
-                f"<code>{html.escape(self.id)}</code>: {html.escape(self.title)}</p>" + html_table(("", ""), rows))
-
-    def __repr__(self) -> str:
-        return (f"[{self.severity}] {self.id}: {self.title}\n  seen: {self.seen}\n  evidence: {self.evidence}\n"
-                f"  cause: {self.cause}\n  fix: {self.fix}")
-
-
-@dataclass(frozen=True)
-class Check:
-    """A catalog entry: what a check detects, an example of what the operator sees, the cause, the action.
-
-    ``detect(ctx) -> list[Finding]`` is read-only; ``repair(params, finding, *, dry_run) -> StepResult`` is optional.
-    """
-
-    id: str
-    title: str
-    example: str
-    cause: str
-    action: str
-    detect: Callable[["Context"], list[Finding]]
-    repair: Callable[..., StepResult] | None = None
-    guide: str = ""  # section of the field guide it comes from, if any
-
-    def finding(self, severity: str, seen: str, evidence: str = "", *, cause: str = "", fix: str = "",
-                id: str | None = None, title: str | None = None, repairable: bool | None = None, **data) -> Finding:
-        """A Finding of this check (cause and fix default to the catalog's; repairable when the check has a repair)."""
-        can = self.repair is not None and (repairable is None or repairable)
-        return Finding(id or self.id, severity, title or self.title, seen, evidence, cause or self.cause,
-                       fix or self.action, repairable=can, data=data, check=self.id)
-
-
-class Context:
-    """What the checks of one scan share: the params and facts computed once (thread-safe, lazily)."""
-
-    def __init__(self, params, *, log_tail_kb: int = 256):
-        self.params = params
-        self.log_tail_kb = log_tail_kb
-        self._facts: dict[str, Any] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def fact(self, name: str, compute: Callable[[], Any]) -> Any:
-        """The value of fact *name*, computing it once per scan with *compute*."""
-        with self._guard:
-            lock = self._locks.setdefault(name, threading.Lock())
-        with lock:
-            if name not in self._facts:
-                self._facts[name] = compute()
-            return self._facts[name]
+from hubrunbook.troubleshoot import catalog
+from hubrunbook.troubleshoot import checks as _checks  # noqa: F401  (importing the package registers every check)
+from hubrunbook.troubleshoot.catalog import _RANK, _SEV_COLOR, ERROR, INFO, SEVERITIES, WARNING, Check, Context, Finding
 
 
 @dataclass
@@ -191,12 +105,13 @@ def run_checks(params, *, timeout_per_check: float = 10, checks: list[Check] | N
 
     A check that raises or times out becomes a finding of its own; the scan never crashes.
     """
-    from hubrunbook.troubleshoot.checks import CATALOG
+    from hubrunbook.hub.envfile import read_hub_env
 
-    from hubrunbook.troubleshoot.facts import read_hub_env
-
-    checks = CATALOG if checks is None else checks
-    read_hub_env(params)  # register the hub's secrets for masking before any finding is made
+    checks = catalog.CATALOG if checks is None else checks
+    try:
+        read_hub_env(params)  # register the hub's secrets for masking before any finding is made
+    except RunbookError:
+        pass  # an unreadable hub.env becomes a finding of each check that reads it
     ctx = Context(params, log_tail_kb=log_tail_kb)
     t0 = time.monotonic()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -220,7 +135,7 @@ def run_checks(params, *, timeout_per_check: float = 10, checks: list[Check] | N
             findings.append(_crash_finding(check, f"raised {type(exc).__name__}", secretref.mask(tb)))
     pool.shutdown(wait=False, cancel_futures=True)
     findings.sort(key=lambda f: _RANK[f.severity])
-    return Report(findings, runs, started, time.monotonic() - t0, str(params.root))
+    return Report(findings, runs, started, time.monotonic() - t0, str(params.layout.root))
 
 
 def _timed(check: Check, ctx: Context):
@@ -261,10 +176,8 @@ def apply_repairs(params, report: Report, *, dry_run: bool = False) -> list[Step
 
     Each repair is idempotent; one that fails becomes a failed StepResult and the others still run.
     """
-    from hubrunbook.troubleshoot.checks import CATALOG
-
-    by_id = {c.id: c for c in CATALOG}
-    order = {c.id: i for i, c in enumerate(CATALOG)}
+    by_id = {c.id: c for c in catalog.CATALOG}
+    order = {c.id: i for i, c in enumerate(catalog.CATALOG)}
     todo = sorted((f for f in report.findings if f.repairable and f.check in by_id), key=lambda f: order[f.check])
     results: list[StepResult] = []
     done: set[tuple] = set()
@@ -286,21 +199,11 @@ def apply_repairs(params, report: Report, *, dry_run: bool = False) -> list[Step
     return results
 
 
-def repairs_summary(results: list[StepResult]) -> StepResult:
-    """One StepResult for all repairs (failed if any repair failed)."""
-    failed = [r for r in results if r.failed]
-    rows = [(r.step, r.status, r.detail) for r in results]
-    return StepResult("apply_repairs", FAILED if failed else OK,
-                      f"{len(failed)} of {len(results)} repairs failed" if failed else f"{len(results)} repair step(s)",
-                      rows, header=("repair", "status", "detail"))
-
-
 def catalog_rows() -> list[tuple[str, str, str, str, str, str]]:
     """The catalog as a table: (id, problem, example, cause, action, repair) for every check and known log message."""
-    from hubrunbook.troubleshoot.checks import CATALOG
     from hubrunbook.troubleshoot.logscan import LOG_MESSAGES
 
-    rows = [(c.id, c.title, c.example, c.cause, c.action, "yes" if c.repair else "no") for c in CATALOG]
+    rows = [(c.id, c.title, c.example, c.cause, c.action, "yes" if c.repair else "no") for c in catalog.CATALOG]
     rows += [(f"log:{m.id}", m.title, m.example, m.cause, m.action, "-") for m in LOG_MESSAGES]
     return rows
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import requests
 
 from hubrunbook.host import ports
-from hubrunbook.core import secretref
 from hubrunbook.host.process import read_pid
 from hubrunbook.core.shell import run_command
 
@@ -38,16 +37,12 @@ print(json.dumps(out))
 """
 
 
-def env_python(params) -> Path:
-    return params.env_dir / "bin" / "python"
-
-
 def probe_env(params, timeout: float = 15) -> dict:
     """Versions, jupyterhub's requirements and whether tornado/jupyterhub import, from the hub env's Python.
 
     {"missing": why} when the env's interpreter is absent or does not run.
     """
-    py = env_python(params)
+    py = params.layout.env_bin("python")
     if not py.exists():
         return {"missing": f"{py} does not exist"}
     proc = run_command([py, "-c", ENV_PROBE], timeout=timeout, check=False, what="hub env probe")
@@ -93,7 +88,7 @@ def hub_pid(params) -> int | None:
 
 def recorded_proxy_pid(params) -> int | None:
     """The PID in state/jupyterhub-proxy.pid when alive and configurable-http-proxy."""
-    pid = read_pid(params.state_dir / "jupyterhub-proxy.pid")
+    pid = read_pid(params.layout.proxy_pid_file)
     return pid if pid and ports.is_proxy(pid) else None
 
 
@@ -104,33 +99,10 @@ def pid_file_text(path: Path) -> str:
         return "(absent)"
 
 
-# --- the hub's environment file --------------------------------------------------------------
-def hub_env_path(params) -> Path:
-    return params.secrets_dir / "hub.env"
-
-
-def read_hub_env(params) -> dict[str, str]:
-    """KEY=VALUE pairs of <prefix>/secrets/hub.env (values registered for masking); {} when absent or unreadable."""
-    try:
-        text = hub_env_path(params).read_text()
-    except OSError:
-        return {}
-    out = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        out[key.strip()] = secretref.register(value)
-    return out
-
-
 def proxy_token_status(params, timeout: float = 2) -> str:
     """Ask the proxy API on proxy_api_port with the hub's token: 'accepted', 'rejected 403', 'no token', 'no answer',
     or 'not sent: …' when what listens there is not proven to be our proxy (the token goes to nobody else)."""
+    from hubrunbook.hub.envfile import read_hub_env
     from hubrunbook.hub.proxy import unproven_reason
 
     token = read_hub_env(params).get("CONFIGPROXY_AUTH_TOKEN")
@@ -184,7 +156,7 @@ def db_revision(path: Path) -> str | None:
     return row[0] if row else None
 
 
-# --- the config file, as JupyterHub's loader sees it ------------------------------------------------
+# --- the config file, as JupyterHub's loader sees it (hub/configload.py) ---------------------------------
 # "Authenticator.<trait>" / "Spawner.<trait>": the value that applies to the configured authenticator / spawner
 # class (the most specific class in its MRO that the file sets, as traitlets resolves it); others: exact class.
 CONFIG_KEYS = (
@@ -196,85 +168,13 @@ CONFIG_KEYS = (
     "Authenticator.create_system_users", "Authenticator.oauth_callback_url", "Spawner.notebook_dir", "Spawner.cmd",
 )  # never client_id / client_secret: the loader prints values
 
-_LOCAL_GENERIC = ["LocalGenericOAuthenticator", "LocalAuthenticator", "GenericOAuthenticator", "OAuthenticator", "Authenticator"]
-KNOWN_MRO = {  # configurable classes of each MRO, measured with jupyterhub 6.1.1 / oauthenticator 17.4.0 (unit-tested)
-    "jupyterhub.auth.PAMAuthenticator": ["PAMAuthenticator", "LocalAuthenticator", "Authenticator"],
-    "jupyterhub.auth.DummyAuthenticator": ["DummyAuthenticator", "Authenticator"],
-    "jupyterhub.auth.NullAuthenticator": ["NullAuthenticator", "Authenticator"],
-    "jupyterhub.authenticators.shared.SharedPasswordAuthenticator": ["SharedPasswordAuthenticator", "Authenticator"],
-    "oauthenticator.github.LocalGitHubOAuthenticator":
-        ["LocalGitHubOAuthenticator", "LocalAuthenticator", "GitHubOAuthenticator", "OAuthenticator", "Authenticator"],
-    "oauthenticator.github.GitHubOAuthenticator": ["GitHubOAuthenticator", "OAuthenticator", "Authenticator"],
-    "oauthenticator.generic.LocalGenericOAuthenticator": _LOCAL_GENERIC,
-    "oauthenticator.generic.GenericOAuthenticator": ["GenericOAuthenticator", "OAuthenticator", "Authenticator"],
-    "hubrunbook_hub_auth.LocalGenericOAuthenticator": ["LocalGenericOAuthenticator", "_GuardedAuthenticator", "HubrunbookGuard",
-                                                       *_LOCAL_GENERIC],
-    "hubrunbook_hub_auth.LocalGitHubOAuthenticator": ["LocalGitHubOAuthenticator", "_GuardedAuthenticator", "HubrunbookGuard",
-                                                      "LocalGitHubOAuthenticator", "LocalAuthenticator", "GitHubOAuthenticator",
-                                                      "OAuthenticator", "Authenticator"],
-    "hubrunbook_hub_auth.PAMAuthenticator": ["PAMAuthenticator", "_GuardedAuthenticator", "HubrunbookGuard", "PAMAuthenticator",
-                                             "LocalAuthenticator", "Authenticator"],
-    "hubrunbook_hub_auth.LocalProcessSpawner": ["LocalProcessSpawner", "HubrunbookGuard", "LocalProcessSpawner", "Spawner"],
-    "jupyterhub.spawner.LocalProcessSpawner": ["LocalProcessSpawner", "Spawner"],
-    "jupyterhub.spawner.SimpleLocalProcessSpawner": ["SimpleLocalProcessSpawner", "LocalProcessSpawner", "Spawner"],
-}
-
-EFFECTIVE_LOADER = r"""
-import importlib, json, sys
-from importlib.metadata import entry_points
-from pathlib import Path
-from traitlets.config.loader import PyFileConfigLoader
-p = Path(sys.argv[1])
-cfg = PyFileConfigLoader(p.name, path=str(p.parent)).load_config()
-
-def exact(cls, trait):
-    return (True, cfg[cls][trait]) if cls in cfg and trait in cfg[cls] else (False, None)
-
-KNOWN = json.loads(sys.argv[2])  # measured MROs of common classes: importing jupyterhub.auth alone takes ~1.2 s
-
-def chain(kind, default, group, base):
-    name = exact("JupyterHub", kind)[1] or default
-    if not isinstance(name, str):
-        return [c.__name__ for c in name.__mro__]
-    try:
-        if "." not in name:  # an entry point name ('pam', 'local-github'): its target, without importing it
-            name = entry_points(group=group)[name].value.replace(":", ".")
-        if name in KNOWN:
-            return KNOWN[name]
-        mod, _, attr = name.rpartition(".")
-        klass = getattr(importlib.import_module(mod), attr)
-        return [c.__name__ for c in klass.__mro__]
-    except Exception:  # the env cannot import it (broken env): a best guess from the name
-        short = name.rpartition(".")[2]
-        guess = [short] + (["OAuthenticator"] if "OAuth" in short else []) + (["LocalAuthenticator"] if base == "Authenticator" else [])
-        return guess + [base]
-
-chains = {"Authenticator": chain("authenticator_class", "pam", "jupyterhub.authenticators", "Authenticator"),
-          "Spawner": chain("spawner_class", "localprocess", "jupyterhub.spawners", "Spawner")}
-out = {}
-for key in sys.argv[3:]:
-    cls, trait = key.split(".")
-    for c in chains.get(cls, [cls]):
-        found, value = exact(c, trait)
-        if found:
-            out["c." + key] = sorted(value) if isinstance(value, (set, frozenset)) else value
-            break
-print(json.dumps(out, default=repr))
-"""
 
 
-def load_config(params) -> dict:
-    """Effective values of CONFIG_KEYS ('c.Class.trait' → value), loaded with traitlets in the hub env.
+def load_config(params, timeout: float = 30):
+    """The effective values of CONFIG_KEYS (keys the file does not set are absent) and the names of all it sets.
 
-    Keys the file does not set are absent. Raises ConfigError when the file is missing or does not load.
+    Raises ConfigError when the file is missing or does not load.
     """
-    from hubrunbook.core.errors import ConfigError
+    from hubrunbook.hub.configload import load_config as load
 
-    path = params.config_path
-    if not path.exists():
-        raise ConfigError(f"{path} does not exist")
-    proc = run_command([env_python(params), "-c", EFFECTIVE_LOADER, path, json.dumps(KNOWN_MRO), *CONFIG_KEYS], timeout=30, check=False,
-                       what="load jupyterhub_config.py")
-    if proc.returncode != 0:
-        raise ConfigError(f"{path} does not load with JupyterHub's config loader:\n{secretref.mask(proc.stderr)[-1500:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return load(params, [f"c.{k}" for k in CONFIG_KEYS], resolve=True, timeout=timeout)

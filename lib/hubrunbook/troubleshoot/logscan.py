@@ -179,7 +179,7 @@ def hub_log_lines(params, tail_kb: int = 256) -> list[tuple[int, str]]:
 
     if systemd.mode(params) == "systemd":
         return _last_run(systemd.journal_lines(params, max(200, tail_kb * 8)), cut=False)
-    return last_run_lines(params.state_dir / "jupyterhub.log", tail_kb)
+    return last_run_lines(params.layout.hub_log, tail_kb)
 
 
 def last_run_lines(path: Path, tail_kb: int = 256) -> list[tuple[int, str]]:

@@ -39,9 +39,9 @@ def repair_hub_packages(params, finding, *, dry_run: bool = False) -> StepResult
         return StepResult(name, UNCHANGED, f"jupyterhub {params.jupyterhub_version} and tornado{spec} already in place")
     specs = [f"jupyterhub=={params.jupyterhub_version}", f"jupyterlab=={params.jupyterlab_version}", f"tornado{spec}"]
     if dry_run:
-        return StepResult(name, WOULD_CHANGE, f"would install {' '.join(specs)} into {params.env_dir}")
+        return StepResult(name, WOULD_CHANGE, f"would install {' '.join(specs)} into {params.layout.env_dir}")
     was = env.get("versions", {})
-    install_packages(params, params.env_dir, specs)
+    install_packages(params, params.layout.env_dir, specs)
     env = facts.probe_env(params)
     if not _packages_ok(params, env):
         raise CommandError(f"reinstalled {' '.join(specs)} but the env is still not right: {env}. Rebuild it with the "
@@ -113,8 +113,8 @@ def repair_secret_modes(params, finding, *, dry_run: bool = False) -> StepResult
     """chmod 600 a secret file of ours (only under <prefix>/secrets)."""
     name = "repair_secret_modes"
     path = Path(finding.data["path"])
-    if params.secrets_dir.resolve() not in path.resolve().parents:
-        return StepResult(name, FAILED, f"{path} is not under {params.secrets_dir}; not ours to change")
+    if params.layout.secrets_dir.resolve() not in path.resolve().parents:
+        return StepResult(name, FAILED, f"{path} is not under {params.layout.secrets_dir}; not ours to change")
     mode = path.stat().st_mode & 0o777
     if not mode & 0o077:
         return StepResult(name, UNCHANGED, f"{path} is already mode {mode:04o}")
@@ -127,7 +127,7 @@ def repair_secret_modes(params, finding, *, dry_run: bool = False) -> StepResult
 def repair_db_schema(params, finding, *, dry_run: bool = False) -> StepResult:
     """Copy the sqlite database to <state>/backups/, then `jupyterhub upgrade-db`; verify the schema is current."""
     name = "repair_db_schema"
-    db = Path(finding.data.get("db") or params.state_dir / "jupyterhub.sqlite")
+    db = Path(finding.data.get("db") or params.layout.hub_db)
     env = facts.probe_env(params)
     head = facts.alembic_head(env.get("pkg_dir"))
     have = facts.db_revision(db)
@@ -135,7 +135,7 @@ def repair_db_schema(params, finding, *, dry_run: bool = False) -> StepResult:
         return StepResult(name, UNCHANGED, f"{db} is at schema {head}")
     if facts.hub_pid(params):
         raise HubError("the hub is running; stop it before upgrading its database (it should not run on an old schema)")
-    backups = params.state_dir / "backups"
+    backups = params.layout.backups_dir
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     backup = backups / f"{db.name}.{have}.{stamp}"
     if dry_run:
@@ -143,9 +143,9 @@ def repair_db_schema(params, finding, *, dry_run: bool = False) -> StepResult:
     backups.mkdir(mode=0o700, parents=True, exist_ok=True)
     shutil.copy2(db, backup)
     os.chmod(backup, 0o600)
-    jh = params.env_dir / "bin" / "jupyterhub"
-    run_command([jh, "upgrade-db", f"--db=sqlite:///{db}"], cwd=params.state_dir, timeout=180,
-                env={"PATH": f"{params.env_dir / 'bin'}:{os.environ.get('PATH', '')}"}, what="jupyterhub upgrade-db")
+    jh = params.layout.env_bin("jupyterhub")
+    run_command([jh, "upgrade-db", f"--db=sqlite:///{db}"], cwd=params.layout.state_dir, timeout=180,
+                env={"PATH": f"{params.layout.env_dir / 'bin'}:{os.environ.get('PATH', '')}"}, what="jupyterhub upgrade-db")
     now = facts.db_revision(db)
     if now != head:
         raise CommandError(f"jupyterhub upgrade-db ran but {db} is at {now}, not {head}; the backup is {backup}")

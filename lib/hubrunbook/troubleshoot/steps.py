@@ -8,14 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from hubrunbook.troubleshoot import diagnose
-from hubrunbook.troubleshoot.diagnose import ERROR, Finding, Report
+from hubrunbook.troubleshoot.catalog import ERROR, INFO, Finding
+from hubrunbook.troubleshoot.diagnose import Report
 from hubrunbook.core.errors import RunbookError
 from hubrunbook.core.steps import CHANGED, FAILED, OK, SKIPPED, UNCHANGED, WOULD_CHANGE, StepResult
 
 
 def report_path(params) -> Path:
     """Where the JSON report goes: report_file, or <prefix>/state/troubleshoot.json."""
-    return Path(params.report_file) if params.report_file else params.state_dir / "troubleshoot.json"
+    return Path(params.report_file) if params.report_file else params.layout.troubleshoot_report
 
 
 def scan_deployment(params) -> Report:
@@ -27,7 +28,7 @@ class Details:
     """Every error and warning of a report with its evidence, cause and fix, for reading one by one."""
 
     def __init__(self, findings: list[Finding]):
-        self.findings = [f for f in findings if f.severity != diagnose.INFO]
+        self.findings = [f for f in findings if f.severity != INFO]
 
     def _repr_html_(self) -> str:
         if not self.findings:

@@ -7,10 +7,11 @@ import re
 import stat
 from pathlib import Path
 
-from hubrunbook.troubleshoot import facts, repairs
+from hubrunbook.troubleshoot import repairs
 from hubrunbook.host import system
-from hubrunbook.troubleshoot.diagnose import ERROR, Check, Context, Finding
-from hubrunbook.troubleshoot.checks.common import _config, _config_or_error, _env, _hub_pid, cfg
+from hubrunbook.hub import envfile
+from hubrunbook.troubleshoot.catalog import ERROR, Check, Context, Finding, register
+from hubrunbook.troubleshoot.checks.common import _config, _config_or_error, _env, _hub_pid, cfg, config_sets
 
 
 def check_config_file(ctx: Context) -> list[Finding]:
@@ -49,7 +50,7 @@ def _managed_line(path, where: str) -> tuple[int, str] | None:
 ALLOW_KEYS = ("Authenticator.allowed_users", "Authenticator.allowed_groups", "Authenticator.allowed_organizations")
 
 
-def check_allow_rule(ctx: Context) -> list[Finding]:
+def check_config_allow_rule(ctx: Context) -> list[Finding]:
     """JupyterHub ≥ 5 admits nobody without an allow rule (allowed_users, allow_all, groups, orgs). admin_users counts
     with OAuthenticator (its check_allowed admits admins), not with PAM: JupyterHub adds admins to allowed_users only
     when that set is not empty, so admins alone are locked out."""
@@ -70,15 +71,6 @@ def check_allow_rule(ctx: Context) -> list[Finding]:
 
 def _is_oauth(ctx: Context) -> bool:
     return "oauth" in str(cfg(ctx, "JupyterHub.authenticator_class") or "").lower()
-
-
-def _config_sets(ctx: Context, trait: str) -> bool:
-    """Whether the config file has a live ``c.<Something>.<trait> =`` line (value never read)."""
-    try:
-        text = ctx.params.config_path.read_text()
-    except OSError:
-        return False
-    return bool(re.search(rf"^c\.\w+\.{trait}\s*=", text, re.M))
 
 
 def _hub_environ_names(pid: int) -> set[str] | None:
@@ -111,23 +103,23 @@ def check_oauth(ctx: Context) -> list[Finding]:
             fix=f"set the callback to {want} both in the provider's app registration and in the config (oauth runbook)"))
     cls = str(cfg(ctx, "JupyterHub.authenticator_class"))
     names = oauth.ENV_VARS["github" if "github" in cls.lower() else "generic"]
-    env = facts.read_hub_env(p)
+    env = envfile.read_hub_env(p)
     pid = _hub_pid(ctx)
     running = _hub_environ_names(pid) if pid else None
     for name, trait in zip(names, ("client_id", "client_secret")):
-        in_file = bool(env.get(name)) or _config_sets(ctx, trait)
+        in_file = bool(env.get(name)) or config_sets(ctx, trait)
         if not in_file:
             out.append(OAUTH.finding(
                 ERROR, f"the OAuth {trait.replace('_', ' ')} is not configured",
-                f"{facts.hub_env_path(p)}: no {name}; config: no c.*.{trait} line", id="oauth-client",
+                f"{p.layout.hub_env}: no {name}; config: no c.*.{trait} line", id="oauth-client",
                 title="OAuth client id/secret missing",
                 cause="the hub starts without it (a missing client id is not reported at start) and every login fails "
                       "at the provider", fix="run the oauth runbook with oauth_client_id/oauth_client_secret references",
                 name=name))
-        elif running is not None and name not in running and not _config_sets(ctx, trait):
+        elif running is not None and name not in running and not config_sets(ctx, trait):
             out.append(OAUTH.finding(
                 ERROR, f"the running hub (pid {pid}) does not have {name} in its environment",
-                f"/proc/{pid}/environ: no {name} (the value is in {facts.hub_env_path(p).name})", id="oauth-client-stale",
+                f"/proc/{pid}/environ: no {name} (the value is in {p.layout.hub_env.name})", id="oauth-client-stale",
                 title="hub started before the OAuth secrets were written",
                 cause="hub.env was written after the hub started, or the hub was started by hand without it",
                 fix="restart the managed hub so it loads hub.env", name=name))
@@ -237,7 +229,7 @@ def _blocked(path: Path) -> str | None:
 
 def check_singleuser_runnable(ctx: Context) -> list[Finding]:
     cmd = cfg(ctx, "Spawner.cmd") or []
-    path = Path(cmd[0]) if cmd and str(cmd[0]).startswith("/") else ctx.params.env_dir / "bin" / "jupyterhub-singleuser"
+    path = Path(cmd[0]) if cmd and str(cmd[0]).startswith("/") else ctx.params.layout.env_bin("jupyterhub-singleuser")
     if not path.exists() and "missing" in _env(ctx):
         return []
     if not path.exists():  # a missing file is not a permissions problem: say so
@@ -253,56 +245,56 @@ def check_singleuser_runnable(ctx: Context) -> list[Finding]:
     return []
 
 
-CONFIG_FILE = Check(
+CONFIG_FILE = register(Check(
     "config-file", "jupyterhub_config.py is missing or does not load",
     "File \"/opt/hubrunbook/etc/jupyterhub_config.py\", line 1152 … SyntaxError: invalid syntax",
     "a hand edit broke the Python of the config file, or the file was moved",
     "fix the line the error names (backups: jupyterhub_config.py.bak-*), or rerun the configure runbook; a broken "
     "line of hubrunbook's own ('# hubrunbook') is rewritten with apply_fixes",
-    check_config_file, repairs.repair_config_file, guide="§2.1")
+    check_config_file, repairs.repair_config_file, guide="§2.1", stage="access"))
 
 
-ALLOW_RULE = Check(
+ALLOW_RULE = register(Check(
     "allow-rule", "no allow rule: nobody can log in",
     "No allow config found, it's possible that nobody can login to your Hub!",
     "JupyterHub ≥ 5 admits nobody without allowed_users, allow_all or allowed groups/organizations (admin_users counts "
     "with OAuth only: PAM admins alone are locked out); "
     "every login shows the same 403 page as a wrong password",
     "list the users in allowed_users (configure runbook; repaired with apply_fixes from the parameters, then the hub "
-    "restarts)", check_allow_rule, repairs.repair_allow_rule, guide="§2.2, §2.4")
+    "restarts)", check_config_allow_rule, repairs.repair_allow_rule, guide="§2.2, §2.4", stage="access"))
 
 
-OAUTH = Check(
+OAUTH = register(Check(
     "oauth", "OAuth login is misconfigured",
     "redirect_uri mismatch at the provider; or 500 at spawn: getpwnam(): name not found",
     "the callback URL, client id/secret or system accounts of OAuth users do not fit the deployment",
-    "see the finding; the oauth runbook writes all of them consistently", check_oauth, guide="§2.5")
+    "see the finding; the oauth runbook writes all of them consistently", check_oauth, guide="§2.5", stage="access"))
 
 
-USER_ACCOUNTS = Check(
+USER_ACCOUNTS = register(Check(
     "user-accounts", "a user who may log in has no system account",
     "Unhandled error starting alice's server: \"getpwnam(): name not found: 'alice'\"  → 500 at spawn",
     "the spawner runs each server as the system user of the same name; allowed (or OAuth) users without an account "
     "log in and then get a 500",
     "create the account (configure runbook; repaired with apply_fixes for users listed in `users`/`admin_users`), "
     "or for OAuth set c.LocalAuthenticator.create_system_users = True", check_user_accounts,
-    repairs.repair_user_accounts, guide="§2.4, §2.5")
+    repairs.repair_user_accounts, guide="§2.4, §2.5", stage="access"))
 
 
-NOTEBOOK_DIRS = Check(
+NOTEBOOK_DIRS = register(Check(
     "notebook-dirs", "a user's notebook dir is missing",
     "TraitError: No such directory: ''/home/alice/notebooks''  → 500 POST /hub/api/users/alice/server "
     "(InvalidStateError), or a spawn that hangs until Spawner.start_timeout",
     "c.Spawner.notebook_dir points to a directory that does not exist (or is not the user's); the server exits and "
     "the hub waits the whole start timeout",
     "create it owned by the user (repaired with apply_fixes for users hubrunbook created)", check_notebook_dirs,
-    repairs.repair_notebook_dirs, guide="§2.3")
+    repairs.repair_notebook_dirs, guide="§2.3", stage="access"))
 
 
-SINGLEUSER = Check(
+SINGLEUSER = register(Check(
     "singleuser-runnable", "spawned users cannot run jupyterhub-singleuser",
     "Permission denied trying to run '/root/venv/bin/jupyterhub-singleuser'. Does alice have access to this file?",
     "the hub env or the Python it was built from lies under a directory other users cannot enter (a 0700 home such "
     "as /root or a pyenv there)",
     "rebuild the hub env from /usr/bin/python3 under a 0755 prefix such as /opt/hubrunbook (install runbook)",
-    check_singleuser_runnable)
+    check_singleuser_runnable, stage="access"))

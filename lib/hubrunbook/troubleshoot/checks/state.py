@@ -7,7 +7,8 @@ import stat
 
 from hubrunbook.troubleshoot import facts, repairs
 from hubrunbook.host import system
-from hubrunbook.troubleshoot.diagnose import ERROR, WARNING, Check, Context, Finding
+from hubrunbook.hub import envfile
+from hubrunbook.troubleshoot.catalog import ERROR, WARNING, Check, Context, Finding, register
 from hubrunbook.troubleshoot.logscan import hub_log_lines, match_log
 from hubrunbook.troubleshoot.checks.common import _env
 
@@ -15,7 +16,7 @@ from hubrunbook.troubleshoot.checks.common import _env
 def check_secret_files(ctx: Context) -> list[Finding]:
     p = ctx.params
     out = []
-    for path, fatal in ((p.secrets_dir / "cookie_secret", True), (facts.hub_env_path(p), False)):
+    for path, fatal in ((p.layout.cookie_secret, True), (p.layout.hub_env, False)):
         try:
             mode = stat.S_IMODE(path.stat().st_mode)
         except OSError:
@@ -31,7 +32,7 @@ def check_secret_files(ctx: Context) -> list[Finding]:
 
 def check_db_schema(ctx: Context) -> list[Finding]:
     env = _env(ctx)
-    db = ctx.params.state_dir / "jupyterhub.sqlite"
+    db = ctx.params.layout.hub_db
     have = facts.db_revision(db)
     head = facts.alembic_head(env.get("pkg_dir")) if "missing" not in env else None
     if have and head and have != head:
@@ -49,7 +50,7 @@ MIN_FREE_INODES = 1000
 
 def check_disk_space(ctx: Context) -> list[Finding]:
     p = ctx.params
-    where, free = system.free_mb(p.state_dir)
+    where, free = system.free_mb(p.layout.state_dir)
     st = os.statvfs(where)
     inodes = st.f_favail if st.f_files else None
     evidence = f"{where}: {free} MiB free" + (f", {inodes} inodes free" if inodes is not None else "")
@@ -64,7 +65,7 @@ def check_disk_space(ctx: Context) -> list[Finding]:
 def check_hub_log(ctx: Context) -> list[Finding]:
     """Known log messages in the hub's last run map to findings (warnings: the live checks say what still holds)."""
     p = ctx.params
-    facts.read_hub_env(p)  # registers the hub's secrets so that no log line shows them
+    envfile.read_hub_env(p)  # registers the hub's secrets so that no log line shows them
     lines = ctx.fact("log_lines", lambda: hub_log_lines(p, ctx.log_tail_kb))
     out = []
     for msg, hits in match_log(lines):
@@ -85,30 +86,30 @@ def _which_port(params, line: str) -> str:
     return f" (port {port}: {names.get(port, 'not one of ours')})"
 
 
-SECRET_FILES = Check(
+SECRET_FILES = register(Check(
     "secret-files", "a secret file is readable by others",
     "Refusing to run JupyterHub with invalid cookie_secret_file. … cookie_secret_file can be read or written by anybody",
     "the file was copied or created with a loose umask",
     "chmod 600 it (repaired with apply_fixes: our own files under <prefix>/secrets only)",
-    check_secret_files, repairs.repair_secret_modes)
+    check_secret_files, repairs.repair_secret_modes, stage="files"))
 
 
-DB_SCHEMA = Check(
+DB_SCHEMA = register(Check(
     "db-schema", "the hub database schema is older than the installed JupyterHub",
     "Found database schema version ff1860e38070 != f460b0348206. Backup your database and run `jupyterhub "
     "upgrade-db` to upgrade to the latest schema.",
     "JupyterHub was upgraded in the env, the database was not",
     "copy the database file aside, then `jupyterhub upgrade-db -f <config>` (repaired with apply_fixes: backup in "
-    "<prefix>/state/backups/)", check_db_schema, repairs.repair_db_schema)
+    "<prefix>/state/backups/)", check_db_schema, repairs.repair_db_schema, stage="files"))
 
 
-DISK = Check(
+DISK = register(Check(
     "disk-space", "little free disk where the hub keeps its state",
     "sqlite3.OperationalError: database or disk is full",
     "logs, backups or users' files filled the filesystem holding <prefix>/state",
-    "free space there (old logs, backups) or move the prefix; nothing is deleted automatically", check_disk_space)
+    "free space there (old logs, backups) or move the prefix; nothing is deleted automatically", check_disk_space, stage="files"))
 
 
-HUB_LOG = Check(
+HUB_LOG = register(Check(
     "hub-log", "known messages in the hub's log",
-    "see logscan.LOG_MESSAGES", "each message has its own cause", "each message has its own action", check_hub_log)
+    "see logscan.LOG_MESSAGES", "each message has its own cause", "each message has its own action", check_hub_log, stage="log"))

