@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PARAMS ?= parameters/local.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: deploy test test-browser test-pristine test-system unit bench runbooks references clean-venv status start stop restart logs rotate-secrets lab
+.PHONY: deploy test test-browser test-pristine test-system unit bench runbooks check-runbooks references clean-venv status start stop restart logs rotate-secrets lab
 
 $(STAMP): pyproject.toml tools/bootstrap.sh
 	sh tools/bootstrap.sh $(PY) $(VENV)
@@ -56,6 +56,10 @@ bench: $(STAMP)
 # also parameters/local.yaml and docs/troubleshoot-catalog.md
 runbooks: $(STAMP)
 	$(BIN)/python -m hubrunbook.sources
+
+# the committed form (CI, on a clean clone): pairs in step, the model's defaults, no outputs, generated files current
+check-runbooks: $(STAMP)
+	$(BIN)/python -m hubrunbook.sources --check
 
 # nbval references (tests/references/) and docs/runs/*.html: a converged run of each runbook on its test sandbox
 # (root; ~3 min). NAMES="install configure" for some of them.

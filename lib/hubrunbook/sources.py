@@ -205,8 +205,22 @@ def sync_runbook(name: str, directory: Path = RUNBOOKS_DIR) -> list[Path]:
     return written
 
 
-def check_runbook_source(name: str, directory: Path = RUNBOOKS_DIR) -> list[str]:
-    """What is out of step for runbook *name* (empty when nothing): the pair, the parameters cell, outputs, ids."""
+def parameters_cell_shape(source: str) -> list[tuple[str, str, str]]:
+    """(name, type, comment) of each line of a parameters cell: what the model fixes, without the values."""
+    shape = []
+    for line in source.splitlines():
+        head, _, comment = line.rpartition("  # ") if "  # " in line else (line, "", "")
+        name, _, rest = head.partition(":")
+        shape.append((name.strip(), rest.split(" = ", 1)[0].strip(), comment.strip()))
+    return shape
+
+
+def check_runbook_source(name: str, directory: Path = RUNBOOKS_DIR, *, committed: bool = False) -> list[str]:
+    """What is out of step for runbook *name* (empty when nothing): the pair, the parameters cell, ids.
+
+    An operator's copy may hold their own parameter values and the outputs of their last Run All + save: only the
+    shape of the parameters cell (names, types, comments) must be the model's. ``committed=True`` (CI, on a clean
+    clone: ``make check-runbooks``) also demands the model's defaults and no outputs."""
     ipynb, text = directory / f"{name}.ipynb", text_path(name, directory)
     missing = [p.name for p in (ipynb, text) if not p.exists()]
     if missing:
@@ -217,16 +231,32 @@ def check_runbook_source(name: str, directory: Path = RUNBOOKS_DIR) -> list[str]
     if _cell_view(nb) != _cell_view(read_text_source(name, directory)):
         problems.append(f"{ipynb.name} and {text.name} differ (cell sources, types or tags)")
     try:
-        if find_parameters_cell(nb).source != render_parameters_cell(name):
-            problems.append(f"{ipynb.name}: the parameters cell differs from the parameter model")
+        source, wanted = find_parameters_cell(nb).source, render_parameters_cell(name)
+        if parameters_cell_shape(source) != parameters_cell_shape(wanted):
+            problems.append(f"{ipynb.name}: the parameters cell differs from the parameter model (names, types, comments)")
+        elif committed and source != wanted:
+            problems.append(f"{ipynb.name}: the parameters cell holds values other than the model's defaults")
     except ValueError as exc:
         problems.append(f"{ipynb.name}: {exc}")
-    if any(c.get("outputs") or c.get("execution_count") is not None for c in nb.cells if c.cell_type == "code"):
+    if committed and any(c.get("outputs") or c.get("execution_count") is not None
+                         for c in nb.cells if c.cell_type == "code"):
         problems.append(f"{ipynb.name} carries outputs or execution counts")
     if None in ids or "" in ids:
         problems.append(f"{ipynb.name}: a cell has no id")
     if len(set(ids)) != len(ids):
         problems.append(f"{ipynb.name}: duplicate cell ids {sorted({i for i in ids if ids.count(i) > 1})}")
+    return problems
+
+
+def check_committed_runbooks() -> list[str]:
+    """Every runbook in its committed form (CI): in step, the model's defaults, no outputs; generated files current."""
+    from hubrunbook.runbooks import render_local_yaml
+    from hubrunbook.troubleshoot.diagnose import render_catalog_markdown
+
+    problems = [f"runbooks/{rb.name}: {p}" for rb in RUNBOOKS for p in check_runbook_source(rb.name, committed=True)]
+    for path, content in ((LOCAL_YAML, render_local_yaml()), (CATALOG_DOC, render_catalog_markdown())):
+        if not path.exists() or path.read_text() != content:
+            problems.append(f"{path.relative_to(REPO)} is not what the code generates")
     return problems
 
 
@@ -251,5 +281,9 @@ def sync_runbooks(names: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--check"]:
+        found = check_committed_runbooks()
+        print("\n".join(found) + f"\nrun: {SYNC_COMMAND}" if found else "runbooks and generated files are current")
+        sys.exit(1 if found else 0)
     for path in sync_runbooks(sys.argv[1:]):
         print(f"wrote {path.relative_to(REPO)}")

@@ -97,8 +97,8 @@ def test_only_the_parameters_cell_is_regenerated_and_outputs_are_stripped(pair):
     prose.source += "\nmy own words"
     (pair / f"{NAME}.ipynb").write_text(nbformat.writes(nb, version=4))
     _touch_newer(pair / f"{NAME}.ipynb", pair / f"{NAME}.md")
-    problems = sources.check_runbook_source(NAME, pair)
-    assert any("parameters cell differs" in p for p in problems), problems
+    problems = sources.check_runbook_source(NAME, pair, committed=True)
+    assert any("values other than the model's defaults" in p for p in problems), problems
     assert any("carries outputs" in p for p in problems), problems
     assert any("differ (cell sources" in p for p in problems), problems
 
@@ -110,7 +110,7 @@ def test_only_the_parameters_cell_is_regenerated_and_outputs_are_stripped(pair):
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in after.cells if c.cell_type == "code")
     assert any(c.source.endswith("my own words") for c in after.cells)
     assert _ids(after) == _ids(nb)
-    assert sources.check_runbook_source(NAME, pair) == []
+    assert sources.check_runbook_source(NAME, pair, committed=True) == []
 
 
 def test_the_check_names_missing_and_duplicate_ids(pair):
@@ -155,3 +155,29 @@ def test_a_committed_pair_is_a_fixed_point_of_the_sync(pair, newer):
     other = "ipynb" if newer == "md" else "md"
     _touch_newer(pair / f"{NAME}.{newer}", pair / f"{NAME}.{other}")
     assert sources.sync_runbook(NAME, pair) == [], "syncing an in-step pair rewrites nothing"
+
+
+def test_an_operators_run_all_and_save_passes_make_test_but_not_the_committed_check(pair):
+    """JupyterLab with jupytext saves both files: the operator's values and outputs are theirs, not drift."""
+    nb = _ipynb(pair)
+    cell = sources.find_parameters_cell(nb)
+    cell.source = cell.source.replace("port: int = 8000", "port: int = 8443")
+    code = next(c for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", []))
+    code.outputs, code.execution_count = [nbformat.v4.new_output("stream", text="ran here\n")], 1
+    (pair / f"{NAME}.ipynb").write_text(nbformat.writes(nb, version=4))
+    jupytext.write(nb, pair / f"{NAME}.md", fmt=sources.text_format())
+    assert "port: int = 8443" in (pair / f"{NAME}.md").read_text()
+    assert sources.check_runbook_source(NAME, pair) == []
+    committed = sources.check_runbook_source(NAME, pair, committed=True)
+    assert any("values other than the model's defaults" in p for p in committed), committed
+    assert any("carries outputs" in p for p in committed), committed
+
+
+def test_a_parameter_line_renamed_or_retyped_is_drift_even_in_an_operators_copy(pair):
+    nb = _ipynb(pair)
+    cell = sources.find_parameters_cell(nb)
+    cell.source = cell.source.replace("port: int = 8000", "prot: int = 8000")
+    (pair / f"{NAME}.ipynb").write_text(nbformat.writes(nb, version=4))
+    jupytext.write(nb, pair / f"{NAME}.md", fmt=sources.text_format())
+    problems = sources.check_runbook_source(NAME, pair)
+    assert any("differs from the parameter model (names, types, comments)" in p for p in problems), problems
