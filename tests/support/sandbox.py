@@ -143,3 +143,24 @@ def ensure_shared_install():
 def shared_install():
     """The shared install (ensure_shared_install), once per session."""
     return ensure_shared_install()
+
+
+def _default_deployment_state() -> tuple:
+    """What a test could change of the default deployment (the local default's prefix and port)."""
+    from hubrunbook.core.params import Params
+    from hubrunbook.host.ports import listeners
+
+    default = Params()
+    audit = default.layout.audit_log
+    return default.layout.root.exists(), audit.stat().st_size if audit.exists() else None, sorted(listeners(default.port))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_deployment_untouched():
+    """No test may deploy to the local default (/opt/hubrunbook, port 8000): every test names its own prefix and
+    ports. A runbook that silently fell back to its defaults would otherwise install and start a hub there."""
+    before = _default_deployment_state()
+    yield
+    after = _default_deployment_state()
+    assert after == before, (f"the test run changed the default deployment ({before} → {after}): some runbook ran "
+                             "with the local default instead of its test parameters")

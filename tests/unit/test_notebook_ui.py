@@ -51,6 +51,28 @@ def test_a_deleted_parameter_name_is_not_collected():
     assert collect_parameters(ns) == {"prefix": "/srv/hrb-x", "port": 8000}
 
 
+def test_nbval_keeps_no_history_and_the_injected_parameters_still_count(tmp_path):
+    """nbval runs cells with store_history=False, so ``In`` stays empty: the sandbox parameters papermill injected must
+    still be the parameters (once they silently fell back to the defaults and nbval deployed to /opt/hubrunbook)."""
+    import subprocess
+    import sys
+
+    import nbformat
+
+    cells = [nbformat.v4.new_code_cell(PARAMS_CELL), nbformat.v4.new_code_cell("# Parameters\nprefix = '/var/tmp/hrb-nbv-x'\n"),
+             nbformat.v4.new_code_cell("from hubrunbook.core.notebook import load_params\nprint(load_params(globals()).prefix)")]
+    for n, cell in enumerate(cells, 1):
+        cell.execution_count = n
+    cells[-1].metadata["tags"] = ["nbval-check-output"]
+    cells[-1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="/var/tmp/hrb-nbv-x\n")]
+    nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                        "language": "python"}})
+    nbformat.write(nb, tmp_path / "probe.ipynb")
+    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+                          "-q", str(tmp_path / "probe.ipynb")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
 def test_plain_dict_outside_a_kernel_counts_every_plain_name():
     with pytest.raises(ParameterError, match="portt"):
         load_params({"portt": 1})

@@ -9,7 +9,8 @@ far), a name is a parameter when it was assigned by a *parameter cell*:
 
 So a misspelt name beside real parameters (in the parameters cell or papermill's injection) is still an error
 with a "did you mean", while an operator's scratch cell (``x = 3``, or anything that is not only plain
-assignments) adds no parameter. Outside a kernel (a plain dict), every plain-valued public name counts.
+assignments) adds no parameter. Outside a kernel (a plain dict), or in a kernel that keeps no history (nbval), every
+plain-valued public name counts.
 """
 from __future__ import annotations
 
@@ -65,7 +66,10 @@ def collect_parameters(namespace: dict[str, Any]) -> dict[str, Any]:
     """Return the parameters *namespace* holds: in a kernel, the plain names its parameter cells assigned;
     otherwise every plain-valued public name."""
     history = namespace.get("In")
-    wanted = parameter_names(history) if isinstance(history, list) else None
+    # A kernel that keeps no history (nbval runs cells with store_history=False: ``In`` stays empty) cannot tell
+    # parameter cells apart: then every plain name counts, as outside a kernel. A kernel with history always holds
+    # the parameters cell, which runs before load_params.
+    wanted = (parameter_names(history) or None) if isinstance(history, list) else None
     return {name: value for name, value in namespace.items()
             if _plain(name, value) and (wanted is None or name in wanted)}
 
