@@ -73,9 +73,21 @@ def drop_run_metadata(nb: nbformat.NotebookNode) -> None:
     nb.metadata["papermill"] = {"parameters": parameters}
 
 
+RUN_CSS = """body { max-width: 1200px; margin: 1em auto; font-family: sans-serif; line-height: 1.4; padding: 0 1em; }
+.prompt { display: none; }
+.input_area { background: #f5f5f5; border: 1px solid #e0e0e0; margin: 0.6em 0 0.2em; }
+.input_area pre { margin: 0; padding: 0.5em; overflow-x: auto; }
+.output_area pre { background: #fafafa; padding: 0.4em; overflow-x: auto; }
+table { border-collapse: collapse; } td, th { border: 1px solid #ddd; padding: 2px 6px; }
+"""
+
+
 def render_html(nb: nbformat.NotebookNode, name: str) -> str:
-    body, _ = HTMLExporter().from_notebook_node(nb, resources={"metadata": {"name": f"{name} — a recorded run"}})
-    return body
+    """The run as a small page: nbconvert's basic template (no embedded stylesheet; the step rows carry their own
+    colours) and the one shared docs/runs/run.css."""
+    body, _ = HTMLExporter(template_name="basic").from_notebook_node(nb)
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{name}.ipynb — a recorded run</title>\n"
+            f"<link rel='stylesheet' href='run.css'></head>\n<body>\n{body}\n</body></html>\n")
 
 
 def record(name: str) -> None:
@@ -92,6 +104,7 @@ def record(name: str) -> None:
     RUNS_DOC.mkdir(exist_ok=True)
     (REFERENCES / f"{name}.ipynb").write_text(notebook)
     (RUNS_DOC / f"{name}.html").write_text(html)
+    (RUNS_DOC / "run.css").write_text(RUN_CSS)
     print(f"recorded tests/references/{name}.ipynb and docs/runs/{name}.html ({len(known)} secrets checked absent)")
 
 
