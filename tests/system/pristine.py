@@ -76,12 +76,14 @@ def ensure_root(suite: str, *, log=print) -> Path:
     root is never used."""
     root = CACHE / f"{suite}-{root_key(suite)}"
     if (root / "etc" / "os-release").exists() and (root / ".hrb-complete").exists():
+        os.chmod(root, 0o755)  # the server's `/`: a root built by an older harness kept mkdtemp's 0700
         return root
     for tool in ("debootstrap", "systemd-nspawn"):
         if not shutil.which(tool):
             raise HarnessError(f"{tool} is not installed: apt-get install debootstrap systemd-container")
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{suite}-", dir=CACHE))
+    os.chmod(tmp, 0o755)  # it becomes the server's `/`: mkdtemp's 0700 would lock every user out of everything
     t0 = time.monotonic()
     log(f"building pristine {suite} root ({' '.join(SUITES[suite])}) from {host_mirror()} …")
     proc = subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(SUITES[suite])}", suite, str(tmp),
