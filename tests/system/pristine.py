@@ -202,7 +202,10 @@ class Container:
         """`systemctl poweroff` inside, then wait for systemd-nspawn to exit (killed by PID after *timeout*)."""
         if not self.proc or self.proc.poll() is not None:
             return
-        self.run("systemctl poweroff", check=False, timeout=20)
+        try:
+            self.run("systemctl poweroff", check=False, timeout=20)
+        except subprocess.TimeoutExpired:
+            pass  # a wedged systemd does not answer: systemd-nspawn is killed below
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -216,7 +219,11 @@ class Container:
 
     def __enter__(self) -> "Container":
         self.create()
-        self.boot()
+        try:
+            self.boot()
+        except BaseException:
+            self.__exit__(None, None, None)  # a server that did not come up is powered off and removed all the same
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
