@@ -8,12 +8,11 @@ record, so an account someone else made with that name since is left alone.
 from __future__ import annotations
 
 import contextlib
-import json
 import pwd
 import secrets
 from datetime import datetime, timezone
 
-from hubrunbook.core import secretref
+from hubrunbook.core import records, secretref
 from hubrunbook.core.errors import CommandError, PreflightError
 from hubrunbook.core.params import login_defs_uid_range
 from hubrunbook.core.shell import run_command
@@ -22,22 +21,12 @@ from hubrunbook.core.steps import CHANGED, UNCHANGED, WOULD_CHANGE
 
 def read_record(params) -> dict[str, dict]:
     """Recorded throwaway accounts: {name: {"uid": int, "created": iso}}; {} when none. Read-only."""
-    path = params.layout.throwaway_registry
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise PreflightError(f"{path} cannot be read ({exc}); fix or remove it (it lists throwaway accounts to delete)") from None
-    accounts = data.get("accounts") if isinstance(data, dict) else None
-    if not isinstance(accounts, dict):
-        raise PreflightError(f"{path} is not a hubrunbook record of throwaway accounts; fix or remove it")
-    return accounts
+    return records.read_record(params.layout.throwaway_registry, "accounts", what="a hubrunbook record of throwaway accounts",
+                               purpose="it lists throwaway accounts to delete")
 
 
 def _write_record(params, accounts: dict[str, dict]) -> None:
-    params.layout.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    secretref.write_private(params.layout.throwaway_registry, json.dumps({"version": 1, "accounts": accounts}, indent=2, sort_keys=True) + "\n")
+    records.write_record(params.layout.throwaway_registry, "accounts", accounts)
 
 
 def _free_uid() -> int:

@@ -17,7 +17,6 @@ import ctypes
 import ctypes.util
 import grp
 import hmac
-import json
 import os
 import pwd
 import secrets
@@ -27,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from hubrunbook.host import homes, system, throwaway
-from hubrunbook.core import secretref
+from hubrunbook.core import records, secretref
 from hubrunbook.core.errors import CommandError, PreflightError, SecretError
 from hubrunbook.core.shell import run_command
 from hubrunbook.core.steps import CHANGED, UNCHANGED, WOULD_CHANGE, StepResult
@@ -91,23 +90,13 @@ def _make_private_dirs(top: Path, leaf: Path) -> None:
 # --- registry of users we created --------------------------------------------------------------
 def read_registry(params) -> dict[str, dict]:
     """Users hubrunbook created: {name: {"uid": int, "home": str, "created": iso}}; {} when none. Read-only."""
-    path = params.layout.user_registry
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise PreflightError(f"{path} cannot be read ({exc}); fix or remove it (it lists the users hubrunbook created)") from None
-    users = data.get("users") if isinstance(data, dict) else None
-    if not isinstance(users, dict):
-        raise PreflightError(f"{path} is not a hubrunbook users registry; fix or remove it")
-    return users
+    return records.read_record(params.layout.user_registry, "users", what="a hubrunbook users registry",
+                               purpose="it lists the users hubrunbook created")
 
 
 def write_registry(params, users: dict[str, dict]) -> None:
     """Write the registry atomically, mode 0600 (state dir 0700 when created)."""
-    params.layout.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    secretref.write_private(params.layout.user_registry, json.dumps({"version": 1, "users": users}, indent=2, sort_keys=True) + "\n")
+    records.write_record(params.layout.user_registry, "users", users)
 
 
 def record_user(params, name: str, uid: int, home: str) -> None:
