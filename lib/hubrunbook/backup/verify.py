@@ -93,7 +93,7 @@ def _verify_members(archive: Path, into: dict[str, bytes] | None) -> dict:
         _check_manifest(archive, manifest)
         listed = {f["name"]: f for f in manifest["files"]}
         seen: set[str] = set()
-        for info in tar:
+        while (info := tar.next()) is not None:
             problem = member_problem(info)
             if problem:
                 raise ArchiveError(f"{archive}: {problem}; refused")
