@@ -79,7 +79,7 @@ def check_restore_archive(params) -> StepResult:
     manifest = verify_archive(archive)
     rows = [("archive", "ok", f"{archive}: checksum, manifest, {len(manifest['files'])} members verified"),
             *_fit(params, manifest),
-            ("source", "ok", f"{manifest['source'].get('host')}:{manifest['source'].get('prefix')}, {manifest['created']}")]
+            ("source", "ok", f"{manifest['source'].get('prefix')}, taken {manifest['created']}")]
     users = ", ".join(f"{u['name']}{' (admin)' if u['admin'] else ''}" for u in manifest["users"]) or "none"
     return StepResult("check_restore_archive", OK, f"{archive.name} is intact and fits this hub env; hub users: {users}",
                       rows, ("check", "result", "detail"), data={"archive": str(archive)})
