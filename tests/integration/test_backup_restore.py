@@ -72,6 +72,14 @@ def test_restore_onto_a_new_prefix_keeps_users_admins_and_sessions(deploy, sandb
                      ("env", "proxy", "nodejs"))
     assert written in ([], ["state", "state/audit.jsonl"]), written  # nothing but the audit line of the refusal
 
+    listing = lambda: sorted((str(x), x.stat().st_mtime_ns) for x in sandbox.rglob("*") if not x.is_symlink())
+    seen = listing()
+    dry = run_runbook("restore", {**new, "dry_run": True}, tmp_path / "r-dry")
+    assert dry.ok, dry.error
+    statuses = step_statuses(dry.out)
+    assert statuses["ensure_restored"] == "would change" and statuses["check_restored"] == "skipped", statuses
+    assert listing() == seen  # a dry run writes nothing
+
     run = run_runbook("restore", new, tmp_path / "r1")
     assert run.ok, run.error
     statuses = step_statuses(run.out)

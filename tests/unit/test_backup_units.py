@@ -9,7 +9,6 @@ import os
 import sqlite3
 import stat
 import tarfile
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,6 @@ from hubrunbook.core.errors import PreflightError
 from hubrunbook.core.layout import backup_archive_name
 from hubrunbook.core.params import build_params
 from hubrunbook.core.steps import CHANGED, FAILED, OK, UNCHANGED, WOULD_CHANGE
-from hubrunbook.troubleshoot.catalog import Context
-from hubrunbook.troubleshoot.checks import state
 
 
 @pytest.fixture
@@ -255,22 +252,6 @@ def test_relocation_moves_only_what_names_the_old_prefix_or_a_port(params, tmp_p
     ])
     moved = restore.relocation(params, text, old)
     assert moved == {"c.JupyterHub.db_url": repr(f"sqlite:///{params.layout.hub_db}"), "c.JupyterHub.hub_port": "38912"}
-
-
-# --- the troubleshoot check --------------------------------------------------------------------------------
-def test_backup_age_check(params):
-    assert state.check_backup_age(Context(params)) == []  # 0: off
-    p = params.model_copy(update={"backup_max_age_hours": 24})
-    [missing] = state.check_backup_age(Context(p))
-    assert missing.severity == "warning" and "no backup archive" in missing.seen
-    d = p.layout.backups_dir
-    d.mkdir(parents=True)
-    old = datetime.now(timezone.utc) - timedelta(hours=30)
-    (d / backup_archive_name(old.strftime("%Y%m%dT%H%M%S.%fZ"))).write_bytes(b"x")
-    [stale] = state.check_backup_age(Context(p))
-    assert "30.0 h old" in stale.seen and "backup_max_age_hours 24" in stale.seen
-    (d / backup_archive_name(datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"))).write_bytes(b"x")
-    assert state.check_backup_age(Context(p)) == []
 
 
 @pytest.mark.parametrize("values,msg", [
