@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hubrunbook.backup.archive import archives, sidecar
+from hubrunbook.backup.verify import verify_archive
 from hubrunbook.core.params import build_params
 from hubrunbook.host import users
 from hubrunbook.hub import probe, service
@@ -40,7 +41,16 @@ def test_restore_onto_a_new_prefix_keeps_users_admins_and_sessions(deploy, sandb
     before = {u["name"]: u["admin"] for u in session.get(f"{url}/hub/api/users", timeout=10).json()}
     assert before == {src.user: True, other: False}
 
+    # the second user's notebook dir: a file of its own, and a link it planted to a file it may not read
+    pw = users.lookup(other)
+    nbdir = users.notebook_dir_for(p, other)
+    (nbdir / "analysis.ipynb").write_text('{"cells": []}')
+    os.chown(nbdir / "analysis.ipynb", pw.pw_uid, pw.pw_gid)
+    (nbdir / "secrets").symlink_to("/etc/shadow")
+    os.lchown(nbdir / "secrets", pw.pw_uid, pw.pw_gid)
+
     backups = tmp_path / "archives"
+    src.values["backup_notebooks"] = True
     run = run_runbook("backup", {**src.values, "backup_dir": str(backups)}, tmp_path / "b1")
     assert run.ok, run.error
     [archive] = archives(backups)
@@ -50,6 +60,11 @@ def test_restore_onto_a_new_prefix_keeps_users_admins_and_sessions(deploy, sandb
     assert again.ok, again.error
     assert step_statuses(again.out)["ensure_backup"] in ("unchanged", "changed")  # the hub may have written since
     archive = archives(backups)[-1]
+    manifest = verify_archive(archive)
+    names = {f["name"] for f in manifest["files"]}
+    assert f"notebooks/{other}/analysis.ipynb" in names and not any("secrets" in n for n in names if "notebooks/" in n)
+    assert any(f"{other}/secrets: symlink, not followed" in x for x in manifest["skipped"]), manifest["skipped"]
+    (nbdir / "analysis.ipynb").unlink()  # lost after the backup
 
     # the source goes away; a fresh prefix on other ports, with only the hub env installed (install.ipynb's part)
     assert service.stop_managed_hub(p).status == "changed"
@@ -96,6 +111,8 @@ def test_restore_onto_a_new_prefix_keeps_users_admins_and_sessions(deploy, sandb
     assert me.status_code == 200 and me.json()["name"] == src.user
     after = {u["name"]: u["admin"] for u in session.get(f"{new_url}/hub/api/users", timeout=10).json()}
     assert after == before
+    back = nbdir / "analysis.ipynb"
+    assert back.read_text() == '{"cells": []}' and back.stat().st_uid == pw.pw_uid  # restored as the user's file
     # a fresh login and spawn work too
     s2 = probe.login(new_url, other, users.user_password(p, other))
     probe.start_server(s2, new_url, other, timeout=90)

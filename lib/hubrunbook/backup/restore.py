@@ -178,10 +178,12 @@ def ensure_restored(params, *, dry_run: bool = False) -> StepResult:
         return StepResult(name, UNCHANGED, f"{archive.name} was restored here on {_marker(params).get('restored')}")
     _fit(params, manifest)
     targets = {member: path for member, _, path, _ in parts(params)}
-    rows = [(f["name"], str(targets[f["name"]]), f["size"]) for f in manifest["files"]]
+    rows = [(f["name"], str(targets[f["name"]]), f["size"]) for f in manifest["files"] if f["name"] in targets]
+    notes = {f["name"]: (contents[f["name"]], f.get("mode", 0o600)) for f in manifest["files"] if f["name"] not in targets}
     header = ("member", "restored to", "bytes")
     if dry_run:
-        return StepResult(name, WOULD_CHANGE, f"would stop the hub and restore {len(rows)} files from {archive.name}",
+        more = f" and {len(notes)} notebook files" if notes else ""
+        return StepResult(name, WOULD_CHANGE, f"would stop the hub and restore {len(rows)} files{more} from {archive.name}",
                           rows, header)
     done = []
     if all(path.exists() for _, _, path, required in parts(params) if required):
@@ -194,6 +196,8 @@ def ensure_restored(params, *, dry_run: bool = False) -> StepResult:
     _mkdir(params.layout.secrets_dir, 0o700)
     _mkdir(params.config_path.parent, 0o755)
     for member, data in contents.items():
+        if member not in targets:
+            continue
         if member == DB_MEMBER:
             _write_db(params, data)
         else:
@@ -204,6 +208,11 @@ def ensure_restored(params, *, dry_run: bool = False) -> StepResult:
         done.append(f"config moved to this prefix and ports ({len(moved)} settings)")
     ensure_retry_page(params)
     hubguard.ensure_hub_module(params)
+    if notes:
+        from hubrunbook.backup import notebooks
+
+        for user, status, detail in notebooks.restore(params, notes):
+            rows.append((f"notebooks/{user}/", status, detail))
     from hubrunbook.core.secretref import write_private
 
     write_private(params.layout.restore_marker, json.dumps({
