@@ -65,6 +65,9 @@ def test_restore_onto_a_new_prefix_keeps_users_admins_and_sessions(deploy, sandb
     assert f"notebooks/{other}/analysis.ipynb" in names and not any("secrets" in n for n in names if "notebooks/" in n)
     assert any(f"{other}/secrets: symlink, not followed" in x for x in manifest["skipped"]), manifest["skipped"]
     (nbdir / "analysis.ipynb").unlink()  # lost after the backup
+    later = f"later-{os.getpid()}"  # a hub group made after the backup (the database alone holds it)
+    added = session.post(f"{url}/hub/api/groups/{later}", headers=probe._hub_xsrf(session), timeout=10)
+    assert added.status_code == 201, added.text[:300]
 
     # the source goes away; a fresh prefix on other ports, with only the hub env installed (install.ipynb's part)
     assert service.stop_managed_hub(p).status == "changed"
@@ -111,6 +114,8 @@ def test_restore_onto_a_new_prefix_keeps_users_admins_and_sessions(deploy, sandb
     assert me.status_code == 200 and me.json()["name"] == src.user
     after = {u["name"]: u["admin"] for u in session.get(f"{new_url}/hub/api/users", timeout=10).json()}
     assert after == before
+    groups = session.get(f"{new_url}/hub/api/groups", headers=probe._hub_xsrf(session), timeout=10)
+    assert groups.status_code == 200 and later not in {g["name"] for g in groups.json()}  # made after the backup
     back = nbdir / "analysis.ipynb"
     assert back.read_text() == '{"cells": []}' and back.stat().st_uid == pw.pw_uid  # restored as the user's file
     # a fresh login and spawn work too
@@ -133,3 +138,13 @@ def test_restore_onto_a_new_prefix_keeps_users_admins_and_sessions(deploy, sandb
     assert {f: _digest(f) for f in kept} == kept  # (the database: the running hub writes it)
     assert archives(backups, "pre-restore") == []  # nothing was replaced, so nothing was kept aside
     assert session.get(f"{new_url}/hub/api/user", timeout=10).status_code == 200
+
+    # the same archive back onto the source prefix, which still has its files: what it replaces is kept aside
+    back = run_runbook("restore", {**src.values, "restore_archive": str(archive), "backup_dir": str(backups)},
+                       tmp_path / "r4")
+    assert back.ok, back.error
+    assert step_statuses(back.out)["ensure_restored"] == "changed"
+    [kept] = archives(backups, "pre-restore")
+    verify_archive(kept)
+    groups = session.get(f"{url}/hub/api/groups", headers=probe._hub_xsrf(session), timeout=10).json()
+    assert later not in {g["name"] for g in groups}  # the source is back at the archive

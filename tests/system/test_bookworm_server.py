@@ -126,18 +126,17 @@ def _last_audit(box, step: str) -> str:
 
 
 def test_backup_under_systemd_and_restore_through_the_unit_keep_sessions(box):
-    """backup.ipynb while the unit runs; a hub user added afterwards; restore.ipynb stops and starts the unit and
-    brings the hub back to the archive: the later user is gone, the session cookie from before still works."""
+    """backup.ipynb while the unit runs; a hub group made afterwards; restore.ipynb stops and starts the unit and
+    brings the hub back to the archive: the later group is gone, the session cookie from before still works."""
     session = probe.login(URL, "demo", demo_password(box))
     papermill = "cd /root/hubrunbook && .venv/bin/papermill -f parameters/local.yaml --cwd runbooks"
     backup = box.run(f"{papermill} runbooks/backup.ipynb /tmp/backup.ipynb 2>&1", check=False, timeout=600)
     assert backup.returncode == 0, backup.stdout[-5000:]
     listing = box.run("ls -la /opt/hubrunbook/state/backups/").stdout
     assert "hubrunbook-backup-" in listing and "-rw------- " in listing, listing
-    later = "hrb-sys-later"
-    added = session.post(f"{URL}/hub/api/users/{later}", headers=probe._hub_xsrf(session), timeout=10)
+    later = "made-after-the-backup"  # a hub group: the database alone holds it
+    added = session.post(f"{URL}/hub/api/groups/{later}", headers=probe._hub_xsrf(session), timeout=10)
     assert added.status_code == 201, added.text[:300]
-    assert later in probe.list_users(session, URL)
     before = int(unit_show(box, "MainPID")["MainPID"])
     restore = box.run(f"{papermill} -p restore_archive latest runbooks/restore.ipynb /tmp/restore.ipynb 2>&1",
                       check=False, timeout=900)
@@ -147,5 +146,6 @@ def test_backup_under_systemd_and_restore_through_the_unit_keep_sessions(box):
     assert "stopped " + UNIT in _last_audit(box, "ensure_restored"), _last_audit(box, "ensure_restored")
     me = session.get(f"{URL}/hub/api/user", timeout=10)
     assert me.status_code == 200 and me.json()["name"] == "demo", me.text[:300]
-    assert later not in probe.list_users(session, URL)
+    groups = session.get(f"{URL}/hub/api/groups", headers=probe._hub_xsrf(session), timeout=10)
+    assert groups.status_code == 200 and later not in {g["name"] for g in groups.json()}, groups.text[:300]
     assert "hubrunbook-pre-restore-" in box.run("ls /opt/hubrunbook/state/backups/").stdout
