@@ -128,7 +128,7 @@ def _walk(fd: int, where: str, uid: int, out: dict, skipped: list[str]) -> None:
 
 
 def restore(params, files: dict[str, tuple[bytes, int]]) -> list[tuple[str, str, str]]:
-    """Write *files* ({member: (bytes, mode)}) into the users' notebook dirs; rows (user, status, detail)."""
+    """Write *files* ({member: (bytes, mode)}) into the users' notebook dirs; rows (user, notebook dir, what)."""
     by_user: dict[str, dict[str, tuple[bytes, int]]] = {}
     for member, item in files.items():
         _, user, rel = member.split("/", 2)
@@ -138,8 +138,8 @@ def restore(params, files: dict[str, tuple[bytes, int]]) -> list[tuple[str, str,
     for user, items in sorted(by_user.items()):
         pw = accounts.get(user)
         if pw is None:
-            rows.append((user, "skipped", f"{len(items)} files not restored: no account hubrunbook created here "
-                                          "(create it with configure.ipynb, then restore again)"))
+            rows.append((user, "-", f"{len(items)} files not restored: no account hubrunbook created here "
+                                    "(create it with configure.ipynb, then restore again)"))
             continue
         nbdir = notebook_dir_for(params, user)
         homes.make_notebook_dir(nbdir, Path(pw.pw_dir), pw.pw_uid, pw.pw_gid)
@@ -153,8 +153,8 @@ def restore(params, files: dict[str, tuple[bytes, int]]) -> list[tuple[str, str,
                     kept.append(rel)
         finally:
             os.close(fd)
-        rows.append((user, "restored", f"{written} files into {nbdir}" + (f"; {len(kept)} existing kept: "
-                                                                       f"{', '.join(kept[:5])}" if kept else "")))
+        rows.append((user, str(nbdir), f"{written} files" + (f"; {len(kept)} existing kept: {', '.join(kept[:5])}"
+                                                             if kept else "")))
     return rows
 
 

@@ -176,9 +176,9 @@ def ensure_restored(params, *, dry_run: bool = False) -> StepResult:
         return StepResult(name, UNCHANGED, f"{archive.name} was restored here on {_marker(params).get('restored')}")
     _fit(params, manifest)
     targets = {member: path for member, _, path, _ in parts(params)}
-    rows = [(f["name"], str(targets[f["name"]]), f["size"]) for f in manifest["files"] if f["name"] in targets]
+    rows = [(f["name"], str(targets[f["name"]]), f"{f['size']} bytes") for f in manifest["files"] if f["name"] in targets]
     notes = {f["name"]: (contents[f["name"]], f.get("mode", 0o600)) for f in manifest["files"] if f["name"] not in targets}
-    header = ("member", "restored to", "bytes")
+    header = ("member", "restored to", "what")
     if dry_run:
         more = f" and {len(notes)} notebook files" if notes else ""
         return StepResult(name, WOULD_CHANGE, f"would stop the hub and restore {len(rows)} files{more} from {archive.name}",
@@ -204,7 +204,7 @@ def ensure_restored(params, *, dry_run: bool = False) -> StepResult:
         "archive": str(archive), "sha256": digest, "restored": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": manifest["source"]}))
     return StepResult(name, CHANGED, f"restored {count} files from {archive.name}; " + "; ".join(done),
-                      rows + [(k, "config (moved)", v) for k, v in moved.items()], header)
+                      rows + [(k, str(params.config_path), f"moved here: {v}") for k, v in moved.items()], header)
 
 
 def _write_all(params, archive, manifest, contents, targets, notes, rows, step) -> dict[str, str]:
@@ -231,8 +231,8 @@ def _write_all(params, archive, manifest, contents, targets, notes, rows, step) 
     if notes:
         from hubrunbook.backup import notebooks
 
-        for user, status, detail in notebooks.restore(params, notes):
-            rows.append((f"notebooks/{user}/", status, detail))
+        for user, where, detail in notebooks.restore(params, notes):
+            rows.append((f"notebooks/{user}/", where, detail))
     return moved
 
 
