@@ -333,3 +333,13 @@ def test_notebook_member_names(name, ok):
     from hubrunbook.backup.notebooks import is_notebook_member
 
     assert is_notebook_member(name) is ok
+
+
+def test_latest_is_the_newest_backup_never_a_pre_restore_archive(params):
+    d = params.backup_path
+    d.mkdir(parents=True, mode=0o700)
+    for name in (backup_archive_name("20260101T000000.000000Z"), backup_archive_name("20260102T000000.000000Z"),
+                 backup_archive_name("20260103T000000.000000Z", "pre-restore")):
+        (d / name).write_bytes(b"x")
+    latest = restore.resolve_archive(params.model_copy(update={"restore_archive": "latest"}))
+    assert latest.name == backup_archive_name("20260102T000000.000000Z")
