@@ -63,9 +63,12 @@ def _plain(name: str, value: Any) -> bool:
 
 def collect_parameters(namespace: dict[str, Any]) -> dict[str, Any]:
     """Return the parameters *namespace* holds: in a kernel, the plain names its parameter cells assigned;
-    otherwise every plain-valued public name."""
+    otherwise every plain-valued public name. A kernel that keeps no history (``In`` holds only IPython's initial
+    empty entry: nbval executes cells with ``store_history=False``) counts as outside one: its parameter cells
+    cannot be told apart, and ignoring them would run the runbook on the defaults."""
     history = namespace.get("In")
-    wanted = parameter_names(history) if isinstance(history, list) else None
+    kept = isinstance(history, list) and any(src.strip() for src in history)
+    wanted = parameter_names(history) if kept else None
     return {name: value for name, value in namespace.items()
             if _plain(name, value) and (wanted is None or name in wanted)}
 
