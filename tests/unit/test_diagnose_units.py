@@ -11,7 +11,7 @@ import pytest
 
 from hubrunbook.troubleshoot import catalog, diagnose, facts, logscan
 from hubrunbook.core import secretref
-from hubrunbook.hub import envfile
+from hubrunbook.hub import database, envfile
 from hubrunbook.hub.configload import LoadedConfig
 from hubrunbook.host import system
 from hubrunbook.troubleshoot.checks import access, install, processes, state
@@ -139,15 +139,15 @@ def test_alembic_head_and_db_revision(tmp_path):
     versions.mkdir(parents=True)
     (versions / "a.py").write_text("revision = 'aaa1'\ndown_revision = None\n")
     (versions / "b.py").write_text("revision = 'bbb2'\ndown_revision = 'aaa1'\n")
-    assert facts.alembic_head(str(tmp_path / "jupyterhub")) == "bbb2"
+    assert database.alembic_head(str(tmp_path / "jupyterhub")) == "bbb2"
     db = tmp_path / "jupyterhub.sqlite"
     con = sqlite3.connect(db)
     con.execute("CREATE TABLE alembic_version (version_num VARCHAR(32))")
     con.execute("INSERT INTO alembic_version VALUES ('aaa1')")
     con.commit()
     con.close()
-    assert facts.db_revision(db) == "aaa1"
-    assert facts.db_revision(tmp_path / "absent.sqlite") is None
+    assert database.db_revision(db) == "aaa1"
+    assert database.db_revision(tmp_path / "absent.sqlite") is None
 
 
 def test_hub_env_values_are_masked(params):
@@ -427,3 +427,22 @@ def test_spawn_proof_is_skipped_or_failed_never_a_false_ok(params):
     fixing = params.model_copy(update={"apply_fixes": True})
     assert troubleshoot.check_user_spawns(fixing, broken).status == "failed"
     assert troubleshoot.check_findings(params, broken).failed and not troubleshoot.check_findings(params, clean).failed
+
+
+def test_backup_age_check(params):
+    from datetime import datetime, timedelta, timezone
+
+    from hubrunbook.core.layout import backup_archive_name
+
+    assert state.check_backup_age(Context(params)) == []  # 0: off
+    p = params.model_copy(update={"backup_max_age_hours": 24})
+    [missing] = state.check_backup_age(Context(p))
+    assert missing.severity == "warning" and "no backup archive" in missing.seen
+    d = p.layout.backups_dir
+    d.mkdir(parents=True)
+    old = datetime.now(timezone.utc) - timedelta(hours=30)
+    (d / backup_archive_name(old.strftime("%Y%m%dT%H%M%S.%fZ"))).write_bytes(b"x")
+    [stale] = state.check_backup_age(Context(p))
+    assert "30.0 h old" in stale.seen and "backup_max_age_hours 24" in stale.seen
+    (d / backup_archive_name(datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"))).write_bytes(b"x")
+    assert state.check_backup_age(Context(p)) == []
