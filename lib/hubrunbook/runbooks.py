@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from hubrunbook.core.params import ConfigureParams, InstallParams, OAuthParams, Params, TroubleshootParams
+from hubrunbook.core.params import (ConfigureParams, InstallParams, OAuthParams, Params, TroubleshootParams,
+                                    UpgradeParams)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,13 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("troubleshoot.steps.save_report", "prefix report_file"),
     Step("troubleshoot.steps.check_findings", ""),
     Step("troubleshoot.steps.catalog", ""),
+    # upgrade
+    Step("upgrade.steps.check_upgrade_plan", ""),
+    Step("upgrade.steps.ensure_upgrade_recovered", ""),
+    Step("upgrade.steps.ensure_upgrade_backup", ""),
+    Step("upgrade.steps.ensure_upgrade_build", ""),
+    Step("upgrade.steps.ensure_upgrade_switch", ""),
+    Step("upgrade.steps.ensure_upgrade_verified", ""),
 )}
 
 RUNBOOKS: tuple[Runbook, ...] = (
@@ -147,6 +155,10 @@ RUNBOOKS: tuple[Runbook, ...] = (
     Runbook("troubleshoot", "Troubleshoot JupyterHub", False, TroubleshootParams,
             (_SETUP, "scan_deployment", "explain_findings", "repair_deployment", "rescan_deployment",
              "check_user_spawns", "save_report", "check_findings", "catalog"),
+            after=("install", "configure")),
+    Runbook("upgrade", "Upgrade JupyterHub", False, UpgradeParams,
+            (_SETUP, "check_upgrade_plan", "ensure_upgrade_recovered", "ensure_upgrade_backup", "ensure_upgrade_build",
+             "ensure_upgrade_switch", "ensure_upgrade_verified"),
             after=("install", "configure")),
 )
 

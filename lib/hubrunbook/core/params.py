@@ -502,7 +502,14 @@ class TroubleshootParams(_Base):
         return check_username(v, "verify_user") if v else v
 
 
-class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams):
+class UpgradeParams(_Base):
+    """Parameters of upgrade.ipynb (the versions come from install's and oauth's parameters)."""
+
+    allow_downgrade: bool = Field(
+        False, description="accept versions older than the installed ones (never across a database schema change: an older JupyterHub cannot read a newer schema)")
+
+
+class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams, UpgradeParams):
     """Every runbook's parameters; one file of them serves every runbook."""
 
     @model_validator(mode="after")
