@@ -15,7 +15,7 @@ from pathlib import Path
 from hubrunbook.core.errors import CommandError, PreflightError
 from hubrunbook.core.shell import run_command
 from hubrunbook.host.system import make_world_readable
-from hubrunbook.hub import hubenv, proxy
+from hubrunbook.hub import hubenv, hubguard, proxy
 from hubrunbook.hub.node import choose_node, node_env, npm_command
 
 PYTHON_PARTS = ("jupyterhub", "jupyterlab", "oauthenticator")
@@ -67,12 +67,36 @@ def build_env(params, want: dict, *, progress=None) -> str:
     if bad:
         raise CommandError(f"the new env {new} holds {', '.join(f'{p} {v}' for p, v in bad.items())}, not the wanted "
                            f"{', '.join(f'{p} {want[p]}' for p in bad)}")
+    guard = ""
+    if (hubguard.hub_site_packages(params) / f"{hubguard.HUB_MODULE}.py").exists():  # configure.ipynb wrote it
+        hubguard.ensure_hub_module(params, env=new)  # the config names its classes: the new hub imports them
+        guard = f", {hubguard.HUB_MODULE}.py"
     version = run_command([new / "bin" / "jupyterhub", "--version"], timeout=120, what="jupyterhub --version (new env)")
     marker = {"python": str(hubenv.hub_python(params)), "jupyterhub": want["jupyterhub"], "jupyterlab": want["jupyterlab"]}
     import json
 
     params.layout.env_marker_in(new).write_text(json.dumps(marker) + "\n")
-    return f"{new}: {', '.join(specs)} (jupyterhub --version: {version.stdout.strip()})"
+    left = sorted(set(distributions(params.layout.env_dir, leaves=True)) - set(distributions(new)) - {"pip", "setuptools", "wheel"})
+    note = f"; not carried over from the old env (install them again if the hub needs them): {', '.join(left)}" if left else ""
+    return f"{new}: {', '.join(specs)}{guard} (jupyterhub --version: {version.stdout.strip()}){note}"
+
+
+LEAVES = r"""
+import importlib.metadata as m, re, sys
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+dists = {norm(d.metadata["Name"]): d for d in m.distributions()}
+needed = {norm(re.split(r"[ ;<>=!~\[(]", r, maxsplit=1)[0]) for d in dists.values() for r in (d.requires or []) if "extra ==" not in r}
+want = sys.argv[1] == "leaves"
+print("\n".join(sorted(n for n in dists if not want or n not in needed)))
+"""
+
+
+def distributions(env: Path, *, leaves: bool = False) -> list[str]:
+    """Names (normalised) of the packages in the venv *env*; *leaves*: only those no other package requires (what
+    somebody installed on purpose)."""
+    out = run_command([env / "bin" / "python", "-c", LEAVES, "leaves" if leaves else "all"], timeout=60,
+                      what=f"packages in {env}")
+    return out.stdout.split()
 
 
 def build_proxy(params, version: str) -> str:

@@ -214,8 +214,7 @@ def ensure_upgrade_switch(params, *, dry_run: bool = False) -> StepResult:
             parts.npm_install_proxy(params, want["proxy"], None)
             done.append(f"configurable-http-proxy {want['proxy']} installed globally")
         if j.get("schema_from") and j.get("schema_from") != j.get("schema_to"):
-            out = run_command([lay.env_bin("jupyterhub"), "upgrade-db", "-f", params.config_path], timeout=600,
-                              cwd=lay.state_dir, env=read_hub_env(params), what="jupyterhub upgrade-db")
+            out = upgrade_db(params)
             from hubrunbook.hub.database import db_revision
 
             now = db_revision(lay.hub_db)
@@ -233,6 +232,22 @@ def ensure_upgrade_switch(params, *, dry_run: bool = False) -> StepResult:
                           f"{'; '.join(done) or 'nothing'}); ensure_upgrade_verified rolls it back")
     journal.update(params, phase="switched")
     return StepResult(name, CHANGED, "; ".join(done), data={"versions": parts.installed(params)})
+
+
+def upgrade_db(params):
+    """`jupyterhub upgrade-db` of the (new) live env on our config, with hub.env and the env's bin/ first on PATH (it
+    runs `alembic` by name). JupyterHub's own timestamped copy of the sqlite file is removed: the backup archive and
+    state/upgrade/ hold the database as it was."""
+    lay = params.layout
+    before = set(lay.state_dir.glob(f"{lay.hub_db.name}.*"))
+    env = {**read_hub_env(params), "PATH": f"{lay.env_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    try:
+        return run_command([lay.env_bin("jupyterhub"), "upgrade-db", "-f", params.config_path], timeout=600,
+                           cwd=lay.state_dir, env=env, what="jupyterhub upgrade-db")
+    finally:
+        for extra in set(lay.state_dir.glob(f"{lay.hub_db.name}.*")) - before:
+            if extra.is_file() and not extra.is_symlink():
+                extra.unlink()
 
 
 # --- 6. verify, then keep or roll back --------------------------------------------------------------------------
