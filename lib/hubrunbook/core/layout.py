@@ -12,6 +12,7 @@ The config file is the one path a parameter can move: ``params.config_path`` (co
     <prefix>/etc/jupyterhub_config.py the hub's config (unless the parameter config_file names another)
     <prefix>/templates/               page templates the hub serves (429.html)
     <prefix>/state/                   0700: what the hub and the runbooks record
+    <prefix>/state/backups/           0700: database copies before repairs, backup archives
     <prefix>/secrets/                 0700: cookie secret, hub.env, generated passwords
 """
 from __future__ import annotations
@@ -57,7 +58,8 @@ class Layout:
 
     @property
     def backups_dir(self) -> Path:
-        """Copies of the hub database taken before a repair changes it."""
+        """0700: copies of the hub database taken before a repair changes it, and backup.ipynb's archives (unless
+        the parameter backup_dir names another directory)."""
         return self.state_dir / "backups"
 
     @property
@@ -163,6 +165,14 @@ class Layout:
     def troubleshoot_report(self) -> Path:
         return self.state_dir / "troubleshoot.json"
 
+    def db_copy(self, revision: str | None, stamp: str) -> Path:
+        """A copy of the hub database at schema *revision*, taken at *stamp* before a repair changed it (0600)."""
+        return self.backups_dir / f"{self.hub_db.name}.{revision}.{stamp}"
+
+    def backup_archive(self, stamp: str) -> Path:
+        """backup.ipynb's archive taken at *stamp* in the default backups dir (0600)."""
+        return self.backups_dir / backup_archive_name(stamp)
+
     # --- secrets -------------------------------------------------------------------------------------
     @property
     def cookie_secret(self) -> Path:
@@ -175,3 +185,20 @@ class Layout:
 
     def password_file(self, user: str) -> Path:
         return self.passwords_dir / user
+
+
+# backup.ipynb's archives: hubrunbook-backup-<UTC stamp>.tar.gz, in backups_dir or the parameter backup_dir
+BACKUP_ARCHIVE_PREFIX = "hubrunbook-backup-"
+BACKUP_ARCHIVE_SUFFIX = ".tar.gz"
+BACKUP_STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+
+
+def backup_archive_name(stamp: str) -> str:
+    return f"{BACKUP_ARCHIVE_PREFIX}{stamp}{BACKUP_ARCHIVE_SUFFIX}"
+
+
+def backup_archive_stamp(name: str) -> str | None:
+    """The stamp of an archive named by backup_archive_name, else None."""
+    if name.startswith(BACKUP_ARCHIVE_PREFIX) and name.endswith(BACKUP_ARCHIVE_SUFFIX):
+        return name[len(BACKUP_ARCHIVE_PREFIX):-len(BACKUP_ARCHIVE_SUFFIX)] or None
+    return None

@@ -7,7 +7,7 @@ import stat
 
 from hubrunbook.troubleshoot import facts, repairs
 from hubrunbook.host import system
-from hubrunbook.hub import envfile
+from hubrunbook.hub import database, envfile
 from hubrunbook.troubleshoot.catalog import ERROR, WARNING, Check, Context, Finding, register
 from hubrunbook.troubleshoot.logscan import hub_log_lines, match_log
 from hubrunbook.troubleshoot.checks.common import _env
@@ -33,8 +33,8 @@ def check_secret_files(ctx: Context) -> list[Finding]:
 def check_db_schema(ctx: Context) -> list[Finding]:
     env = _env(ctx)
     db = ctx.params.layout.hub_db
-    have = facts.db_revision(db)
-    head = facts.alembic_head(env.get("pkg_dir")) if "missing" not in env else None
+    have = database.db_revision(db)
+    head = database.alembic_head(env.get("pkg_dir")) if "missing" not in env else None
     if have and head and have != head:
         return [DB_SCHEMA.finding(
             ERROR, f"the database schema {have} is not the schema {head} of jupyterhub {env['versions'].get('jupyterhub')}",
