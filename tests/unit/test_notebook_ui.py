@@ -51,6 +51,15 @@ def test_a_deleted_parameter_name_is_not_collected():
     assert collect_parameters(ns) == {"prefix": "/srv/hrb-x", "port": 8000}
 
 
+def test_a_kernel_without_history_still_sees_the_injected_parameters():
+    """nbval executes cells with store_history=False: `In` never lists the parameters cell or papermill's injection.
+    Ignoring them ran every nbval copy on the default prefix (/opt/hubrunbook) instead of its sandbox."""
+    ns = ns_of(prefix="/srv/hrb-sandbox", port=9001)  # In == [""]
+    assert load_params(ns).prefix == "/srv/hrb-sandbox" and load_params(ns).port == 9001
+    with pytest.raises(ParameterError, match="portt"):
+        load_params(ns_of(prefix="/srv/hrb-sandbox", portt=1))
+
+
 def test_plain_dict_outside_a_kernel_counts_every_plain_name():
     with pytest.raises(ParameterError, match="portt"):
         load_params({"portt": 1})

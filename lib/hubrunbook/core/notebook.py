@@ -7,6 +7,9 @@ far), a name is a parameter when it was assigned by a *parameter cell*:
   ``prefix: str = '/opt/x'``, comments) with at least one known parameter among them;
 - papermill's injected cell (it starts with the line ``# Parameters``), whatever names it assigns.
 
+A kernel whose history holds no parameter cell at all (nbval executes cells without storing history) counts every
+plain-valued public name, as outside a kernel.
+
 So a misspelt name beside real parameters (in the parameters cell or papermill's injection) is still an error
 with a "did you mean", while an operator's scratch cell (``x = 3``, or anything that is not only plain
 assignments) adds no parameter. Outside a kernel (a plain dict), every plain-valued public name counts.
@@ -66,6 +69,11 @@ def collect_parameters(namespace: dict[str, Any]) -> dict[str, Any]:
     otherwise every plain-valued public name."""
     history = namespace.get("In")
     wanted = parameter_names(history) if isinstance(history, list) else None
+    if not wanted:
+        # a kernel that keeps no history (nbval executes with store_history=False: `In` holds none of the cells run)
+        # shows no parameter cell at all: then every plain name counts, or the parameters cell and papermill's
+        # injection would be ignored and the run would go to the default prefix
+        wanted = None
     return {name: value for name, value in namespace.items()
             if _plain(name, value) and (wanted is None or name in wanted)}
 
