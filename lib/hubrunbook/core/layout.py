@@ -162,6 +162,11 @@ class Layout:
         return self.state_dir / "audit.jsonl"
 
     @property
+    def restore_marker(self) -> Path:
+        """restored.json: the archive restore.ipynb last restored here, by sha256 (a re-run of it changes nothing)."""
+        return self.state_dir / "restored.json"
+
+    @property
     def troubleshoot_report(self) -> Path:
         return self.state_dir / "troubleshoot.json"
 
@@ -187,18 +192,21 @@ class Layout:
         return self.passwords_dir / user
 
 
-# backup.ipynb's archives: hubrunbook-backup-<UTC stamp>.tar.gz, in backups_dir or the parameter backup_dir
-BACKUP_ARCHIVE_PREFIX = "hubrunbook-backup-"
+# backup.ipynb's archives: hubrunbook-<kind>-<UTC stamp>.tar.gz (+ .sha256), in backups_dir or the parameter
+# backup_dir; kind "backup" (backup.ipynb, the other runbooks' first step) or "pre-restore" (what a restore replaced)
+BACKUP_KINDS = ("backup", "pre-restore")
 BACKUP_ARCHIVE_SUFFIX = ".tar.gz"
 BACKUP_STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 
 
-def backup_archive_name(stamp: str) -> str:
-    return f"{BACKUP_ARCHIVE_PREFIX}{stamp}{BACKUP_ARCHIVE_SUFFIX}"
+def backup_archive_name(stamp: str, kind: str = "backup") -> str:
+    assert kind in BACKUP_KINDS, kind
+    return f"hubrunbook-{kind}-{stamp}{BACKUP_ARCHIVE_SUFFIX}"
 
 
-def backup_archive_stamp(name: str) -> str | None:
-    """The stamp of an archive named by backup_archive_name, else None."""
-    if name.startswith(BACKUP_ARCHIVE_PREFIX) and name.endswith(BACKUP_ARCHIVE_SUFFIX):
-        return name[len(BACKUP_ARCHIVE_PREFIX):-len(BACKUP_ARCHIVE_SUFFIX)] or None
+def backup_archive_stamp(name: str, kind: str = "backup") -> str | None:
+    """The stamp of an archive of *kind* named by backup_archive_name, else None."""
+    head = f"hubrunbook-{kind}-"
+    if name.startswith(head) and name.endswith(BACKUP_ARCHIVE_SUFFIX):
+        return name[len(head):-len(BACKUP_ARCHIVE_SUFFIX)] or None
     return None

@@ -502,6 +502,56 @@ class TroubleshootParams(_Base):
         return check_username(v, "verify_user") if v else v
 
 
+class BackupParams(_Base):
+    """Parameters of backup.ipynb and restore.ipynb (issue 10)."""
+
+    backup_dir: str = Field("", description="directory of the backup archives (created 0700); empty: <prefix>/state/backups")
+    backup_keep: int = Field(7, description="archives kept in backup_dir: older ones are deleted after a new backup (1-1000)")
+    backup_max_age_hours: int = Field(
+        0, description="troubleshoot warns when the newest archive in backup_dir is older than this many hours, or there is none; 0: no check")
+
+    @field_validator("backup_dir")
+    @classmethod
+    def _backup_dir(cls, v):
+        _check_abs(v, "backup_dir", allow_empty=True)
+        if v:
+            _check_not_system(v, "backup_dir")
+            if v.rstrip("/") in ("/home", "/opt", "/srv", "/tmp", "/var/tmp", "/var", "/mnt", "/media"):
+                raise ValueError(f"backup_dir must be a directory of its own (it is made 0700 and old archives in it are "
+                                 f"deleted), not {v!r}; e.g. '/var/backups/hubrunbook'")
+        return v.rstrip("/")
+
+    @field_validator("backup_keep")
+    @classmethod
+    def _backup_keep(cls, v):
+        if not 1 <= v <= 1000:
+            raise ValueError(f"backup_keep must be between 1 and 1000 archives; got {v}")
+        return v
+
+    @field_validator("backup_max_age_hours")
+    @classmethod
+    def _backup_age(cls, v):
+        if not 0 <= v <= 24 * 366:
+            raise ValueError(f"backup_max_age_hours must be between 0 (no check) and {24 * 366}; got {v}")
+        return v
+
+
+class RestoreParams(_Base):
+    """Parameters of restore.ipynb (issue 10); it also reads backup_dir."""
+
+    restore_archive: str = Field("", description="the archive to restore: a path, or 'latest' (the newest in backup_dir)")
+
+    @field_validator("restore_archive")
+    @classmethod
+    def _restore_archive(cls, v):
+        if v in ("", "latest"):
+            return v
+        _check_abs(v, "restore_archive")
+        if not v.endswith(".tar.gz"):
+            raise ValueError(f"restore_archive must be a backup archive (.tar.gz) or 'latest'; got {v!r}")
+        return v
+
+
 class UpgradeParams(_Base):
     """Parameters of upgrade.ipynb (the versions come from install's and oauth's parameters)."""
 
@@ -509,7 +559,8 @@ class UpgradeParams(_Base):
         False, description="accept versions older than the installed ones (never across a database schema change: an older JupyterHub cannot read a newer schema)")
 
 
-class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams, UpgradeParams):
+class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams, BackupParams, RestoreParams,
+             UpgradeParams):
     """Every runbook's parameters; one file of them serves every runbook."""
 
     @model_validator(mode="after")
@@ -529,6 +580,11 @@ class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams, Up
     def config_path(self) -> Path:
         """jupyterhub_config.py: config_file, else <prefix>/etc/jupyterhub_config.py (the one path a parameter moves)."""
         return Path(self.config_file) if self.config_file else self.layout.default_config_path
+
+    @property
+    def backup_path(self) -> Path:
+        """Where backup archives go: backup_dir, else <prefix>/state/backups."""
+        return Path(self.backup_dir) if self.backup_dir else self.layout.backups_dir
 
     @property
     def public_url(self) -> str:

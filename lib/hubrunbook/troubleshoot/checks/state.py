@@ -42,6 +42,14 @@ def check_db_schema(ctx: Context) -> list[Finding]:
     return []
 
 
+def check_backup_age(ctx: Context) -> list[Finding]:
+    """A warning when backup_max_age_hours is set and the newest backup archive is older, or missing."""
+    from hubrunbook.backup.archive import backup_age_problem
+
+    problem = backup_age_problem(ctx.params)
+    return [BACKUP_AGE.finding(WARNING, *problem)] if problem else []
+
+
 MIN_FREE_MB_HARD = 64
 
 
@@ -108,6 +116,14 @@ DISK = register(Check(
     "sqlite3.OperationalError: database or disk is full",
     "logs, backups or users' files filled the filesystem holding <prefix>/state",
     "free space there (old logs, backups) or move the prefix; nothing is deleted automatically", check_disk_space, stage="files"))
+
+
+BACKUP_AGE = register(Check(
+    "backup-age", "the newest backup is too old, or there is none",
+    "the newest backup is 30.2 h old (more than backup_max_age_hours 24)",
+    "backup.ipynb has not run since (no timer runs it, or it failed), or backup_dir names another directory",
+    "run backup.ipynb (`papermill runbooks/backup.ipynb` from a systemd timer or cron for regular backups); "
+    "backup_max_age_hours: 0 turns this check off", check_backup_age, stage="files"))
 
 
 HUB_LOG = register(Check(
