@@ -43,7 +43,7 @@ def _users(params, token: str) -> dict[str, bool]:
 
 
 def _archives(params) -> list[str]:
-    d = params.layout.backups_dir
+    d = params.backup_path
     return sorted(p.name for p in d.iterdir() if p.name.endswith(".tar.gz")) if d.exists() else []
 
 
@@ -128,9 +128,12 @@ def test_upgrade_to_611_keeps_users_admins_tokens_and_sessions(hub):
     st = step_statuses(run.out)
     for step in ("ensure_upgrade_backup", "ensure_upgrade_build", "ensure_upgrade_switch", "ensure_upgrade_verified"):
         assert st[step] == "changed", st
-    assert len(_archives(params)) == len(before) + 1, "the upgrade takes a backup first"
     assert f"schema {OLD_HEAD} → {NEW_HEAD}" in run.text()
     j = journal.read(params)
+    from pathlib import Path
+
+    assert Path(j["backup"]).name in _archives(params) and len(_archives(params)) > len(before), "a backup first"
+    assert oct(Path(j["backup"]).stat().st_mode & 0o777) == "0o600"
     assert j["phase"] == "done" and j["installed"]["jupyterhub"] == NEW, j
     _intact(params, hub["token"], NEW, NEW_HEAD)
     # a login session from before the upgrade still works (same cookie secret, sessions kept in the database)
