@@ -154,3 +154,99 @@ def test_half_upgraded_check_compares_the_recorded_versions(params, monkeypatch)
     ctx.fact("env", lambda: {"versions": {"jupyterhub": "5.5.4", "jupyterlab": "4.6.6", "oauthenticator": None}})
     [f] = install.check_half_upgraded(ctx)
     assert f.id == "upgrade-versions-drifted" and "jupyterhub 5.5.4 (recorded 6.1.1)" in f.seen + f.evidence
+
+
+# --- the steps' decisions, with the installed versions faked (no env is built here) ---------------------------
+from hubrunbook.core.steps import CHANGED, FAILED, SKIPPED, UNCHANGED  # noqa: E402
+from hubrunbook.upgrade import steps  # noqa: E402
+
+OLD = {"jupyterhub": "5.5.4", "jupyterlab": "4.6.6", "oauthenticator": None, "proxy": "5.3.0"}
+
+
+@pytest.fixture
+def installed(monkeypatch, params):
+    """The live env is a 5.5.4 install (marker present); the verification's preconditions hold."""
+    have = dict(OLD)
+    monkeypatch.setattr(parts, "installed", lambda p, env=None: dict(have))
+    monkeypatch.setattr(steps, "_check_verifiable", lambda p: None)
+    params.layout.env_dir.mkdir(parents=True)
+    params.layout.env_marker.write_text("{}")
+    return have
+
+
+def test_plan_refuses_leftovers_no_journal_names(params, installed):
+    params.layout.env_prev_dir.mkdir()
+    with pytest.raises(PreflightError, match="not ours to remove"):
+        steps.check_upgrade_plan(params)
+    assert params.layout.env_prev_dir.exists()
+
+
+def test_plan_refuses_a_downgrade_unless_allowed(params, installed):
+    low = params.model_copy(update={"jupyterhub_version": "5.4.0"})
+    with pytest.raises(PreflightError, match="jupyterhub 5.5.4 → 5.4.0.*allow_downgrade"):
+        steps.check_upgrade_plan(low)
+    ok = steps.check_upgrade_plan(params.model_copy(update={"jupyterhub_version": "5.4.0", "allow_downgrade": True}))
+    assert "downgrade" in ok.rows[0]
+
+
+def test_plan_refuses_an_unverifiable_upgrade(params, installed, monkeypatch):
+    monkeypatch.undo()  # the real _check_verifiable: no user of ours has a known password
+    monkeypatch.setattr(parts, "installed", lambda p, env=None: dict(OLD))
+    from hubrunbook.hub import configload
+
+    monkeypatch.setattr(configload, "load_config", lambda p, keys, **kw: configload.LoadedConfig(
+        {"c.JupyterHub.authenticator_class": "hubrunbook_hub_auth.LocalGitHubOAuthenticator"}, frozenset()))
+    with pytest.raises(PreflightError, match="LocalGitHubOAuthenticator"):
+        steps.check_upgrade_plan(params)
+
+
+def test_nothing_to_upgrade_changes_nothing_and_takes_no_backup(params, installed, monkeypatch):
+    same = params.model_copy(update={"jupyterhub_version": "5.5.4"})
+    import hubrunbook.backup.archive as archive
+
+    monkeypatch.setattr(archive, "ensure_backup", lambda *a, **k: pytest.fail("no backup when nothing changes"))
+    assert steps.ensure_upgrade_backup(same).status == UNCHANGED
+    assert steps.ensure_upgrade_build(same).status == UNCHANGED
+    assert steps.ensure_upgrade_switch(same).status == UNCHANGED
+    assert steps.ensure_upgrade_verified(same).status == UNCHANGED
+    assert not params.layout.upgrade_record.exists()
+
+
+def test_build_without_this_runs_backup_fails_and_touches_nothing(params, installed):
+    r = steps.ensure_upgrade_build(params)
+    assert r.status == FAILED and "no backup of this upgrade" in r.detail and "hub still runs jupyterhub 5.5.4" in r.detail
+    assert journal.read(params)["phase"] == "failed" and journal.read(params)["switch_started"] is False
+    assert steps.ensure_upgrade_switch(params).status == SKIPPED
+    assert steps.ensure_upgrade_verified(params).status == SKIPPED
+    assert not params.layout.env_new_dir.exists()
+
+
+def test_a_failed_switch_is_rolled_back_by_the_verify_step(params, installed, monkeypatch):
+    journal.write(params, {"phase": "failed", "stage": "switch", "switch_started": True, "swapped": ["env"],
+                           "cause": "jupyterhub upgrade-db: exit code 1", "from": OLD})
+    seen = {}
+    monkeypatch.setattr(steps, "rollback", lambda p, j, cause: seen.setdefault("cause", cause) and "rolled back (env.prev → env)")
+    r = steps.ensure_upgrade_verified(params)
+    assert r.status == FAILED and "upgrade-db: exit code 1" in r.detail and "rolled back" in r.detail
+    assert "upgrade-db" in seen["cause"]
+
+
+def test_a_failed_verification_rolls_back_and_says_why(params, installed, monkeypatch):
+    from hubrunbook.core.steps import StepResult
+
+    journal.write(params, {"phase": "switched", "switch_started": True, "swapped": ["env"], "from": OLD,
+                           "to": {**OLD, "jupyterhub": "6.1.1"}})
+    monkeypatch.setattr(steps, "verify", lambda p: StepResult("check_local_deployment", FAILED, "1 check(s) failed",
+                                                              [("server spawns", FAILED, "HTTP 500")]))
+    monkeypatch.setattr(steps, "rollback", lambda p, j, cause: f"rolled back; phase was {j['phase']}")
+    r = steps.ensure_upgrade_verified(params)
+    assert r.status == FAILED and "did not pass verification: server spawns: HTTP 500" in r.detail
+    assert "rolled back; phase was failed" in r.detail and journal.read(params)["stage"] == "verify"
+
+
+def test_an_interrupted_upgrade_is_recovered_first(params, installed, monkeypatch):
+    journal.write(params, {"phase": "switching", "switch_started": True, "swapped": ["env"], "from": OLD})
+    monkeypatch.setattr(steps, "rollback", lambda p, j, cause: f"rolled back ({cause})")
+    assert steps.ensure_upgrade_recovered(params, dry_run=True).status == "would change"
+    r = steps.ensure_upgrade_recovered(params)
+    assert r.status == CHANGED and "interrupted at switching" in r.detail
