@@ -94,14 +94,14 @@ def _intact(params, token: str, version: str, head: str) -> None:
 
 def test_dry_run_reports_and_changes_nothing(hub):
     params = hub["params"]
-    before = (_archives(params), params.layout.hub_db.read_bytes(), params.layout.env_dir.stat().st_ino)
+    before = (_archives(params), params.layout.env_dir.stat().st_ino)
     run = run_runbook("upgrade", {**hub["values"], "jupyterhub_version": NEW, "dry_run": True}, hub["tmp"])
     assert run.ok, run.error[-3000:]
     st = step_statuses(run.out)
     assert st["ensure_upgrade_backup"] == st["ensure_upgrade_build"] == st["ensure_upgrade_switch"] == "would change", st
     assert f"jupyterhub {OLD} → {NEW}" in run.text()
     assert not params.layout.env_new_dir.exists() and not params.layout.upgrade_record.exists()
-    assert (_archives(params), params.layout.env_dir.stat().st_ino) == (before[0], before[2])
+    assert (_archives(params), params.layout.env_dir.stat().st_ino) == before
 
 
 def test_a_failure_after_the_switch_rolls_back_to_a_working_old_hub(hub):
