@@ -225,7 +225,7 @@ def test_a_failed_switch_is_rolled_back_by_the_verify_step(params, installed, mo
     journal.write(params, {"phase": "failed", "stage": "switch", "switch_started": True, "swapped": ["env"],
                            "cause": "jupyterhub upgrade-db: exit code 1", "from": OLD})
     seen = {}
-    monkeypatch.setattr(steps, "rollback", lambda p, j, cause: seen.setdefault("cause", cause) and "rolled back (env.prev → env)")
+    monkeypatch.setattr(steps, "rollback", lambda p, j, cause: (bool(seen.setdefault("cause", cause)), "rolled back (env.prev → env)"))
     r = steps.ensure_upgrade_verified(params)
     assert r.status == FAILED and "upgrade-db: exit code 1" in r.detail and "rolled back" in r.detail
     assert "upgrade-db" in seen["cause"]
@@ -238,7 +238,7 @@ def test_a_failed_verification_rolls_back_and_says_why(params, installed, monkey
                            "to": {**OLD, "jupyterhub": "6.1.1"}})
     monkeypatch.setattr(steps, "verify", lambda p: StepResult("check_local_deployment", FAILED, "1 check(s) failed",
                                                               [("server spawns", FAILED, "HTTP 500")]))
-    monkeypatch.setattr(steps, "rollback", lambda p, j, cause: f"rolled back; phase was {j['phase']}")
+    monkeypatch.setattr(steps, "rollback", lambda p, j, cause: (True, f"rolled back; phase was {j['phase']}"))
     r = steps.ensure_upgrade_verified(params)
     assert r.status == FAILED and "did not pass verification: server spawns: HTTP 500" in r.detail
     assert "rolled back; phase was failed" in r.detail and journal.read(params)["stage"] == "verify"
@@ -246,7 +246,51 @@ def test_a_failed_verification_rolls_back_and_says_why(params, installed, monkey
 
 def test_an_interrupted_upgrade_is_recovered_first(params, installed, monkeypatch):
     journal.write(params, {"phase": "switching", "switch_started": True, "swapped": ["env"], "from": OLD})
-    monkeypatch.setattr(steps, "rollback", lambda p, j, cause: f"rolled back ({cause})")
+    monkeypatch.setattr(steps, "rollback", lambda p, j, cause: (True, f"rolled back ({cause})"))
     assert steps.ensure_upgrade_recovered(params, dry_run=True).status == "would change"
     r = steps.ensure_upgrade_recovered(params)
     assert r.status == CHANGED and "interrupted at switching" in r.detail
+
+
+def test_a_failed_recovery_fails_and_stops_the_run(params, installed, monkeypatch):
+    import hubrunbook.backup.archive as archive
+
+    journal.write(params, {"phase": "rollback-failed", "switch_started": True, "swapped": ["env"], "from": OLD})
+    monkeypatch.setattr(steps, "rollback", lambda p, j, cause: (False, "ROLLBACK FAILED: the hub did not start"))
+    monkeypatch.setattr(archive, "ensure_backup", lambda *a, **k: pytest.fail("no backup while half-done"))
+    assert steps.ensure_upgrade_recovered(params).status == FAILED
+    assert steps.ensure_upgrade_backup(params).status == FAILED
+    assert steps.ensure_upgrade_build(params).status == FAILED
+    assert journal.read(params)["phase"] == "rollback-failed"  # the half-done state is kept for the next attempt
+
+
+def test_only_what_the_journal_accounts_for_is_put_back(tmp_path):
+    live, new = tmp_path / "env", tmp_path / "env.new"
+    live.mkdir()
+    assert not steps._was_swapped({}, "env", live, new)  # an env.prev of an earlier upgrade: never over a good env
+    assert steps._was_swapped({"swapped": ["env"]}, "env", live, new)
+    new.mkdir()
+    assert not steps._was_swapped({"swapping": "env"}, "env", live, new)  # nothing renamed yet
+    live.rmdir()
+    assert steps._was_swapped({"swapping": "env"}, "env", live, new)  # live renamed away, new not yet in
+    assert not steps._was_swapped({"swapping": "proxy"}, "env", live, new)
+
+
+def test_the_build_removes_a_verified_upgrades_leftover_prev_only(params, installed, monkeypatch):
+    from hubrunbook.core.steps import StepResult
+    import hubrunbook.backup.archive as archive
+
+    monkeypatch.setattr(archive, "ensure_backup", lambda p, dry_run=False: StepResult("ensure_backup", CHANGED, "x",
+                                                                                     data={"archive": "/a.tar.gz"}))
+    monkeypatch.setattr(parts, "build_env", lambda p, want, progress=None: pytest.fail("stops before building"))
+    params.layout.env_prev_dir.mkdir()
+    journal.write(params, {"phase": "failed", "switch_started": False})
+    steps.ensure_upgrade_backup(params)
+    r = steps.ensure_upgrade_build(params)
+    assert r.status == FAILED and "no finished upgrade accounts for them" in r.detail
+    assert params.layout.env_prev_dir.exists()
+    monkeypatch.setattr(parts, "build_env", lambda p, want, progress=None: (_ for _ in ()).throw(RuntimeError("stop")))
+    journal.write(params, {"phase": "done"})
+    steps.ensure_upgrade_backup(params)
+    r = steps.ensure_upgrade_build(params)
+    assert "stop" in r.detail and not params.layout.env_prev_dir.exists()

@@ -133,6 +133,14 @@ def schema_head(env: Path) -> str | None:
     return head
 
 
+def remove_tree(path: Path) -> None:
+    """Remove an upgrade's directory under the prefix (a symlink is refused, never followed)."""
+    if path.is_symlink():
+        raise PreflightError(f"{path} is a symlink, not a directory an upgrade made; move it away")
+    if path.exists():
+        shutil.rmtree(path)
+
+
 def remove_built(params) -> list[str]:
     """Remove env.new and proxy.new (only ever made by an upgrade). Returns what was removed."""
     gone = []

@@ -110,8 +110,17 @@ def ensure_upgrade_recovered(params, *, dry_run: bool = False) -> StepResult:
     if dry_run:
         return StepResult("ensure_upgrade_recovered", WOULD_CHANGE, f"would roll back the upgrade interrupted at "
                           f"{j.get('phase')} to {versions_text(j.get('from', {}))}")
-    done = rollback(params, j, cause=f"an earlier upgrade was interrupted at {j.get('phase')}")
-    return StepResult("ensure_upgrade_recovered", CHANGED, done)
+    ok, done = rollback(params, j, cause=f"an earlier upgrade was interrupted at {j.get('phase')}")
+    return StepResult("ensure_upgrade_recovered", CHANGED if ok else FAILED, done)
+
+
+def _still_interrupted(params, name: str) -> StepResult | None:
+    """A failed result when an earlier upgrade is still half-done (its rollback failed): nothing more may change."""
+    j = journal.read(params)
+    if not journal.interrupted(j):
+        return None
+    return StepResult(name, FAILED, f"an earlier upgrade is still half-done ({j.get('phase')}; see "
+                      "ensure_upgrade_recovered): nothing more is changed until it is resolved")
 
 
 # --- 3. the backup ------------------------------------------------------------------------------------------------
@@ -121,12 +130,15 @@ def ensure_upgrade_backup(params, *, dry_run: bool = False) -> StepResult:
     have, want, todo = _plan(params)
     if not todo:
         return StepResult("ensure_upgrade_backup", UNCHANGED, "nothing to upgrade, no backup needed")
+    if not dry_run and (stuck := _still_interrupted(params, "ensure_upgrade_backup")):
+        return stuck
     from hubrunbook.backup.archive import ensure_backup
 
     result = ensure_backup(params, dry_run=dry_run)
     if dry_run or result.failed:
         return StepResult("ensure_upgrade_backup", result.status, result.detail, result.rows, result.header, result.data)
-    journal.write(params, {"phase": "backed-up", "from": have, "to": want, "backup": str(result.data.get("archive", "")),
+    journal.write(params, {"phase": "backed-up", "previous": journal.read(params).get("phase"), "from": have, "to": want,
+                           "backup": str(result.data.get("archive", "")),
                            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return StepResult("ensure_upgrade_backup", result.status, result.detail, result.rows, result.header, result.data)
 
@@ -148,6 +160,8 @@ def ensure_upgrade_build(params, *, dry_run: bool = False) -> StepResult:
                 ] if parts.env_changes(todo) else []
         what += [f"configurable-http-proxy {want['proxy']} at {lay.proxy_new_dir}"] if "proxy" in todo and params.proxy_install == "private" else []
         return StepResult(name, WOULD_CHANGE, "would build " + ("; ".join(what) or "nothing (global proxy: upgraded at the switch)"))
+    if stuck := _still_interrupted(params, name):
+        return stuck
     j = journal.read(params)
     if j.get("phase") != "backed-up" or j.get("to") != want:
         return _fail_before_switch(params, name, "no backup of this upgrade was taken (ensure_upgrade_backup must run "
@@ -157,6 +171,12 @@ def ensure_upgrade_build(params, *, dry_run: bool = False) -> StepResult:
     built = []
     try:
         parts.remove_built(params)  # a build an earlier failed run left
+        stale = [p for p in (lay.env_prev_dir, lay.proxy_prev_dir) if p.exists() or p.is_symlink()]
+        if stale and j.get("previous") != "done":
+            raise PreflightError(f"{', '.join(map(str, stale))} exist(s) and no finished upgrade accounts for them: "
+                                 "move them away")
+        for path in stale:  # a verified upgrade's previous parts whose removal did not happen
+            parts.remove_tree(path)
         if parts.env_changes(todo):
             print(f"building {lay.env_new_dir} (the hub keeps running on {lay.env_dir}) …")
             built.append(parts.build_env(params, want, progress=_show_progress))
@@ -218,12 +238,14 @@ def ensure_upgrade_switch(params, *, dry_run: bool = False) -> StepResult:
             done.append(f"database copied to {lay.upgrade_db_copy}")
         swapped = []
         if lay.env_new_dir.exists():
+            journal.update(params, swapping="env")  # from here the rollback looks at env/env.new/env.prev
             parts.swap_in(lay.env_dir, lay.env_new_dir, lay.env_prev_dir)
             swapped.append("env")
             journal.update(params, swapped=swapped)
             n = parts.retarget(lay.env_dir, lay.env_new_dir)
             done.append(f"env.new → env ({n} script(s) retargeted), env → env.prev")
         if lay.proxy_new_dir.exists():
+            journal.update(params, swapping="proxy")
             parts.swap_in(lay.proxy_dir, lay.proxy_new_dir, lay.proxy_prev_dir)
             swapped.append("proxy")
             journal.update(params, swapped=swapped)
@@ -284,9 +306,9 @@ def ensure_upgrade_verified(params, *, dry_run: bool = False) -> StepResult:
     if phase == "failed" and not j.get("switch_started"):
         return StepResult(name, SKIPPED, f"nothing was switched ({j.get('stage')} failed): the hub runs "
                           f"{versions_text(j.get('from', {}))} as before")
-    if phase == "failed":
-        cause = f"the switch failed: {j.get('cause')}"
-        return StepResult(name, FAILED, f"{cause}; {rollback(params, j, cause=cause)}")
+    if journal.interrupted(j) and phase != "switched":
+        cause = f"the switch failed: {j.get('cause')}" if phase == "failed" else f"the upgrade stopped at {phase}"
+        return StepResult(name, FAILED, f"{cause}; {rollback(params, j, cause=cause)[1]}")
     if phase != "switched":
         have = parts.installed(params)
         return StepResult(name, UNCHANGED, f"no upgrade in progress: {versions_text(have)}")
@@ -299,7 +321,7 @@ def ensure_upgrade_verified(params, *, dry_run: bool = False) -> StepResult:
     if problem:
         journal.update(params, phase="failed", stage="verify", cause=problem)
         cause = f"{versions_text(j.get('to', {}))} did not pass verification: {problem}"
-        return StepResult(name, FAILED, f"{cause}; {rollback(params, journal.read(params), cause=cause)}",
+        return StepResult(name, FAILED, f"{cause}; {rollback(params, journal.read(params), cause=cause)[1]}",
                           check.rows if check else [])
     removed = []
     for path in (params.layout.env_prev_dir, params.layout.proxy_prev_dir, params.layout.upgrade_db_copy):
@@ -324,20 +346,27 @@ def verify(params) -> StepResult:
     return check_local_deployment(params)
 
 
-def rollback(params, j: dict, *, cause: str) -> str:
+def _was_swapped(j: dict, key: str, live, new) -> bool:
+    """Whether the live *key* (env or proxy) is, or may half be, the new one: the journal says it was swapped, or a
+    swap of it began and its .new is gone (renamed in) or the live one is gone (renamed away, the new not yet in).
+    A .prev the journal does not account for (an earlier upgrade's) is never put back over a good live one."""
+    if key in j.get("swapped", []):
+        return True
+    return j.get("swapping") == key and (not new.exists() or not live.exists())
+
+
+def rollback(params, j: dict, *, cause: str) -> tuple[bool, str]:
     """Undo what the journal *j* says was switched: stop the hub, the previous env and proxy back, the database
-    copied back, start and verify the previous hub. Returns what happened (never raises: a failed rollback is said)."""
+    copied back, start and verify the previous hub. Returns (succeeded, what happened); never raises."""
     lay = params.layout
     done = []
     journal.update(params, phase="rolling-back", cause=cause)
     try:
         stop_managed_hub(params)
-        if "env" in j.get("swapped", []) or lay.env_prev_dir.exists():
-            if parts.swap_back(lay.env_dir, lay.env_prev_dir):
-                done.append("env.prev → env")
-        if "proxy" in j.get("swapped", []) or lay.proxy_prev_dir.exists():
-            if parts.swap_back(lay.proxy_dir, lay.proxy_prev_dir):
-                done.append("proxy.prev → proxy")
+        if _was_swapped(j, "env", lay.env_dir, lay.env_new_dir) and parts.swap_back(lay.env_dir, lay.env_prev_dir):
+            done.append("env.prev → env")
+        if _was_swapped(j, "proxy", lay.proxy_dir, lay.proxy_new_dir) and parts.swap_back(lay.proxy_dir, lay.proxy_prev_dir):
+            done.append("proxy.prev → proxy")
         if "proxy-global" in j.get("swapped", []) and j.get("from", {}).get("proxy"):
             parts.npm_install_proxy(params, j["from"]["proxy"], None)
             done.append(f"configurable-http-proxy {j['from']['proxy']} reinstalled globally")
@@ -355,10 +384,11 @@ def rollback(params, j: dict, *, cause: str) -> str:
     except Exception as exc:  # noqa: BLE001
         why = _cause(exc)
         journal.update(params, phase="rollback-failed", rollback_cause=why)
-        return (f"ROLLBACK FAILED: {why} (done: {'; '.join(done) or 'nothing'}). The previous env is "
-                f"{lay.env_prev_dir if lay.env_prev_dir.exists() else lay.env_dir}, the database copy "
-                f"{lay.upgrade_db_copy}, the backup {j.get('backup') or '—'}; run troubleshoot.ipynb")
+        return False, (f"ROLLBACK FAILED: {why} (done: {'; '.join(done) or 'nothing'}). The previous env is "
+                       f"{lay.env_prev_dir if lay.env_prev_dir.exists() else lay.env_dir}, the database as it was "
+                       f"{lay.upgrade_db_copy}, the backup {j.get('backup') or '—'}: run upgrade.ipynb again "
+                       "(ensure_upgrade_recovered retries the rollback) or restore.ipynb with that backup")
     lay.upgrade_db_copy.unlink(missing_ok=True)
     journal.update(params, phase="rolled-back", installed=have)
-    return (f"rolled back ({'; '.join(done) or 'nothing was swapped'}): the hub runs {versions_text(have)} again, "
-            f"verified: {check.detail}")
+    return True, (f"rolled back ({'; '.join(done) or 'nothing was swapped'}): the hub runs {versions_text(have)} "
+                  f"again, verified: {check.detail}")
