@@ -217,7 +217,7 @@ def ensure_upgrade_switch(params, *, dry_run: bool = False) -> StepResult:
         return StepResult(name, WOULD_CHANGE if todo else UNCHANGED,
                           "would stop the hub, copy its database, swap in the new parts, run upgrade-db if the schema "
                           "changes and start the hub" if todo else f"nothing to switch: {versions_text(have)}")
-    if j.get("phase") == "failed" and not j.get("switch_started"):
+    if todo and j.get("phase") == "failed" and not j.get("switch_started"):
         return StepResult(name, SKIPPED, f"the {j.get('stage', 'build')} failed; nothing to switch")
     if j.get("phase") != "built":
         return StepResult(name, UNCHANGED, f"nothing to switch: {versions_text(have)}")
