@@ -177,3 +177,9 @@ def test_load_params_in_a_kernel_ignores_scratch_and_catches_typos(kernel):
     assert execute(kernel, "# Parameters\nprot = 9000\n")[0] == "ok"  # papermill's injected cell
     status, out, _ = execute(kernel, load)
     assert status == "error" and "✘ parameters refused (ParameterError)" in out and "prot" in out and "next:" in out
+
+
+def test_a_kernel_without_history_is_read_like_a_namespace():
+    """nbval runs cells with store_history=False: In stays [''] and the injected parameters must still count."""
+    ns = {"In": [""], "Out": {}, "prefix": "/srv/hrb-x", "port": 8000}
+    assert collect_parameters(ns) == {"prefix": "/srv/hrb-x", "port": 8000}

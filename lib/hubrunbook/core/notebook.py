@@ -7,9 +7,6 @@ far), a name is a parameter when it was assigned by a *parameter cell*:
   ``prefix: str = '/opt/x'``, comments) with at least one known parameter among them;
 - papermill's injected cell (it starts with the line ``# Parameters``), whatever names it assigns.
 
-A kernel whose history holds no parameter cell at all (nbval executes cells without storing history) counts every
-plain-valued public name, as outside a kernel.
-
 So a misspelt name beside real parameters (in the parameters cell or papermill's injection) is still an error
 with a "did you mean", while an operator's scratch cell (``x = 3``, or anything that is not only plain
 assignments) adds no parameter. Outside a kernel (a plain dict), every plain-valued public name counts.
@@ -66,14 +63,12 @@ def _plain(name: str, value: Any) -> bool:
 
 def collect_parameters(namespace: dict[str, Any]) -> dict[str, Any]:
     """Return the parameters *namespace* holds: in a kernel, the plain names its parameter cells assigned;
-    otherwise every plain-valued public name."""
+    otherwise every plain-valued public name. A kernel that keeps no history (``In`` holds only IPython's initial
+    empty entry: nbval executes cells with ``store_history=False``) counts as outside one: its parameter cells
+    cannot be told apart, and ignoring them would run the runbook on the defaults."""
     history = namespace.get("In")
-    wanted = parameter_names(history) if isinstance(history, list) else None
-    if not wanted:
-        # a kernel that keeps no history (nbval executes with store_history=False: `In` holds none of the cells run)
-        # shows no parameter cell at all: then every plain name counts, or the parameters cell and papermill's
-        # injection would be ignored and the run would go to the default prefix
-        wanted = None
+    kept = isinstance(history, list) and any(src.strip() for src in history)
+    wanted = parameter_names(history) if kept else None
     return {name: value for name, value in namespace.items()
             if _plain(name, value) and (wanted is None or name in wanted)}
 
