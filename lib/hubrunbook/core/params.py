@@ -554,7 +554,15 @@ class RestoreParams(_Base):
         return v
 
 
-class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams, BackupParams, RestoreParams):
+class UpgradeParams(_Base):
+    """Parameters of upgrade.ipynb (the versions come from install's and oauth's parameters)."""
+
+    allow_downgrade: bool = Field(
+        False, description="accept versions older than the installed ones (never across a database schema change: an older JupyterHub cannot read a newer schema)")
+
+
+class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams, BackupParams, RestoreParams,
+             UpgradeParams):
     """Every runbook's parameters; one file of them serves every runbook."""
 
     @model_validator(mode="after")

@@ -187,17 +187,21 @@ def guard_settings(params) -> dict[str, str]:
     }
 
 
-def hub_site_packages(params) -> Path:
-    out = run_command([params.layout.env_bin("python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+def hub_site_packages(params, env: Path | None = None) -> Path:
+    """site-packages of the hub env (or of the venv *env*: an upgrade's env.new)."""
+    python = (env / "bin" / "python") if env else params.layout.env_bin("python")
+    out = run_command([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                       timeout=60, what="hub env site-packages")
     return Path(out.stdout.strip())
 
 
-def ensure_hub_module(params, *, dry_run: bool = False) -> tuple[str, str]:
-    """Write ``hubrunbook_hub_auth.py`` into the hub env when it differs; returns (status, detail). Idempotent."""
-    if dry_run and not params.layout.env_bin("python").exists():
+def ensure_hub_module(params, *, dry_run: bool = False, env: Path | None = None) -> tuple[str, str]:
+    """Write ``hubrunbook_hub_auth.py`` into the hub env (or the venv *env*) when it differs; returns (status,
+    detail). Idempotent."""
+    python = (env / "bin" / "python") if env else params.layout.env_bin("python")
+    if dry_run and not python.exists():
         return WOULD_CHANGE, f"would write {HUB_MODULE}.py into the hub env (not installed yet)"
-    module = hub_site_packages(params) / f"{HUB_MODULE}.py"
+    module = hub_site_packages(params, env) / f"{HUB_MODULE}.py"
     if module.exists() and module.read_text() == HUB_MODULE_SOURCE:
         return UNCHANGED, f"{module.name} in place"
     if dry_run:
@@ -206,6 +210,6 @@ def ensure_hub_module(params, *, dry_run: bool = False) -> tuple[str, str]:
     tmp.write_text(HUB_MODULE_SOURCE)
     tmp.chmod(0o644)
     tmp.replace(module)  # a hub starting now imports the old or the new module, never half of one
-    run_command([params.layout.env_bin("python"), "-c", f"import {HUB_MODULE}"], timeout=60, what=f"import {HUB_MODULE}")
+    run_command([python, "-c", f"import {HUB_MODULE}"], timeout=60, what=f"import {HUB_MODULE}")
     return CHANGED, f"wrote {module} (login and spawn guard)"
 

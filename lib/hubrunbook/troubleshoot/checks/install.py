@@ -168,3 +168,55 @@ PROXY_INSTALLED = register(Check(
     "the proxy was never installed, was removed, or its Node.js is gone",
     "install the pinned configurable-http-proxy (repaired with apply_fixes)", check_proxy_installed,
     repairs.repair_proxy_install, stage="install"))
+
+
+def check_half_upgraded(ctx: Context) -> list[Finding]:
+    """An upgrade that stopped half-way: its journal says it began to switch and neither finished nor rolled back;
+    or env.new / env.prev / proxy.new / proxy.prev left behind; or a finished upgrade's recorded versions are not
+    what the env and proxy hold."""
+    from hubrunbook.hub import proxy
+    from hubrunbook.upgrade import journal
+
+    p, lay = ctx.params, ctx.params.layout
+    j = journal.read(p)
+    left = [path.name for path in (lay.env_new_dir, lay.env_prev_dir, lay.proxy_new_dir, lay.proxy_prev_dir)
+            if path.exists() or path.is_symlink()]
+    record = f"{lay.upgrade_record}: phase {j.get('phase')}, from {journal.versions_text(j.get('from', {}))}, to " \
+             f"{journal.versions_text(j.get('to', {}))}, swapped {j.get('swapped') or 'nothing'}"
+    if journal.interrupted(j):
+        return [HALF_UPGRADED.finding(
+            ERROR, f"an upgrade stopped at '{j.get('phase')}' without finishing or rolling back",
+            record + (f"; cause: {j['cause']}" if j.get("cause") else "") + (f"; left: {', '.join(left)}" if left else ""))]
+    if left:
+        return [HALF_UPGRADED.finding(
+            WARNING, f"{', '.join(left)} left under {lay.root} by an upgrade",
+            record if j else f"{', '.join(left)} exist and no upgrade journal ({lay.upgrade_record}) names them",
+            id="upgrade-leftovers", title="an upgrade left its new or previous env behind",
+            fix="run upgrade.ipynb again (its build removes env.new/proxy.new; a verified upgrade removes env.prev); "
+                "without a journal they are not ours: move them away by hand")]
+    if j.get("phase") == "done" and j.get("installed"):
+        env = _env(ctx)
+        have = {**{k: v for k, v in env.get("versions", {}).items() if k in ("jupyterhub", "jupyterlab", "oauthenticator")},
+                "proxy": proxy.installed_version(p)}
+        want = {k: v for k, v in j["installed"].items() if k in have}
+        diff = [f"{k} {have.get(k) or 'absent'} (recorded {v or 'absent'})" for k, v in want.items() if have.get(k) != v]
+        if diff and "missing" not in env:
+            return [HALF_UPGRADED.finding(
+                WARNING, "the env and proxy do not hold the versions the last upgrade recorded", "; ".join(diff) +
+                f" — {lay.upgrade_record}", id="upgrade-versions-drifted",
+                title="installed versions differ from the last upgrade's record",
+                cause="packages were installed or removed in the hub env (or the proxy) outside upgrade.ipynb",
+                fix="run upgrade.ipynb with the versions you want (it rebuilds the env next to the live one and "
+                    "records them); install.ipynb's changes in place are not swaps and cannot be rolled back")]
+    return []
+
+
+HALF_UPGRADED = register(Check(
+    "half-upgraded", "the hub env was left half-upgraded",
+    "state/upgrade.json: phase switching, swapped ['env']; /opt/hubrunbook/env.prev exists",
+    "upgrade.ipynb stopped after it began to switch (the kernel died, the machine rebooted) and neither finished nor "
+    "rolled back: the hub may run a new env on a database copied or upgraded half-way",
+    "run upgrade.ipynb again: its step ensure_upgrade_recovered puts the previous env, proxy and database back, "
+    "restarts the hub and verifies it (state/upgrade.json names what was swapped; state/upgrade/ holds the database "
+    "as it was; the backup archive is in state/backups/)",
+    check_half_upgraded, stage="install"))
