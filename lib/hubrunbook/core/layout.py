@@ -120,6 +120,17 @@ class Layout:
         return self.state_dir / "audit.jsonl"
 
     @property
+    def proxy_global_record(self) -> Path:
+        """proxy-global.json: written when install.ipynb put configurable-http-proxy into npm's global prefix where
+        there was none (proxy_install: global); uninstall.ipynb removes that package only when this record says so."""
+        return self.state_dir / "proxy-global.json"
+
+    @property
+    def retry_page(self) -> Path:
+        """templates/429.html: the hub's "too many users" page (capacity.py)."""
+        return self.templates_dir / "429.html"
+
+    @property
     def troubleshoot_report(self) -> Path:
         return self.state_dir / "troubleshoot.json"
 
