@@ -38,8 +38,6 @@ def prepare_backup_dir(path: Path) -> None:
 def ensure_final_backup(params, *, dry_run: bool = False) -> StepResult:
     """Before anything goes: backup.ipynb's archive of the hub (database, config, hub.env, cookie secret, users
     registry) into uninstall_backup_dir, outside the prefix. Skipped with uninstall_backup: false."""
-    from hubrunbook.backup.archive import ensure_backup
-
     where = Path(params.uninstall_backup_dir)
     if not params.uninstall_backup:
         return StepResult("ensure_final_backup", UNCHANGED, "no final backup: uninstall_backup is false")
@@ -48,6 +46,8 @@ def ensure_final_backup(params, *, dry_run: bool = False) -> StepResult:
     if dry_run:
         return StepResult("ensure_final_backup", WOULD_CHANGE, f"would write a final backup into {where} (0700) "
                           "before anything is removed")
+    from hubrunbook.backup.archive import ensure_backup
+
     prepare_backup_dir(where)
     result = ensure_backup(params.model_copy(update={"backup_dir": str(where)}), dry_run=False)
     if result.failed:
