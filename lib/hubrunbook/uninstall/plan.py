@@ -284,7 +284,7 @@ def check_uninstall_plan(params, *, dry_run: bool = False) -> StepResult:
     backup = (f"a final backup first, to {params.uninstall_backup_dir}" if params.uninstall_backup
               else "no final backup (uninstall_backup: false)")
     if dry(params, dry_run):
-        why = "dry_run" if dry_run else "confirm_uninstall is false"
+        why = "confirm_uninstall is false" if not params.confirm_uninstall else "dry_run is true"
         detail = (f"dry run ({why}): {n_go} item(s) would go, {n_keep} kept; {backup}. Nothing was changed; "
                   "set confirm_uninstall: true to remove them")
     else:
