@@ -115,6 +115,14 @@ def test_notebook_namespace_collection():
     assert load_params(ns).port == 9001
 
 
+def test_a_kernel_without_history_takes_every_plain_name():
+    """nbval executes cells with store_history=False (In stays ['']): the injected parameters must still count, or
+    nbval runs the runbook with the model defaults (prefix /opt/hubrunbook)."""
+    ns = {"In": [""], "Out": {}, "prefix": "/srv/nbval", "port": 9003, "run": object()}
+    assert collect_parameters(ns) == {"prefix": "/srv/nbval", "port": 9003}
+    assert load_params(ns).prefix == "/srv/nbval"
+
+
 def test_notebook_namespace_with_injected_unknown_key_fails():
     with pytest.raises(ParameterError, match="portt"):
         load_params({"portt": 1})

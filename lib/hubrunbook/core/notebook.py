@@ -9,7 +9,8 @@ far), a name is a parameter when it was assigned by a *parameter cell*:
 
 So a misspelt name beside real parameters (in the parameters cell or papermill's injection) is still an error
 with a "did you mean", while an operator's scratch cell (``x = 3``, or anything that is not only plain
-assignments) adds no parameter. Outside a kernel (a plain dict), every plain-valued public name counts.
+assignments) adds no parameter. Outside a kernel (a plain dict), or in a kernel that keeps no history (nbval), every
+plain-valued public name counts.
 """
 from __future__ import annotations
 
@@ -65,7 +66,11 @@ def collect_parameters(namespace: dict[str, Any]) -> dict[str, Any]:
     """Return the parameters *namespace* holds: in a kernel, the plain names its parameter cells assigned;
     otherwise every plain-valued public name."""
     history = namespace.get("In")
-    wanted = parameter_names(history) if isinstance(history, list) else None
+    # a kernel that keeps no history (nbval executes with store_history=False: In stays ['']) cannot tell parameter
+    # cells from others: there every plain-valued public name counts, as outside a kernel. Without this, nbval ran
+    # every runbook with the model defaults (prefix /opt/hubrunbook), whatever papermill had injected.
+    kept = isinstance(history, list) and any(isinstance(s, str) and s.strip() for s in history)
+    wanted = parameter_names(history) if kept else None
     return {name: value for name, value in namespace.items()
             if _plain(name, value) and (wanted is None or name in wanted)}
 
