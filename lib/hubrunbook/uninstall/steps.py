@@ -275,7 +275,7 @@ def check_uninstalled(params, plan: StepResult, *, dry_run: bool = False) -> Ste
         if part != "kept" and action != "absent":
             rows.append((what, FAILED if os.path.lexists(what) else OK, "removed"))
     for _, what, why in inv["keep"]:
-        if what.startswith("/"):
+        if Path(what).parent == params.layout.root or params.layout.root in Path(what).parents:  # listed from the prefix
             rows.append((what, OK if os.path.lexists(what) else FAILED, f"kept ({why})"))
     bad = [r for r in rows if r[1] == FAILED]
     if bad:
