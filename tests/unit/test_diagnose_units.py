@@ -11,7 +11,7 @@ import pytest
 
 from hubrunbook.troubleshoot import catalog, diagnose, facts, logscan
 from hubrunbook.core import secretref
-from hubrunbook.hub import envfile
+from hubrunbook.hub import database, envfile
 from hubrunbook.hub.configload import LoadedConfig
 from hubrunbook.host import system
 from hubrunbook.troubleshoot.checks import access, install, processes, state
@@ -139,15 +139,15 @@ def test_alembic_head_and_db_revision(tmp_path):
     versions.mkdir(parents=True)
     (versions / "a.py").write_text("revision = 'aaa1'\ndown_revision = None\n")
     (versions / "b.py").write_text("revision = 'bbb2'\ndown_revision = 'aaa1'\n")
-    assert facts.alembic_head(str(tmp_path / "jupyterhub")) == "bbb2"
+    assert database.alembic_head(str(tmp_path / "jupyterhub")) == "bbb2"
     db = tmp_path / "jupyterhub.sqlite"
     con = sqlite3.connect(db)
     con.execute("CREATE TABLE alembic_version (version_num VARCHAR(32))")
     con.execute("INSERT INTO alembic_version VALUES ('aaa1')")
     con.commit()
     con.close()
-    assert facts.db_revision(db) == "aaa1"
-    assert facts.db_revision(tmp_path / "absent.sqlite") is None
+    assert database.db_revision(db) == "aaa1"
+    assert database.db_revision(tmp_path / "absent.sqlite") is None
 
 
 def test_hub_env_values_are_masked(params):

@@ -74,6 +74,15 @@ def test_defaults_are_a_dry_run_of_every_part_with_a_final_backup_outside_the_pr
     assert plan.dry(p, False) and not plan.dry(build_params({"confirm_uninstall": True}), False)
 
 
+def test_the_final_backup_goes_to_backup_dir_only_when_it_lies_outside_the_prefix():
+    base = {"prefix": "/srv/hub", "uninstall_backup_dir": "/var/backups/final"}
+    assert str(build_params(base).final_backup_dir) == "/var/backups/final"
+    assert str(build_params({**base, "backup_dir": "/srv/hub/state/backups"}).final_backup_dir) == "/var/backups/final"
+    outside = build_params({**base, "backup_dir": "/var/backups/hub"})
+    assert str(outside.final_backup_dir) == "/var/backups/hub"
+    assert str(outside.uninstall_audit_log) == "/var/backups/hub/uninstall-audit.jsonl"
+
+
 # --- fd-based removal ------------------------------------------------------------------------------------------------
 def test_remove_entry_unlinks_symlinks_and_never_touches_their_targets(tmp_path):
     tree, outside = tmp_path / "p" / "tree", tmp_path / "outside"

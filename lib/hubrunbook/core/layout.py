@@ -10,6 +10,7 @@ The config file is the one path a parameter can move: ``params.config_path`` (co
     <prefix>/etc/jupyterhub_config.py the hub's config (unless the parameter config_file names another)
     <prefix>/templates/               page templates the hub serves (429.html)
     <prefix>/state/                   0700: what the hub and the runbooks record
+    <prefix>/state/backups/           0700: database copies before repairs, backup archives
     <prefix>/secrets/                 0700: cookie secret, hub.env, generated passwords
 """
 from __future__ import annotations
@@ -55,7 +56,8 @@ class Layout:
 
     @property
     def backups_dir(self) -> Path:
-        """Copies of the hub database taken before a repair changes it."""
+        """0700: copies of the hub database taken before a repair changes it, and backup.ipynb's archives (unless
+        the parameter backup_dir names another directory)."""
         return self.state_dir / "backups"
 
     @property
@@ -129,10 +131,21 @@ class Layout:
     def retry_page(self) -> Path:
         """templates/429.html: the hub's "too many users" page (capacity.py)."""
         return self.templates_dir / "429.html"
+    def restore_marker(self) -> Path:
+        """restored.json: the archive restore.ipynb last restored here, by sha256 (a re-run of it changes nothing)."""
+        return self.state_dir / "restored.json"
 
     @property
     def troubleshoot_report(self) -> Path:
         return self.state_dir / "troubleshoot.json"
+
+    def db_copy(self, revision: str | None, stamp: str) -> Path:
+        """A copy of the hub database at schema *revision*, taken at *stamp* before a repair changed it (0600)."""
+        return self.backups_dir / f"{self.hub_db.name}.{revision}.{stamp}"
+
+    def backup_archive(self, stamp: str) -> Path:
+        """backup.ipynb's archive taken at *stamp* in the default backups dir (0600)."""
+        return self.backups_dir / backup_archive_name(stamp)
 
     # --- secrets -------------------------------------------------------------------------------------
     @property
@@ -146,3 +159,23 @@ class Layout:
 
     def password_file(self, user: str) -> Path:
         return self.passwords_dir / user
+
+
+# backup.ipynb's archives: hubrunbook-<kind>-<UTC stamp>.tar.gz (+ .sha256), in backups_dir or the parameter
+# backup_dir; kind "backup" (backup.ipynb, the other runbooks' first step) or "pre-restore" (what a restore replaced)
+BACKUP_KINDS = ("backup", "pre-restore")
+BACKUP_ARCHIVE_SUFFIX = ".tar.gz"
+BACKUP_STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+
+
+def backup_archive_name(stamp: str, kind: str = "backup") -> str:
+    assert kind in BACKUP_KINDS, kind
+    return f"hubrunbook-{kind}-{stamp}{BACKUP_ARCHIVE_SUFFIX}"
+
+
+def backup_archive_stamp(name: str, kind: str = "backup") -> str | None:
+    """The stamp of an archive of *kind* named by backup_archive_name, else None."""
+    head = f"hubrunbook-{kind}-"
+    if name.startswith(head) and name.endswith(BACKUP_ARCHIVE_SUFFIX):
+        return name[len(head):-len(BACKUP_ARCHIVE_SUFFIX)] or None
+    return None

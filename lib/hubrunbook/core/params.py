@@ -502,6 +502,56 @@ class TroubleshootParams(_Base):
         return check_username(v, "verify_user") if v else v
 
 
+class BackupParams(_Base):
+    """Parameters of backup.ipynb and restore.ipynb (issue 10)."""
+
+    backup_dir: str = Field("", description="directory of the backup archives (created 0700); empty: <prefix>/state/backups")
+    backup_keep: int = Field(7, description="archives kept in backup_dir: older ones are deleted after a new backup (1-1000)")
+    backup_max_age_hours: int = Field(
+        0, description="troubleshoot warns when the newest archive in backup_dir is older than this many hours, or there is none; 0: no check")
+
+    @field_validator("backup_dir")
+    @classmethod
+    def _backup_dir(cls, v):
+        _check_abs(v, "backup_dir", allow_empty=True)
+        if v:
+            _check_not_system(v, "backup_dir")
+            if v.rstrip("/") in ("/home", "/opt", "/srv", "/tmp", "/var/tmp", "/var", "/mnt", "/media"):
+                raise ValueError(f"backup_dir must be a directory of its own (it is made 0700 and old archives in it are "
+                                 f"deleted), not {v!r}; e.g. '/var/backups/hubrunbook'")
+        return v.rstrip("/")
+
+    @field_validator("backup_keep")
+    @classmethod
+    def _backup_keep(cls, v):
+        if not 1 <= v <= 1000:
+            raise ValueError(f"backup_keep must be between 1 and 1000 archives; got {v}")
+        return v
+
+    @field_validator("backup_max_age_hours")
+    @classmethod
+    def _backup_age(cls, v):
+        if not 0 <= v <= 24 * 366:
+            raise ValueError(f"backup_max_age_hours must be between 0 (no check) and {24 * 366}; got {v}")
+        return v
+
+
+class RestoreParams(_Base):
+    """Parameters of restore.ipynb (issue 10); it also reads backup_dir."""
+
+    restore_archive: str = Field("", description="the archive to restore: a path, or 'latest' (the newest in backup_dir)")
+
+    @field_validator("restore_archive")
+    @classmethod
+    def _restore_archive(cls, v):
+        if v in ("", "latest"):
+            return v
+        _check_abs(v, "restore_archive")
+        if not v.endswith(".tar.gz"):
+            raise ValueError(f"restore_archive must be a backup archive (.tar.gz) or 'latest'; got {v!r}")
+        return v
+
+
 UNINSTALL_PARTS = ("service", "users", "hub_env", "proxy", "nodejs", "config", "secrets", "state")
 
 
@@ -514,11 +564,11 @@ class UninstallParams(_Base):
         "created), hub_env, proxy, nodejs, config, secrets, state")
     uninstall_backup: bool = Field(True, description="keep a final backup (backup.ipynb's archive) before anything is removed")
     uninstall_backup_dir: str = Field(
-        "/var/backups/hubrunbook", description="where the final backup and the uninstall's audit log go (0700, outside the prefix)")
+        "/var/backups/hubrunbook", description="where the final backup and the uninstall's audit log go (0700, outside the prefix) when backup_dir is empty or inside the prefix")
 
     @field_validator("uninstall_parts")
     @classmethod
-    def _parts(cls, v):
+    def _uninstall_parts(cls, v):
         unknown = [p for p in v if p not in UNINSTALL_PARTS]
         if unknown:
             raise ValueError(f"unknown part(s) {unknown}; choose from {list(UNINSTALL_PARTS)}")
@@ -535,17 +585,13 @@ class UninstallParams(_Base):
 
     @field_validator("uninstall_backup_dir")
     @classmethod
-    def _backup_dir(cls, v):
+    def _uninstall_backup_dir(cls, v):  # not _backup_dir: BackupParams has one; in Params one name would hide the other
         _check_abs(v, "uninstall_backup_dir")
         return _check_not_system(v, "uninstall_backup_dir").rstrip("/")
 
-    @property
-    def uninstall_audit_log(self) -> Path:
-        """The uninstall run's audit log: beside the final backup, outside the prefix it removes."""
-        return Path(self.uninstall_backup_dir) / "uninstall-audit.jsonl"
 
-
-class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams, UninstallParams):
+class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams, BackupParams, RestoreParams,
+             UninstallParams):
     """Every runbook's parameters; one file of them serves every runbook."""
 
     @model_validator(mode="after")
@@ -570,6 +616,26 @@ class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams, Un
     def config_path(self) -> Path:
         """jupyterhub_config.py: config_file, else <prefix>/etc/jupyterhub_config.py (the one path a parameter moves)."""
         return Path(self.config_file) if self.config_file else self.layout.default_config_path
+
+    @property
+    def backup_path(self) -> Path:
+        """Where backup archives go: backup_dir, else <prefix>/state/backups."""
+        return Path(self.backup_dir) if self.backup_dir else self.layout.backups_dir
+
+    @property
+    def final_backup_dir(self) -> Path:
+        """Where uninstall.ipynb's final backup and audit log go: backup_dir when it is set and lies outside the prefix
+        (the operator's archives stay in one place), else uninstall_backup_dir. Never inside the prefix."""
+        if self.backup_dir:
+            backups, prefix = Path(self.backup_dir), Path(self.prefix)
+            if backups != prefix and prefix not in backups.parents:
+                return backups
+        return Path(self.uninstall_backup_dir)
+
+    @property
+    def uninstall_audit_log(self) -> Path:
+        """The uninstall run's audit log: beside the final backup, outside the prefix it removes."""
+        return self.final_backup_dir / "uninstall-audit.jsonl"
 
     @property
     def public_url(self) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from pathlib import Path
 
 import requests
@@ -123,37 +122,6 @@ def proxy_token_status(params, timeout: float = 2) -> str:
     if resp.status_code == 200:
         return "accepted"
     return f"rejected {resp.status_code}"
-
-
-# --- the database --------------------------------------------------------------------------------
-def alembic_head(pkg_dir: str | None) -> str | None:
-    """The newest schema revision of the installed jupyterhub (the revision nobody names as down_revision)."""
-    if not pkg_dir:
-        return None
-    revs, downs = set(), set()
-    for f in (Path(pkg_dir) / "alembic" / "versions").glob("*.py"):
-        text = f.read_text(errors="replace")
-        if m := re.search(r"^revision\s*=\s*['\"]([0-9a-f]+)['\"]", text, re.M):
-            revs.add(m.group(1))
-        if m := re.search(r"^down_revision\s*=\s*['\"]([0-9a-f]+)['\"]", text, re.M):
-            downs.add(m.group(1))
-    heads = revs - downs
-    return heads.pop() if len(heads) == 1 else None
-
-
-def db_revision(path: Path) -> str | None:
-    """alembic_version of the sqlite database at *path*, opened read-only; None when absent or unversioned."""
-    if not path.exists():
-        return None
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
-        try:
-            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return None
-    return row[0] if row else None
 
 
 # --- the config file, as JupyterHub's loader sees it (hub/configload.py) ---------------------------------

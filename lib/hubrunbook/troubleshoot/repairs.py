@@ -8,12 +8,12 @@ those hubrunbook manages.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from hubrunbook.troubleshoot import facts
+from hubrunbook.hub import database
 from hubrunbook.host import ports
 from hubrunbook.core.errors import CommandError, HubError, RunbookError
 from hubrunbook.host.process import terminate
@@ -129,24 +129,23 @@ def repair_db_schema(params, finding, *, dry_run: bool = False) -> StepResult:
     name = "repair_db_schema"
     db = Path(finding.data.get("db") or params.layout.hub_db)
     env = facts.probe_env(params)
-    head = facts.alembic_head(env.get("pkg_dir"))
-    have = facts.db_revision(db)
+    head = database.alembic_head(env.get("pkg_dir"))
+    have = database.db_revision(db)
     if have == head:
         return StepResult(name, UNCHANGED, f"{db} is at schema {head}")
     if facts.hub_pid(params):
         raise HubError("the hub is running; stop it before upgrading its database (it should not run on an old schema)")
     backups = params.layout.backups_dir
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    backup = backups / f"{db.name}.{have}.{stamp}"
+    backup = params.layout.db_copy(have, stamp)
     if dry_run:
         return StepResult(name, WOULD_CHANGE, f"would copy {db} to {backup} and run jupyterhub upgrade-db ({have} → {head})")
     backups.mkdir(mode=0o700, parents=True, exist_ok=True)
-    shutil.copy2(db, backup)
-    os.chmod(backup, 0o600)
+    database.copy_database(db, backup)
     jh = params.layout.env_bin("jupyterhub")
     run_command([jh, "upgrade-db", f"--db=sqlite:///{db}"], cwd=params.layout.state_dir, timeout=180,
                 env={"PATH": f"{params.layout.env_dir / 'bin'}:{os.environ.get('PATH', '')}"}, what="jupyterhub upgrade-db")
-    now = facts.db_revision(db)
+    now = database.db_revision(db)
     if now != head:
         raise CommandError(f"jupyterhub upgrade-db ran but {db} is at {now}, not {head}; the backup is {backup}")
     return StepResult(name, CHANGED, f"backed up {db} to {backup}; upgrade-db {have} → {head}")

@@ -281,7 +281,7 @@ def check_uninstall_plan(params, *, dry_run: bool = False) -> StepResult:
     n_go = sum(r[0] != "kept" and r[2] not in ("absent", "already gone", "nothing to stop", "nothing to delete")
                and not r[2].startswith("none") for r in rows)
     n_keep = sum(r[0] == "kept" for r in rows)
-    backup = (f"a final backup first, to {params.uninstall_backup_dir}" if params.uninstall_backup
+    backup = (f"a final backup first, to {params.final_backup_dir}" if params.uninstall_backup
               else "no final backup (uninstall_backup: false)")
     if dry(params, dry_run):
         why = "confirm_uninstall is false" if not params.confirm_uninstall else "dry_run is true"

@@ -27,35 +27,42 @@ def prepare_backup_dir(path: Path) -> None:
 
     why = untrusted_reason(path)
     if why:
-        raise PreflightError(f"uninstall_backup_dir {path} is not root's alone: {why}")
+        raise PreflightError(f"the final backup dir {path} is not root's alone: {why}; set uninstall_backup_dir (or backup_dir)")
     if path.is_symlink():
-        raise PreflightError(f"uninstall_backup_dir {path} is a symlink: not followed; give the real directory")
+        raise PreflightError(f"the final backup dir {path} is a symlink: not followed; give the real directory")
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     if path.stat().st_mode & 0o077:
         os.chmod(path, 0o700)
 
 
 def ensure_final_backup(params, *, dry_run: bool = False) -> StepResult:
-    """Before anything goes: backup.ipynb's archive of the hub (database, config, hub.env, cookie secret, users
-    registry) into uninstall_backup_dir, outside the prefix. Skipped with uninstall_backup: false."""
-    where = Path(params.uninstall_backup_dir)
+    """Before anything goes: backup.ipynb's archive of the hub (database by SQLite's online backup while the hub
+    runs, config, hub.env, cookie secret, users registries) into uninstall_backup_dir, outside the prefix; a
+    ``hubrunbook-backup-*`` archive there, so restore.ipynb (backup_dir: that directory, restore_archive: latest)
+    brings the hub back after a new install. Skipped with uninstall_backup: false, or when the prefix holds no
+    deployment at all; a deployment with only some of its files fails here, and nothing is removed."""
+    from hubrunbook.backup.archive import ensure_backup, parts
+
+    where = params.final_backup_dir
     if not params.uninstall_backup:
         return StepResult("ensure_final_backup", UNCHANGED, "no final backup: uninstall_backup is false")
-    if not params.layout.root.is_dir():
-        return StepResult("ensure_final_backup", UNCHANGED, f"nothing to back up: {params.layout.root} does not exist")
+    required = [path for _, _, path, req in parts(params) if req]
+    if not any(path.exists() for path in required):
+        return StepResult("ensure_final_backup", UNCHANGED, f"nothing to back up: no hub database, config or secrets "
+                          f"under {params.layout.root} (never configured, or already removed)")
     if dry_run:
-        return StepResult("ensure_final_backup", WOULD_CHANGE, f"would write a final backup into {where} (0700) "
-                          "before anything is removed")
-    from hubrunbook.backup.archive import ensure_backup
-
+        return StepResult("ensure_final_backup", WOULD_CHANGE, f"would write a final backup (backup.ipynb's archive) "
+                          f"into {where} (0700) before anything is removed")
     prepare_backup_dir(where)
-    result = ensure_backup(params.model_copy(update={"backup_dir": str(where)}), dry_run=False)
-    if result.failed:
+    result = ensure_backup(params.model_copy(update={"backup_dir": str(where)}))
+    if result.failed or not result.data.get("archive"):
         raise CommandError(f"the final backup failed ({result.detail}); nothing was removed. Fix it, or set "
                            "uninstall_backup: false to uninstall without one")
-    archive = result.data.get("archive")
-    return StepResult("ensure_final_backup", CHANGED, f"final backup {archive} (kept: outside the prefix)",
-                      result.rows, result.header, data={"archive": str(archive)})
+    archive = result.data["archive"]
+    said = "written" if result.status == CHANGED else "already holds this state"
+    return StepResult("ensure_final_backup", CHANGED if result.status == CHANGED else UNCHANGED,
+                      f"final backup {archive} {said} (outside the prefix; restore.ipynb with backup_dir {where})",
+                      result.rows, result.header, data={"archive": archive})
 
 
 # --- service -------------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import stat
 
 from hubrunbook.troubleshoot import facts, repairs
 from hubrunbook.host import system
-from hubrunbook.hub import envfile
+from hubrunbook.hub import database, envfile
 from hubrunbook.troubleshoot.catalog import ERROR, WARNING, Check, Context, Finding, register
 from hubrunbook.troubleshoot.logscan import hub_log_lines, match_log
 from hubrunbook.troubleshoot.checks.common import _env
@@ -33,13 +33,21 @@ def check_secret_files(ctx: Context) -> list[Finding]:
 def check_db_schema(ctx: Context) -> list[Finding]:
     env = _env(ctx)
     db = ctx.params.layout.hub_db
-    have = facts.db_revision(db)
-    head = facts.alembic_head(env.get("pkg_dir")) if "missing" not in env else None
+    have = database.db_revision(db)
+    head = database.alembic_head(env.get("pkg_dir")) if "missing" not in env else None
     if have and head and have != head:
         return [DB_SCHEMA.finding(
             ERROR, f"the database schema {have} is not the schema {head} of jupyterhub {env['versions'].get('jupyterhub')}",
             f"{db}: alembic_version {have}; installed jupyterhub head revision {head}", db=str(db))]
     return []
+
+
+def check_backup_age(ctx: Context) -> list[Finding]:
+    """A warning when backup_max_age_hours is set and the newest backup archive is older, or missing."""
+    from hubrunbook.backup.archive import backup_age_problem
+
+    problem = backup_age_problem(ctx.params)
+    return [BACKUP_AGE.finding(WARNING, *problem)] if problem else []
 
 
 MIN_FREE_MB_HARD = 64
@@ -108,6 +116,14 @@ DISK = register(Check(
     "sqlite3.OperationalError: database or disk is full",
     "logs, backups or users' files filled the filesystem holding <prefix>/state",
     "free space there (old logs, backups) or move the prefix; nothing is deleted automatically", check_disk_space, stage="files"))
+
+
+BACKUP_AGE = register(Check(
+    "backup-age", "the newest backup is too old, or there is none",
+    "the newest backup is 30.2 h old (more than backup_max_age_hours 24)",
+    "backup.ipynb has not run since (no timer runs it, or it failed), or backup_dir names another directory",
+    "run backup.ipynb (`papermill runbooks/backup.ipynb` from a systemd timer or cron for regular backups); "
+    "backup_max_age_hours: 0 turns this check off", check_backup_age, stage="files"))
 
 
 HUB_LOG = register(Check(
