@@ -108,7 +108,7 @@ def test_dry_run_by_default_then_exact_uninstall_then_nothing(sandbox, foreign, 
         assert not backups.exists()
 
         # 2. confirmed: everything of ours goes
-        run = run_runbook("uninstall", {**values, "confirm_uninstall": True, "uninstall_backup": False}, tmp_path / "confirmed")
+        run = run_runbook("uninstall", {**values, "confirm_uninstall": True}, tmp_path / "confirmed")
         assert run.ok, run.error[-3000:]
         st = step_statuses(run.out)
         assert st["check_uninstalled"] == "ok", st
@@ -118,6 +118,14 @@ def test_dry_run_by_default_then_exact_uninstall_then_nothing(sandbox, foreign, 
         for name, uid in ((USER, user_uid), (ADMIN, admin_uid)):
             assert users.lookup(name) is None and not os.path.lexists(f"/home/{name}"), name
             assert _uid_processes(uid) == [], name
+        # the final backup: outside the prefix, 0600 in 0700, verified, with our users (taken while the hub ran)
+        from hubrunbook.backup.archive import archives
+        from hubrunbook.backup.verify import verify_archive
+
+        final = archives(backups)
+        assert len(final) == 1 and final[0].stat().st_mode & 0o777 == 0o600, final
+        manifest = verify_archive(final[0])
+        assert {u["name"] for u in manifest["users"]} >= {USER, ADMIN}, manifest["users"]
         audit = backups / "uninstall-audit.jsonl"
         assert audit.stat().st_mode & 0o777 == 0o600 and backups.stat().st_mode & 0o777 == 0o700
         assert '"step": "ensure_files_removed"' in audit.read_text()
