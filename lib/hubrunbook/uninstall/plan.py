@@ -278,6 +278,13 @@ def check_uninstall_plan(params, *, dry_run: bool = False) -> StepResult:
     rows = service_rows(inv["service"]) if "service" in parts else []
     rows += user_rows(inv["users"], inv["throwaway"]) if "users" in parts else []
     rows += inv["go"] + inv["keep"]
+    if "state" in parts and params.uninstall_backup:
+        from hubrunbook.uninstall.steps import earlier_archives
+
+        n = len(earlier_archives(params))
+        if n:
+            rows.append(("state", f"{n} archive(s) of backup.ipynb in {params.layout.backups_dir}",
+                         f"copied to {params.final_backup_dir} first"))
     n_go = sum(r[0] != "kept" and r[2] not in ("absent", "already gone", "nothing to stop", "nothing to delete")
                and not r[2].startswith("none") for r in rows)
     n_keep = sum(r[0] == "kept" for r in rows)

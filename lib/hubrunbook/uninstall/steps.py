@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 
 from hubrunbook.core import secretref
+from hubrunbook.core.layout import BACKUP_KINDS
 from hubrunbook.core.errors import CommandError, PreflightError
 from hubrunbook.core.shell import run_command
 from hubrunbook.core.steps import CHANGED, FAILED, OK, SKIPPED, UNCHANGED, WOULD_CHANGE, StepResult
@@ -54,15 +55,56 @@ def ensure_final_backup(params, *, dry_run: bool = False) -> StepResult:
         return StepResult("ensure_final_backup", WOULD_CHANGE, f"would write a final backup (backup.ipynb's archive) "
                           f"into {where} (0700) before anything is removed")
     prepare_backup_dir(where)
+    kept = keep_earlier_archives(params, where)
     result = ensure_backup(params.model_copy(update={"backup_dir": str(where)}))
     if result.failed or not result.data.get("archive"):
         raise CommandError(f"the final backup failed ({result.detail}); nothing was removed. Fix it, or set "
                            "uninstall_backup: false to uninstall without one")
     archive = result.data["archive"]
     said = "written" if result.status == CHANGED else "already holds this state"
-    return StepResult("ensure_final_backup", CHANGED if result.status == CHANGED else UNCHANGED,
-                      f"final backup {archive} {said} (outside the prefix; restore.ipynb with backup_dir {where})",
+    also = f"; {len(kept)} earlier archive(s) of <prefix>/state/backups copied beside it" if kept else ""
+    return StepResult("ensure_final_backup", CHANGED if result.status == CHANGED or kept else UNCHANGED,
+                      f"final backup {archive} {said} (outside the prefix; restore.ipynb with backup_dir {where}){also}",
                       result.rows, result.header, data={"archive": archive})
+
+
+def earlier_archives(params) -> list[Path]:
+    """backup.ipynb's archives (and pre-restore ones) in <prefix>/state/backups: they go with the state dir. Read-only."""
+    from hubrunbook.backup.archive import archives
+
+    return [a for kind in BACKUP_KINDS for a in archives(params.layout.backups_dir, kind)]
+
+
+def keep_earlier_archives(params, where: Path) -> list[Path]:
+    """Copy the archives of <prefix>/state/backups (with their .sha256) into *where* (0600, never through a link)
+    when the state dir is to go; those already there are left as they are. Returns the copies made."""
+    from hubrunbook.backup.archive import sidecar
+
+    if "state" not in params.uninstall_parts or where == params.layout.backups_dir:
+        return []
+    made = []
+    for archive in earlier_archives(params):
+        for src in (archive, sidecar(archive)):
+            dest = where / src.name
+            if dest.exists() or not src.exists():
+                continue
+            fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as fh:
+                _copy_private(fh, dest)
+            made.append(dest)
+    return [m for m in made if m.name.endswith(".tar.gz")]
+
+
+def _copy_private(fh, dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        while chunk := fh.read(1 << 20):
+            os.write(out, chunk)
+        os.fsync(out)
+    finally:
+        os.close(out)
+    os.replace(tmp, dest)
 
 
 # --- service -------------------------------------------------------------------------------------------------------
