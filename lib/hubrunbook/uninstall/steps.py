@@ -14,7 +14,7 @@ from hubrunbook.core.layout import BACKUP_KINDS
 from hubrunbook.core.errors import CommandError, PreflightError
 from hubrunbook.core.shell import run_command
 from hubrunbook.core.steps import CHANGED, FAILED, OK, SKIPPED, UNCHANGED, WOULD_CHANGE, StepResult
-from hubrunbook.host import ports, systemd
+from hubrunbook.host import systemd
 from hubrunbook.host.users import lookup
 from hubrunbook.uninstall import fsremove
 from hubrunbook.uninstall.plan import (DIR_PARTS, HEADER, config_files, file_plan, global_proxy, processes_of,
@@ -137,19 +137,27 @@ def ensure_hub_removed(params, *, dry_run: bool = False) -> StepResult:
     stopped = stop_managed_hub(params.model_copy(update={"service": "process"}))  # the background hub, by proven PIDs
     if stopped.status == CHANGED:
         done.append(stopped.detail)
-    alive = [f"{k} pid {facts[f'{k}_pid']}" for k in ("hub", "proxy") if _still_ours(facts[f"{k}_pid"])]
+    alive = [f"{k} pid {facts[f'{k}_pid']}" for k in ("hub", "proxy") if _still_ours(params, k, facts[f"{k}_pid"])]
     if alive:
         raise CommandError(f"still running after stopping: {', '.join(alive)}; see the hub's log "
                            f"({params.layout.hub_log}) or journalctl -u {name}, stop it and run again")
     return StepResult("ensure_hub_removed", CHANGED, "; ".join(done) or "stopped", rows, HEADER)
 
 
-def _still_ours(pid: int | None) -> bool:
-    """*pid* (our hub or proxy when the plan looked) still runs the same kind of process."""
+def _still_ours(params, kind: str, pid: int | None) -> bool:
+    """*pid* (our hub or proxy when the plan looked) is still our hub (`jupyterhub -f <our config>` as root) or our
+    proxy (our node, our proxy script, our ports): a recycled PID of another process is not."""
+    from hubrunbook.hub.proxy import unproven_reason
+    from hubrunbook.hub.service import is_our_hub
+
     if not pid or not psutil.pid_exists(pid):
         return False
-    cmd = " ".join(ports.cmdline(pid))
-    return "jupyterhub" in cmd or "configurable-http-proxy" in cmd
+    if kind == "hub":
+        return is_our_hub(params, pid)
+    try:
+        return unproven_reason(params, pid, on_api_port=False) is None
+    except PreflightError:  # our node cannot even be named any more: what runs is not our proxy
+        return False
 
 
 # --- users ---------------------------------------------------------------------------------------------------------
@@ -308,7 +316,7 @@ def check_uninstalled(params, plan: StepResult, *, dry_run: bool = False) -> Ste
         for k in ("hub", "proxy"):
             pid = facts[f"{k}_pid"]
             if pid:
-                rows.append((f"{k} pid {pid}", FAILED if _still_ours(pid) else OK, "stopped"))
+                rows.append((f"{k} pid {pid}", FAILED if _still_ours(params, k, pid) else OK, "stopped"))
         if facts["unit_ours"]:
             gone = not os.path.lexists(facts["unit_path"])
             rows.append((facts["unit_path"], OK if gone else FAILED, "removed" if gone else "still there"))
