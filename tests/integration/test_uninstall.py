@@ -91,6 +91,10 @@ def test_dry_run_by_default_then_exact_uninstall_then_nothing(sandbox, foreign, 
         user_uid, admin_uid = users.lookup(USER).pw_uid, users.lookup(ADMIN).pw_uid
         assert hub and proxy and _uid_processes(user_uid), "the deployment should run a hub, a proxy and a server"
         os.symlink(foreign["outside"], params.layout.state_dir / "link-out")  # planted inside, pointing outside
+        # the registry names the foreign account too, with a uid it does not have (a name reused since): not ours
+        registry = users.read_registry(params)
+        registry[OTHER] = {"uid": users.lookup(OTHER).pw_uid + 7, "home": f"/home/{OTHER}"}
+        users.write_registry(params, registry)
 
         # 1. the default: a dry run that lists and changes nothing
         before = _tree(sandbox)
@@ -100,7 +104,7 @@ def test_dry_run_by_default_then_exact_uninstall_then_nothing(sandbox, foreign, 
         assert "dry run (confirm_uninstall is false)" in text
         for shown in (str(params.layout.env_dir), str(params.layout.state_dir), USER, ADMIN, f"hub pid {hub}"):
             assert shown in text, shown
-        assert OTHER not in text  # not in any record: never even listed
+        assert f"uid {users.lookup(OTHER).pw_uid} is not the recorded uid" in text  # listed as kept, not ours
         st = step_statuses(run.out)
         assert st["check_uninstalled"] == "skipped" and "changed" not in st.values(), st
         assert _tree(sandbox) == before

@@ -244,3 +244,34 @@ def test_earlier_archives_in_the_state_dir_are_copied_beside_the_final_backup(tm
     assert sorted(x.name for x in where.iterdir()) == sorted([old.name, old.name + ".sha256"])
     assert any("archive(s) of backup.ipynb" in r[1] for r in plan.check_uninstall_plan(p).rows)
     assert steps.keep_earlier_archives(p, where) == []  # already there
+
+
+def test_an_unreadable_users_registry_stops_the_plan_before_anything_changes(tmp_path):
+    prefix = tmp_path / "hub"
+    _fake_deployment(prefix, tmp_path / "outside")
+    (prefix / "state/users.json").write_text("{not json")
+    p = _params(prefix, confirm_uninstall=True)
+    before = _snapshot(tmp_path)
+    with pytest.raises(PreflightError, match="users.json cannot be read.*nothing is removed"):
+        plan.check_uninstall_plan(p)
+    with pytest.raises(PreflightError, match="users.json cannot be read"):
+        steps.ensure_users_removed(p)
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_system_account_in_the_registry_is_never_deleted(tmp_path):
+    """A registry naming root (with any uid, its own included): kept, never deleted."""
+    import pwd
+
+    prefix = tmp_path / "hub"
+    (prefix / "state").mkdir(parents=True)
+    root = pwd.getpwnam("root")
+    (prefix / "state/users.json").write_text(json.dumps({"version": 1, "users": {"root": {"uid": 4242, "home": "/root"}}}))
+    p = _params(prefix, confirm_uninstall=True)
+    assert plan.user_plan(p)[0]["action"] == "keep"
+    res = steps.ensure_users_removed(p)
+    assert res.status == UNCHANGED and pwd.getpwnam("root") == root
+    rows = plan.check_uninstall_plan(p).rows
+    assert [r for r in rows if r[1] == "root (uid 4242, users.json)"][0][2].startswith("uid 0 is a system account"), rows
+    (prefix / "state/users.json").write_text(json.dumps({"version": 1, "users": {"root": {"uid": 0, "home": "/root"}}}))
+    assert plan.user_plan(p)[0]["action"] == "keep" and steps.ensure_users_removed(p).status == UNCHANGED

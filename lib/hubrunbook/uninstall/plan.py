@@ -126,6 +126,9 @@ def home_is_ours(entry: dict, pw: pwd.struct_passwd) -> bool:
 
 def user_plan(params) -> list[dict]:
     """Every account our registries name: {name, uid, source, action: delete|gone|keep, home, remove_home, why}."""
+    from hubrunbook.core.params import login_defs_uid_range
+
+    lo, hi = login_defs_uid_range()
     out = []
     for source, path in (("users.json", params.layout.user_registry), ("hub-users.json", params.layout.hub_user_registry)):
         for name, entry in sorted(_read_users_file(path).items()):
@@ -135,7 +138,10 @@ def user_plan(params) -> list[dict]:
             item = {"name": name, "uid": uid, "source": source, "home": entry.get("home"), "remove_home": False}
             if pw is None:
                 item |= {"action": "gone", "why": "already gone"}
-            elif pw.pw_uid != uid or pw.pw_uid == 0:
+            elif not lo <= pw.pw_uid <= hi:
+                item |= {"action": "keep", "why": f"uid {pw.pw_uid} is a system account (outside UID_MIN..UID_MAX "
+                                                  f"{lo}..{hi}): never deleted"}
+            elif pw.pw_uid != uid:
                 item |= {"action": "keep", "why": f"uid {pw.pw_uid} is not the recorded uid {uid}: not ours"}
             else:
                 item["remove_home"] = home_is_ours(entry, pw)
