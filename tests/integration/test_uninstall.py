@@ -130,6 +130,7 @@ def test_dry_run_by_default_then_exact_uninstall_then_nothing(sandbox, foreign, 
         assert len(final) == 1 and final[0].stat().st_mode & 0o777 == 0o600, final
         manifest = verify_archive(final[0])
         assert {u["name"] for u in manifest["users"]} >= {USER, ADMIN}, manifest["users"]
+        assert manifest["notebooks"] is True  # the homes went: their notebook dirs are in the final backup
         audit = backups / "uninstall-audit.jsonl"
         assert audit.stat().st_mode & 0o777 == 0o600 and backups.stat().st_mode & 0o777 == 0o700
         assert '"step": "ensure_files_removed"' in audit.read_text()

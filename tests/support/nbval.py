@@ -42,12 +42,18 @@ def reference_params(name: str, ports: dict[str, int]) -> dict:
         values |= {"users": [nbval_user("user")], "admin_users": [nbval_user("admin")]}
     if name == "uninstall":  # recorded as the default dry run; a final backup would go beside the sandbox, never /var
         values["uninstall_backup_dir"] = str(TEST_ROOT / "nbval-uninstall-backups")
+    if name == "restore":
+        values |= {"restore_archive": "latest"}  # the archive backup.ipynb wrote in the sandbox (SANDBOX_BEFORE)
     return values
+
+
+# sandboxes that need more than the runbook's prerequisites (`after`): restore needs an archive of a configured hub
+SANDBOX_BEFORE = {"restore": ("install", "configure", "backup")}
 
 
 def converge_chain(name: str) -> list[str]:
     """The runbooks to run (same parameters) so that the next run of *name* is the converged one a reference shows."""
-    return [*get_runbook(name).after, name]
+    return [*SANDBOX_BEFORE.get(name, get_runbook(name).after), name]
 
 
 def converge_sandbox(name: str, params: dict, workdir: Path) -> None:

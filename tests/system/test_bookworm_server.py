@@ -125,6 +125,32 @@ def _last_audit(box, step: str) -> str:
     return next(e["detail"] for e in reversed(entries) if e["step"] == step)
 
 
+def test_backup_under_systemd_and_restore_through_the_unit_keep_sessions(box):
+    """backup.ipynb while the unit runs; a hub group made afterwards; restore.ipynb stops and starts the unit and
+    brings the hub back to the archive: the later group is gone, the session cookie from before still works."""
+    session = probe.login(URL, "demo", demo_password(box))
+    papermill = "cd /root/hubrunbook && .venv/bin/papermill -f parameters/local.yaml --cwd runbooks"
+    backup = box.run(f"{papermill} runbooks/backup.ipynb /tmp/backup.ipynb 2>&1", check=False, timeout=600)
+    assert backup.returncode == 0, backup.stdout[-5000:]
+    listing = box.run("ls -la /opt/hubrunbook/state/backups/").stdout
+    assert "hubrunbook-backup-" in listing and "-rw------- " in listing, listing
+    later = "made-after-the-backup"  # a hub group: the database alone holds it
+    added = session.post(f"{URL}/hub/api/groups/{later}", headers=probe._hub_xsrf(session), timeout=10)
+    assert added.status_code == 201, added.text[:300]
+    before = int(unit_show(box, "MainPID")["MainPID"])
+    restore = box.run(f"{papermill} -p restore_archive latest runbooks/restore.ipynb /tmp/restore.ipynb 2>&1",
+                      check=False, timeout=900)
+    assert restore.returncode == 0, restore.stdout[-5000:]
+    st = unit_show(box, "ActiveState", "MainPID")
+    assert st["ActiveState"] == "active" and int(st["MainPID"]) not in (0, before), st
+    assert "stopped " + UNIT in _last_audit(box, "ensure_restored"), _last_audit(box, "ensure_restored")
+    me = session.get(f"{URL}/hub/api/user", timeout=10)
+    assert me.status_code == 200 and me.json()["name"] == "demo", me.text[:300]
+    groups = session.get(f"{URL}/hub/api/groups", headers=probe._hub_xsrf(session), timeout=10)
+    assert groups.status_code == 200 and later not in {g["name"] for g in groups.json()}, groups.text[:300]
+    assert "hubrunbook-pre-restore-" in box.run("ls /opt/hubrunbook/state/backups/").stdout
+
+
 def test_uninstall_lists_by_default_then_removes_the_unit_the_users_and_the_prefix(box):
     """Last, as in a server's life: uninstall.ipynb under systemd. The default run only lists; the confirmed one keeps
     a final backup outside the prefix, stops, disables and removes the unit, deletes demo and removes the prefix."""

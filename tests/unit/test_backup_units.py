@@ -9,7 +9,6 @@ import os
 import sqlite3
 import stat
 import tarfile
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,6 @@ from hubrunbook.core.errors import PreflightError
 from hubrunbook.core.layout import backup_archive_name
 from hubrunbook.core.params import build_params
 from hubrunbook.core.steps import CHANGED, FAILED, OK, UNCHANGED, WOULD_CHANGE
-from hubrunbook.troubleshoot.catalog import Context
-from hubrunbook.troubleshoot.checks import state
 
 
 @pytest.fixture
@@ -257,22 +254,6 @@ def test_relocation_moves_only_what_names_the_old_prefix_or_a_port(params, tmp_p
     assert moved == {"c.JupyterHub.db_url": repr(f"sqlite:///{params.layout.hub_db}"), "c.JupyterHub.hub_port": "38912"}
 
 
-# --- the troubleshoot check --------------------------------------------------------------------------------
-def test_backup_age_check(params):
-    assert state.check_backup_age(Context(params)) == []  # 0: off
-    p = params.model_copy(update={"backup_max_age_hours": 24})
-    [missing] = state.check_backup_age(Context(p))
-    assert missing.severity == "warning" and "no backup archive" in missing.seen
-    d = p.layout.backups_dir
-    d.mkdir(parents=True)
-    old = datetime.now(timezone.utc) - timedelta(hours=30)
-    (d / backup_archive_name(old.strftime("%Y%m%dT%H%M%S.%fZ"))).write_bytes(b"x")
-    [stale] = state.check_backup_age(Context(p))
-    assert "30.0 h old" in stale.seen and "backup_max_age_hours 24" in stale.seen
-    (d / backup_archive_name(datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"))).write_bytes(b"x")
-    assert state.check_backup_age(Context(p)) == []
-
-
 @pytest.mark.parametrize("values,msg", [
     ({"backup_keep": 0}, "backup_keep must be between 1 and 1000"),
     ({"backup_dir": "relative"}, "backup_dir must be an absolute path"),
@@ -286,3 +267,79 @@ def test_parameters_are_validated(values, msg):
 
     with pytest.raises(ParameterError, match=msg):
         build_params(values)
+
+
+# --- notebook dirs (backup_notebooks) -------------------------------------------------------------------------
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chowns files to another uid")
+def test_notebook_walk_takes_only_the_users_own_files_and_follows_no_link(tmp_path):
+    from hubrunbook.backup import notebooks
+
+    top = tmp_path / "nb"
+    (top / "sub").mkdir(parents=True)
+    (top / "a.ipynb").write_text("{}")
+    (top / "sub" / "b.py").write_text("print(1)")
+    (top / "root-owned").write_text("root's")          # e.g. a hard link to a file the user may not read
+    (top / "shadow").symlink_to("/etc/shadow")
+    (top / "sublink").symlink_to("/etc")
+    os.mkfifo(top / "fifo")
+    for p in (top, top / "sub", top / "a.ipynb", top / "sub" / "b.py", top / "fifo"):
+        os.lchown(p, NOBODY, NOBODY)
+    os.chmod(top / "a.ipynb", 0o640)
+    out, skipped = {}, []
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        notebooks._walk(fd, "notebooks/u", NOBODY, out, skipped)
+    finally:
+        os.close(fd)
+    assert out == {"notebooks/u/a.ipynb": (b"{}", 0o640), "notebooks/u/sub/b.py": (b"print(1)", 0o644)}
+    text = "\n".join(skipped)
+    assert "root-owned: owned by uid 0" in text and "shadow: symlink" in text and "sublink: symlink" in text
+    assert "fifo: special file" in text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chowns files to another uid")
+def test_notebook_write_creates_as_the_user_and_keeps_existing_files(tmp_path):
+    import pwd
+
+    from hubrunbook.backup import notebooks
+
+    top = tmp_path / "nb"
+    top.mkdir()
+    os.chown(top, NOBODY, NOBODY)
+    (top / "kept.txt").write_text("newer work")
+    (top / "link").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere").mkdir()
+    pw = pwd.getpwuid(NOBODY)
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert notebooks._write(fd, "deep/er/new.ipynb", b"{}", 0o640, pw, top)
+        assert not notebooks._write(fd, "kept.txt", b"old", 0o644, pw, top)
+        with pytest.raises(PreflightError, match="symlink"):
+            notebooks._write(fd, "link/x", b"x", 0o644, pw, top)
+    finally:
+        os.close(fd)
+    new = top / "deep" / "er" / "new.ipynb"
+    assert new.read_bytes() == b"{}" and stat.S_IMODE(new.stat().st_mode) == 0o640
+    assert new.stat().st_uid == NOBODY and (top / "deep").stat().st_uid == NOBODY
+    assert (top / "kept.txt").read_text() == "newer work" and list((tmp_path / "elsewhere").iterdir()) == []
+
+
+@pytest.mark.parametrize("name,ok", [("notebooks/hrb-a/x.ipynb", True), ("notebooks/hrb-a/d/x", True),
+                                     ("notebooks/Root!/x", False), ("notebooks/hrb-a", False), ("homes/a/x", False)])
+def test_notebook_member_names(name, ok):
+    from hubrunbook.backup.notebooks import is_notebook_member
+
+    assert is_notebook_member(name) is ok
+
+
+def test_latest_is_the_newest_backup_never_a_pre_restore_archive(params):
+    d = params.backup_path
+    d.mkdir(parents=True, mode=0o700)
+    for name in (backup_archive_name("20260101T000000.000000Z"), backup_archive_name("20260102T000000.000000Z"),
+                 backup_archive_name("20260103T000000.000000Z", "pre-restore")):
+        (d / name).write_bytes(b"x")
+    latest = restore.resolve_archive(params.model_copy(update={"restore_archive": "latest"}))
+    assert latest.name == backup_archive_name("20260102T000000.000000Z")

@@ -427,3 +427,22 @@ def test_spawn_proof_is_skipped_or_failed_never_a_false_ok(params):
     fixing = params.model_copy(update={"apply_fixes": True})
     assert troubleshoot.check_user_spawns(fixing, broken).status == "failed"
     assert troubleshoot.check_findings(params, broken).failed and not troubleshoot.check_findings(params, clean).failed
+
+
+def test_backup_age_check(params):
+    from datetime import datetime, timedelta, timezone
+
+    from hubrunbook.core.layout import backup_archive_name
+
+    assert state.check_backup_age(Context(params)) == []  # 0: off
+    p = params.model_copy(update={"backup_max_age_hours": 24})
+    [missing] = state.check_backup_age(Context(p))
+    assert missing.severity == "warning" and "no backup archive" in missing.seen
+    d = p.layout.backups_dir
+    d.mkdir(parents=True)
+    old = datetime.now(timezone.utc) - timedelta(hours=30)
+    (d / backup_archive_name(old.strftime("%Y%m%dT%H%M%S.%fZ"))).write_bytes(b"x")
+    [stale] = state.check_backup_age(Context(p))
+    assert "30.0 h old" in stale.seen and "backup_max_age_hours 24" in stale.seen
+    (d / backup_archive_name(datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"))).write_bytes(b"x")
+    assert state.check_backup_age(Context(p)) == []

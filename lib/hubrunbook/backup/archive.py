@@ -12,10 +12,12 @@ users and admins. The members:
     state/users.json               the registry of the system users hubrunbook created
     state/hub-users.json           the registry of the accounts the hub created on OAuth logins (when present)
 
+    notebooks/<user>/...           with backup_notebooks: the users' files in their notebook dirs (backup/notebooks.py:
+                                   only their own files, never through a link)
+
 Not in it: the hub env, the proxy and Node.js (install.ipynb rebuilds them from the parameters), system accounts
-and their passwords (the machine's; configure.ipynb creates them), the users' notebook dirs (their files are the
-users': back them up with the machine's own backup, which runs as each file's owner's policy allows; hubrunbook
-never reads a user's tree as root).
+and their passwords (the machine's; configure.ipynb creates them). Restore holds an archive's members in memory while
+it verifies them: notebook dirs of many gigabytes belong in the machine's own backup.
 
 Only ``ensure_backup`` writes archives; a run whose content equals the newest archive's writes none (unchanged).
 """
@@ -170,6 +172,15 @@ def collect(params, work: Path) -> tuple[dict, dict[str, bytes | Path]]:
             size, digest = len(data), hashlib.sha256(data).hexdigest()
         contents[member] = data
         files.append({"name": member, "what": what, "size": size, "sha256": digest})
+    skipped: list[str] = []
+    if params.backup_notebooks:
+        from hubrunbook.backup import notebooks
+
+        found, skipped = notebooks.collect(params)
+        for member, (data, mode) in found.items():
+            contents[member] = data
+            files.append({"name": member, "what": "notebook file", "size": len(data),
+                          "sha256": hashlib.sha256(data).hexdigest(), "mode": mode})
     copy = contents[DB_MEMBER]
     manifest = {
         "format": FORMAT,
@@ -180,6 +191,8 @@ def collect(params, work: Path) -> tuple[dict, dict[str, bytes | Path]]:
         "users": hub_users(copy),
         "files": files,
         "absent": absent,
+        "notebooks": params.backup_notebooks,
+        "skipped": skipped,
     }
     return manifest, contents
 
@@ -278,7 +291,12 @@ def ensure_backup(params, *, dry_run: bool = False, kind: str = "backup") -> Ste
 
 
 def _rows(manifest: dict) -> list[tuple]:
-    return [(f["name"], f["size"], f["sha256"][:12] + "…") for f in manifest["files"]]
+    rows = [(f["name"], f["size"], f["sha256"][:12] + "…") for f in manifest["files"] if f["what"] != "notebook file"]
+    nb = [f for f in manifest["files"] if f["what"] == "notebook file"]
+    if manifest.get("notebooks"):
+        rows.append(("notebooks/", sum(f["size"] for f in nb), f"{len(nb)} files"))
+    rows += [(s, "skipped", "") for s in manifest.get("skipped", [])]
+    return rows
 
 
 def ensure_retention(params, *, dry_run: bool = False) -> StepResult:

@@ -79,7 +79,7 @@ def check_restore_archive(params) -> StepResult:
     manifest = verify_archive(archive)
     rows = [("archive", "ok", f"{archive}: checksum, manifest, {len(manifest['files'])} members verified"),
             *_fit(params, manifest),
-            ("source", "ok", f"{manifest['source'].get('host')}:{manifest['source'].get('prefix')}, {manifest['created']}")]
+            ("source", "ok", f"{manifest['source'].get('prefix')}, taken {manifest['created']}")]
     users = ", ".join(f"{u['name']}{' (admin)' if u['admin'] else ''}" for u in manifest["users"]) or "none"
     return StepResult("check_restore_archive", OK, f"{archive.name} is intact and fits this hub env; hub users: {users}",
                       rows, ("check", "result", "detail"), data={"archive": str(archive)})
@@ -165,8 +165,6 @@ def relocation(params, archived_config: str, source_prefix: str) -> dict[str, st
 def ensure_restored(params, *, dry_run: bool = False) -> StepResult:
     """Restore the archive onto this prefix (see the module's docstring); unchanged when restored.json already names
     it. The archive is verified again, in the same reading that yields the bytes written."""
-    from hubrunbook.hub import config, hubguard
-    from hubrunbook.hub.capacity import ensure_retry_page
     from hubrunbook.hub.service import stop_managed_hub
 
     name = "ensure_restored"
@@ -178,39 +176,64 @@ def ensure_restored(params, *, dry_run: bool = False) -> StepResult:
         return StepResult(name, UNCHANGED, f"{archive.name} was restored here on {_marker(params).get('restored')}")
     _fit(params, manifest)
     targets = {member: path for member, _, path, _ in parts(params)}
-    rows = [(f["name"], str(targets[f["name"]]), f["size"]) for f in manifest["files"]]
-    header = ("member", "restored to", "bytes")
+    rows = [(f["name"], str(targets[f["name"]]), f"{f['size']} bytes") for f in manifest["files"] if f["name"] in targets]
+    notes = {f["name"]: (contents[f["name"]], f.get("mode", 0o600)) for f in manifest["files"] if f["name"] not in targets}
+    header = ("member", "restored to", "what")
     if dry_run:
-        return StepResult(name, WOULD_CHANGE, f"would stop the hub and restore {len(rows)} files from {archive.name}",
+        more = f" and {len(notes)} notebook files" if notes else ""
+        return StepResult(name, WOULD_CHANGE, f"would stop the hub and restore {len(rows)} files{more} from {archive.name}",
                           rows, header)
-    done = []
+    done, kept = [], None
     if all(path.exists() for _, _, path, required in parts(params) if required):
         kept = ensure_backup(params, kind="pre-restore")
         done.append(f"kept what it replaces in {kept.data['archive']}")
     stopped = stop_managed_hub(params)
     if stopped.status == CHANGED:
         done.append(stopped.detail)
+    count = len(rows)
+    try:
+        moved = _write_all(params, archive, manifest, contents, targets, notes, rows, name)
+    except (RunbookError, OSError) as exc:
+        back = (f"; what was there before is in {kept.data['archive']} (restore_archive)" if kept else "")
+        raise RunbookError(f"restoring {archive.name} stopped part-way: {exc}{back}; the hub is stopped") from exc
+    if moved:
+        done.append(f"config moved to this prefix and ports ({len(moved)} settings)")
+    from hubrunbook.core.secretref import write_private
+
+    write_private(params.layout.restore_marker, json.dumps({
+        "archive": str(archive), "sha256": digest, "restored": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": manifest["source"]}))
+    return StepResult(name, CHANGED, f"restored {count} files from {archive.name}; " + "; ".join(done),
+                      rows + [(k, str(params.config_path), f"moved here: {v}") for k, v in moved.items()], header)
+
+
+def _write_all(params, archive, manifest, contents, targets, notes, rows, step) -> dict[str, str]:
+    """Write the verified members (the hub is stopped); returns the config settings moved to this prefix."""
+    from hubrunbook.hub import config, hubguard
+    from hubrunbook.hub.capacity import ensure_retry_page
+
+    params.layout.restore_marker.unlink(missing_ok=True)  # names the archive only once all of it is in place
     _mkdir(params.layout.state_dir, 0o700)
     _mkdir(params.layout.secrets_dir, 0o700)
     _mkdir(params.config_path.parent, 0o755)
     for member, data in contents.items():
+        if member not in targets:
+            continue
         if member == DB_MEMBER:
             _write_db(params, data)
         else:
             _write_file(targets[member], data, 0o644 if member == CONFIG_MEMBER else 0o600)
     moved = relocation(params, contents[CONFIG_MEMBER].decode(), manifest["source"]["prefix"])
     if moved:
-        config.apply_settings(params, moved, step=name)
-        done.append(f"config moved to this prefix and ports ({len(moved)} settings)")
+        config.apply_settings(params, moved, step=step)
     ensure_retry_page(params)
     hubguard.ensure_hub_module(params)
-    from hubrunbook.core.secretref import write_private
+    if notes:
+        from hubrunbook.backup import notebooks
 
-    write_private(params.layout.restore_marker, json.dumps({
-        "archive": str(archive), "sha256": digest, "restored": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source": manifest["source"]}))
-    return StepResult(name, CHANGED, f"restored {len(rows)} files from {archive.name}; " + "; ".join(done),
-                      rows + [(k, "config (moved)", v) for k, v in moved.items()], header)
+        for user, where, detail in notebooks.restore(params, notes):
+            rows.append((f"notebooks/{user}/", where, detail))
+    return moved
 
 
 def check_restored(params) -> StepResult:

@@ -130,7 +130,9 @@ def _check_manifest(archive: Path, manifest) -> None:
             and isinstance(f.get("sha256"), str) and len(f["sha256"]) == 64 for f in files):
         raise ArchiveError(f"{archive}: {MANIFEST} has no valid list of files (name, size, sha256)")
     names = [f["name"] for f in files]
-    unknown = sorted(set(names) - set(KNOWN))
+    from hubrunbook.backup.notebooks import is_notebook_member
+
+    unknown = sorted(n for n in set(names) - set(KNOWN) if not is_notebook_member(n))
     if unknown or len(set(names)) != len(names):
         raise ArchiveError(f"{archive}: {MANIFEST} lists unknown or repeated members: {unknown or names}")
     for required in KNOWN[:4]:

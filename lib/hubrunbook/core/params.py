@@ -507,6 +507,8 @@ class BackupParams(_Base):
 
     backup_dir: str = Field("", description="directory of the backup archives (created 0700); empty: <prefix>/state/backups")
     backup_keep: int = Field(7, description="archives kept in backup_dir: older ones are deleted after a new backup (1-1000)")
+    backup_notebooks: bool = Field(
+        False, description="also archive the notebook dirs of the users hubrunbook created (their own files only, never through a link)")
     backup_max_age_hours: int = Field(
         0, description="troubleshoot warns when the newest archive in backup_dir is older than this many hours, or there is none; 0: no check")
 

@@ -40,7 +40,8 @@ def ensure_final_backup(params, *, dry_run: bool = False) -> StepResult:
     """Before anything goes: backup.ipynb's archive of the hub (database by SQLite's online backup while the hub
     runs, config, hub.env, cookie secret, users registries) into uninstall_backup_dir, outside the prefix; a
     ``hubrunbook-backup-*`` archive there, so restore.ipynb (backup_dir: that directory, restore_archive: latest)
-    brings the hub back after a new install. Skipped with uninstall_backup: false, or when the prefix holds no
+    brings the hub back after a new install. With part users, the notebook dirs of the accounts hubrunbook created
+    are in it too (backup_notebooks), since their homes go next. Skipped with uninstall_backup: false, or when the prefix holds no
     deployment at all; a deployment with only some of its files fails here, and nothing is removed."""
     from hubrunbook.backup.archive import ensure_backup, parts
 
@@ -56,7 +57,9 @@ def ensure_final_backup(params, *, dry_run: bool = False) -> StepResult:
                           f"into {where} (0700) before anything is removed")
     prepare_backup_dir(where)
     kept = keep_earlier_archives(params, where)
-    result = ensure_backup(params.model_copy(update={"backup_dir": str(where)}))
+    # the homes of the accounts deleted next go for good: their notebook dirs go into the final backup with them
+    notebooks = params.backup_notebooks or "users" in params.uninstall_parts
+    result = ensure_backup(params.model_copy(update={"backup_dir": str(where), "backup_notebooks": notebooks}))
     if result.failed or not result.data.get("archive"):
         raise CommandError(f"the final backup failed ({result.detail}); nothing was removed. Fix it, or set "
                            "uninstall_backup: false to uninstall without one")
