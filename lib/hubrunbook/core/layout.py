@@ -131,6 +131,8 @@ class Layout:
     def retry_page(self) -> Path:
         """templates/429.html: the hub's "too many users" page (capacity.py)."""
         return self.templates_dir / "429.html"
+
+    @property
     def restore_marker(self) -> Path:
         """restored.json: the archive restore.ipynb last restored here, by sha256 (a re-run of it changes nothing)."""
         return self.state_dir / "restored.json"
