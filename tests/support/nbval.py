@@ -40,6 +40,8 @@ def reference_params(name: str, ports: dict[str, int]) -> dict:
               "node": "wheel", "service": "process"}
     if name != "install":
         values |= {"users": [nbval_user("user")], "admin_users": [nbval_user("admin")]}
+    if name == "uninstall":  # recorded as the default dry run; a final backup would go beside the sandbox, never /var
+        values["uninstall_backup_dir"] = str(TEST_ROOT / "nbval-uninstall-backups")
     if name == "restore":
         values |= {"restore_archive": "latest"}  # the archive backup.ipynb wrote in the sandbox (SANDBOX_BEFORE)
     return values
@@ -63,10 +65,14 @@ def converge_sandbox(name: str, params: dict, workdir: Path) -> None:
 
 
 def teardown(values: dict) -> None:
-    """Stop the sandbox's hub, remove the users it created (by PID and by our registry only), then its prefix."""
+    """Stop the sandbox's hub, remove the users it created (by PID and by our registry only), then its prefix (and
+    uninstall's backup dir, when the sandbox has one)."""
     from hubrunbook.core.params import build_params
 
-    teardown_sandbox(build_params(values))
+    params = build_params(values)
+    teardown_sandbox(params)
+    if "uninstall_backup_dir" in values:
+        shutil.rmtree(params.uninstall_backup_dir, ignore_errors=True)
 
 
 def transplant_outputs(target: nbformat.NotebookNode, reference: nbformat.NotebookNode) -> None:

@@ -149,3 +149,30 @@ def test_backup_under_systemd_and_restore_through_the_unit_keep_sessions(box):
     groups = session.get(f"{URL}/hub/api/groups", headers=probe._hub_xsrf(session), timeout=10)
     assert groups.status_code == 200 and later not in {g["name"] for g in groups.json()}, groups.text[:300]
     assert "hubrunbook-pre-restore-" in box.run("ls /opt/hubrunbook/state/backups/").stdout
+
+
+def test_uninstall_lists_by_default_then_removes_the_unit_the_users_and_the_prefix(box):
+    """Last, as in a server's life: uninstall.ipynb under systemd. The default run only lists; the confirmed one keeps
+    a final backup outside the prefix, stops, disables and removes the unit, deletes demo and removes the prefix."""
+    papermill = "cd /root/hubrunbook && .venv/bin/papermill -f parameters/local.yaml --cwd runbooks"
+    box.path("/root/not-ours.txt").write_text("not ours\n")
+    dry = box.run(f"{papermill} runbooks/uninstall.ipynb /tmp/uninstall-dry.ipynb 2>&1", check=False, timeout=600)
+    assert dry.returncode == 0, dry.stdout[-3000:]
+    assert "stop, disable, remove, daemon-reload" in box.path("/tmp/uninstall-dry.ipynb").read_text()
+    assert unit_show(box, "ActiveState")["ActiveState"] == "active" and box.path("/opt/hubrunbook/env").is_dir()
+    assert box.run("id demo", check=False).returncode == 0 and not box.path("/var/backups/hubrunbook").exists()
+    gone = box.run(f"{papermill} -p confirm_uninstall True runbooks/uninstall.ipynb /tmp/uninstall.ipynb 2>&1",
+                   check=False, timeout=900)
+    assert gone.returncode == 0, gone.stdout[-5000:]
+    assert unit_show(box, "LoadState")["LoadState"] == "not-found"
+    for path in (f"/etc/systemd/system/{UNIT}", f"/etc/systemd/system/multi-user.target.wants/{UNIT}", "/opt/hubrunbook",
+                 "/home/demo"):
+        assert not os.path.lexists(box.path(path)), path
+    assert box.run("id demo", check=False).returncode != 0 and port_free(8000)
+    backups = box.path("/var/backups/hubrunbook")
+    assert backups.stat().st_mode & 0o777 == 0o700 and list(backups.glob("hubrunbook-backup-*")), list(backups.iterdir())
+    assert box.path("/root/not-ours.txt").read_text() == "not ours\n"
+    again = box.run(f"{papermill} -p confirm_uninstall True runbooks/uninstall.ipynb /tmp/uninstall-2.ipynb 2>&1",
+                    check=False, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "data-status='changed'" not in box.path("/tmp/uninstall-2.ipynb").read_text()  # a re-run changes nothing

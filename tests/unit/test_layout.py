@@ -35,3 +35,14 @@ def test_no_module_joins_a_prefix_path_by_hand():
                     and isinstance(node.right.value, str) and ast.unparse(node.left).endswith(OWN_DIRS)):
                 found.append(f"{path.relative_to(LIB)}:{node.lineno}: {ast.unparse(node)}")
     assert found == []
+
+
+def test_every_public_layout_name_without_arguments_is_a_property():
+    """A merge once left restore_marker a plain method (``layout.restore_marker.read_text()`` failed at run time)."""
+    import inspect
+
+    for name, attr in vars(Layout).items():
+        if name.startswith("_") or isinstance(attr, property):
+            continue
+        if callable(attr):
+            assert len(inspect.signature(attr).parameters) > 1, f"Layout.{name} takes no argument: make it a property"

@@ -115,6 +115,14 @@ def test_notebook_namespace_collection():
     assert load_params(ns).port == 9001
 
 
+def test_a_kernel_without_history_takes_every_plain_name():
+    """nbval executes cells with store_history=False (In stays ['']): the injected parameters must still count, or
+    nbval runs the runbook with the model defaults (prefix /opt/hubrunbook)."""
+    ns = {"In": [""], "Out": {}, "prefix": "/srv/nbval", "port": 9003, "run": object()}
+    assert collect_parameters(ns) == {"prefix": "/srv/nbval", "port": 9003}
+    assert load_params(ns).prefix == "/srv/nbval"
+
+
 def test_notebook_namespace_with_injected_unknown_key_fails():
     with pytest.raises(ParameterError, match="portt"):
         load_params({"portt": 1})
@@ -172,3 +180,16 @@ def test_notebook_dir_in_the_home_is_accepted():
     assert build_params({"home_base": "/srv/homes/", "notebook_dir": "/srv/homes/{username}/work/nb"})
     with pytest.raises(ParameterError, match="plain path"):
         build_params({"notebook_dir": "/home/{username}//nb"})
+
+
+def test_no_two_runbook_models_share_a_validator_name():
+    """Params inherits every runbook's model: a validator named like one of another model hides it (found when
+    UninstallParams' _backup_dir silently replaced BackupParams' own in a merge)."""
+    from pydantic._internal._decorators import PydanticDescriptorProxy
+
+    seen: dict[str, list[str]] = {}
+    for cls in Params.__mro__[1:]:
+        for name, obj in vars(cls).items():
+            if isinstance(obj, PydanticDescriptorProxy):
+                seen.setdefault(name, []).append(cls.__name__)
+    assert {n: c for n, c in seen.items() if len(c) > 1} == {}

@@ -162,6 +162,17 @@ class Layout:
         return self.state_dir / "audit.jsonl"
 
     @property
+    def proxy_global_record(self) -> Path:
+        """proxy-global.json: written when install.ipynb put configurable-http-proxy into npm's global prefix where
+        there was none (proxy_install: global); uninstall.ipynb removes that package only when this record says so."""
+        return self.state_dir / "proxy-global.json"
+
+    @property
+    def retry_page(self) -> Path:
+        """templates/429.html: the hub's "too many users" page (capacity.py)."""
+        return self.templates_dir / "429.html"
+
+    @property
     def restore_marker(self) -> Path:
         """restored.json: the archive restore.ipynb last restored here, by sha256 (a re-run of it changes nothing)."""
         return self.state_dir / "restored.json"

@@ -561,8 +561,46 @@ class UpgradeParams(_Base):
         False, description="accept versions older than the installed ones (never across a database schema change: an older JupyterHub cannot read a newer schema)")
 
 
+UNINSTALL_PARTS = ("service", "users", "hub_env", "proxy", "nodejs", "config", "secrets", "state")
+
+
+class UninstallParams(_Base):
+    """Parameters of uninstall.ipynb (removing what the runbooks created)."""
+
+    confirm_uninstall: bool = Field(False, description="false: a dry run listing what would go; true: remove it")
+    uninstall_parts: list[str] = Field(
+        list(UNINSTALL_PARTS), description="what goes: service (hub stopped, unit removed), users (those hubrunbook "
+        "created), hub_env, proxy, nodejs, config, secrets, state")
+    uninstall_backup: bool = Field(True, description="keep a final backup (backup.ipynb's archive) before anything is removed")
+    uninstall_backup_dir: str = Field(
+        "/var/backups/hubrunbook", description="where the final backup and the uninstall's audit log go (0700, outside the prefix) when backup_dir is empty or inside the prefix")
+
+    @field_validator("uninstall_parts")
+    @classmethod
+    def _uninstall_parts(cls, v):
+        unknown = [p for p in v if p not in UNINSTALL_PARTS]
+        if unknown:
+            raise ValueError(f"unknown part(s) {unknown}; choose from {list(UNINSTALL_PARTS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("uninstall_parts lists a part twice")
+        files = [p for p in v if p not in ("service", "users")]
+        if files and "service" not in v:
+            raise ValueError(f"removing {files} while the hub keeps running from them would break it; "
+                             "add 'service' (the hub is stopped first)")
+        if "state" in v and "users" not in v:
+            raise ValueError("'state' holds users.json, the only record of which accounts hubrunbook "
+                             "created; removing it while keeping 'users' would leave them unknown. Add 'users' or drop 'state'")
+        return v
+
+    @field_validator("uninstall_backup_dir")
+    @classmethod
+    def _uninstall_backup_dir(cls, v):  # not _backup_dir: BackupParams has one; in Params one name would hide the other
+        _check_abs(v, "uninstall_backup_dir")
+        return _check_not_system(v, "uninstall_backup_dir").rstrip("/")
+
+
 class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams, BackupParams, RestoreParams,
-             UpgradeParams):
+             UpgradeParams, UninstallParams):
     """Every runbook's parameters; one file of them serves every runbook."""
 
     @model_validator(mode="after")
@@ -570,6 +608,11 @@ class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams, Ba
         ports = {"port": self.port, "hub_port": self.hub_port, "proxy_api_port": self.proxy_api_port}
         if len(set(ports.values())) != 3:
             raise ValueError(f"port, hub_port and proxy_api_port must differ; got {ports}")
+        backups, prefix = Path(self.uninstall_backup_dir), Path(self.prefix)
+        if backups == prefix or prefix in backups.parents or backups in prefix.parents:
+            raise ValueError(f"uninstall_backup_dir {self.uninstall_backup_dir!r} must lie outside the prefix "
+                             f"{self.prefix!r} (and not contain it): uninstall.ipynb removes the prefix, the final backup "
+                             "must survive it")
         return self
 
     # derived locations ------------------------------------------------------
@@ -587,6 +630,21 @@ class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams, Ba
     def backup_path(self) -> Path:
         """Where backup archives go: backup_dir, else <prefix>/state/backups."""
         return Path(self.backup_dir) if self.backup_dir else self.layout.backups_dir
+
+    @property
+    def final_backup_dir(self) -> Path:
+        """Where uninstall.ipynb's final backup and audit log go: backup_dir when it is set and lies outside the prefix
+        (the operator's archives stay in one place), else uninstall_backup_dir. Never inside the prefix."""
+        if self.backup_dir:
+            backups, prefix = Path(self.backup_dir), Path(self.prefix)
+            if backups != prefix and prefix not in backups.parents:
+                return backups
+        return Path(self.uninstall_backup_dir)
+
+    @property
+    def uninstall_audit_log(self) -> Path:
+        """The uninstall run's audit log: beside the final backup, outside the prefix it removes."""
+        return self.final_backup_dir / "uninstall-audit.jsonl"
 
     @property
     def public_url(self) -> str:

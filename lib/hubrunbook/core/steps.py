@@ -8,6 +8,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 from hubrunbook.core import secretref
@@ -130,7 +131,10 @@ class Summary:
 class Run:
     """The journal of one runbook run: calls steps, records results, writes the audit log."""
 
-    def __init__(self, runbook: str, params):
+    def __init__(self, runbook: str, params, *, dry_run: bool | None = None, audit_log: str | os.PathLike | None = None):
+        """*dry_run*: the run's dry run (default params.dry_run; uninstall.ipynb also makes an unconfirmed run one).
+        *audit_log*: where the run's audit lines go (default <prefix>/state/audit.jsonl, once the prefix exists;
+        uninstall.ipynb writes beside its final backup, outside the prefix it removes)."""
         from hubrunbook.host.preflight import check_trusted_paths
         from hubrunbook.core.runlock import acquire
 
@@ -140,14 +144,21 @@ class Run:
         # operator's shell has (077 on hardened servers); secrets are written with explicit 0600/0700 modes
         os.umask(0o022)
         self.runbook, self.params = runbook, params
+        self._dry_run = None if dry_run is None else bool(dry_run)
+        self.audit_log = Path(audit_log) if audit_log is not None else None
         self.results: list[StepResult] = []
         self._pending: list[dict] = []
         self.started = datetime.now(timezone.utc)
 
+    @property
+    def dry_run(self) -> bool:
+        """The run's dry run: params.dry_run unless the run was started with its own."""
+        return self.params.dry_run if self._dry_run is None else self._dry_run
+
     def __call__(self, step: Callable[..., StepResult], *args, **kwargs) -> StepResult:
         """Run *step* with the run's params (and dry_run where the step takes it); record its result."""
         if "dry_run" in inspect.signature(step).parameters:
-            kwargs.setdefault("dry_run", self.params.dry_run)
+            kwargs.setdefault("dry_run", self.dry_run)
         t0 = time.monotonic()
         try:
             result = step(self.params, *args, **kwargs)
@@ -171,11 +182,20 @@ class Run:
         self._flush_audit()
 
     def _flush_audit(self) -> None:
-        """Append pending entries to <prefix>/state/audit.jsonl once the prefix exists (never in dry runs)."""
-        if self.params.dry_run or not self.params.layout.root.is_dir():
+        """Append pending entries to <prefix>/state/audit.jsonl once the prefix exists, or to the run's own audit_log
+        (its directory made 0700); never in dry runs."""
+        if self.dry_run:
             return
-        self.params.layout.state_dir.mkdir(mode=0o700, exist_ok=True)
-        with open(self.params.layout.audit_log, "a") as fh:
+        if self.audit_log is not None:
+            self.audit_log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = self.audit_log
+        elif not self.params.layout.root.is_dir():
+            return
+        else:
+            self.params.layout.state_dir.mkdir(mode=0o700, exist_ok=True)
+            path = self.params.layout.audit_log
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        with open(fd, "a") as fh:
             fh.writelines(json.dumps(e) + "\n" for e in self._pending)
         self._pending.clear()
 

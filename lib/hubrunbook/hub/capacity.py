@@ -125,7 +125,7 @@ def ensure_retry_page(params, *, dry_run: bool = False) -> StepResult:
     """Write <prefix>/templates/429.html (root's, 0644): the hub's "too many users" page that retries. Idempotent."""
     from hubrunbook.hub.config import write_atomic
 
-    path = params.layout.templates_dir / "429.html"
+    path = params.layout.retry_page
     if path.is_file() and not path.is_symlink() and path.read_text() == RETRY_PAGE:
         return StepResult("ensure_retry_page", UNCHANGED, f"{path} in place")
     if dry_run:

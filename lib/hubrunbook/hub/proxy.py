@@ -65,6 +65,8 @@ def ensure_proxy(params, *, dry_run: bool = False) -> StepResult:
     else:
         args += ["-g"]
     run_command(args + [f"{PKG}@{want}"], timeout=300, env=node_env(params), what=f"npm install {PKG}@{want}")
+    if params.proxy_install == "global" and have is None and not read_global_record(params):
+        record_global_install(params, want)  # npm's global prefix had none: ours to remove (uninstall.ipynb)
     if params.proxy_install == "private":
         from hubrunbook.host.system import make_world_readable
 
@@ -73,6 +75,27 @@ def ensure_proxy(params, *, dry_run: bool = False) -> StepResult:
     if got != want:
         raise CommandError(f"npm installed {PKG} but `--version` says {got!r}, expected {want}")
     return StepResult("ensure_proxy", CHANGED, f"installed configurable-http-proxy {want} in {where} (was: {have or 'absent'})")
+
+
+def record_global_install(params, version: str) -> None:
+    """Record (0600, in the state dir) that we put the proxy into npm's global prefix, which had none before."""
+    from datetime import datetime, timezone
+
+    from hubrunbook.core import secretref
+
+    params.layout.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    record = {"package": PKG, "version": version, "package_dir": str(package_dir(params)),
+              "installed": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    secretref.write_private(params.layout.proxy_global_record, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def read_global_record(params) -> dict | None:
+    """The record of a global proxy install we made (record_global_install), or None. Read-only."""
+    try:
+        data = json.loads(params.layout.proxy_global_record.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("package") == PKG and data.get("package_dir") else None
 
 
 def unproven_reason(params, pid: int, *, on_api_port: bool = True) -> str | None:
