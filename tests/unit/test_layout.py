@@ -44,5 +44,7 @@ def test_every_public_layout_name_without_arguments_is_a_property():
     for name, attr in vars(Layout).items():
         if name.startswith("_") or isinstance(attr, property):
             continue
-        if callable(attr):
+        if isinstance(attr, staticmethod):
+            assert inspect.signature(attr).parameters, f"Layout.{name} takes no argument: make it a constant"
+        elif callable(attr):
             assert len(inspect.signature(attr).parameters) > 1, f"Layout.{name} takes no argument: make it a property"
