@@ -151,6 +151,53 @@ def test_backup_under_systemd_and_restore_through_the_unit_keep_sessions(box):
     assert "hubrunbook-pre-restore-" in box.run("ls /opt/hubrunbook/state/backups/").stdout
 
 
+
+LAB_NOW, LAB_BACK = "4.6.6", "4.6.5"  # deploy installs the newest: the one version step open here is back (a pin after a regression)
+BREAKS_LAB_BACK = ("\n# test_bookworm_server: every spawn fails under JupyterLab " + LAB_BACK + " only\n"
+                   "import jupyterlab as _hrb_lab\n"
+                   f"if _hrb_lab.__version__ == {LAB_BACK!r}:\n"
+                   "    c.Spawner.cmd = ['/bin/false']\n")
+
+
+def _lab_version(box) -> str:
+    return box.run("/opt/hubrunbook/env/bin/python -c 'import jupyterlab; print(jupyterlab.__version__)'").stdout.strip()
+
+
+def test_upgrade_under_systemd_rolls_back_through_the_unit_then_switches(box):
+    """upgrade.ipynb with the hub a unit: a verification that fails after the switch rolls back to the old env and
+    the unit runs it again; without the fault the same change goes through, the unit restarted on the new env; a re-run
+    changes nothing. The session taken first survives all of it."""
+    session = probe.login(URL, "demo", demo_password(box))
+    papermill = ("cd /root/hubrunbook && .venv/bin/papermill -f parameters/local.yaml --cwd runbooks "
+                 f"-p jupyterlab_version {LAB_BACK} -p allow_downgrade True")
+    config = box.path("/opt/hubrunbook/etc/jupyterhub_config.py")
+    original = config.read_text()
+    config.write_text(original + BREAKS_LAB_BACK)
+    before = int(unit_show(box, "MainPID")["MainPID"])
+    try:
+        failed = box.run(f"{papermill} runbooks/upgrade.ipynb /tmp/upgrade-fail.ipynb 2>&1", check=False, timeout=1800)
+    finally:
+        config.write_text(original)
+    assert failed.returncode != 0, "the upgrade should have failed its verification"
+    journal = json.loads(box.path("/opt/hubrunbook/state/upgrade.json").read_text())
+    assert journal["phase"] == "rolled-back" and "env" in journal["swapped"], journal
+    st = unit_show(box, "ActiveState", "MainPID", "ExecStart")
+    assert st["ActiveState"] == "active" and int(st["MainPID"]) not in (0, before), st
+    assert "/opt/hubrunbook/env/bin/jupyterhub" in st["ExecStart"] and _lab_version(box) == LAB_NOW
+    assert session.get(f"{URL}/hub/api/user", timeout=10).status_code == 200
+    login_and_spawn(demo_password(box))
+
+    done = box.run(f"{papermill} runbooks/upgrade.ipynb /tmp/upgrade.ipynb 2>&1", check=False, timeout=1800)
+    assert done.returncode == 0, done.stdout[-5000:]
+    journal = json.loads(box.path("/opt/hubrunbook/state/upgrade.json").read_text())
+    assert journal["phase"] == "done" and journal["verified"] is True, journal
+    assert unit_show(box, "ActiveState")["ActiveState"] == "active" and _lab_version(box) == LAB_BACK
+    assert session.get(f"{URL}/hub/api/user", timeout=10).status_code == 200
+    login_and_spawn(demo_password(box))
+    again = box.run(f"{papermill} runbooks/upgrade.ipynb /tmp/upgrade-2.ipynb 2>&1", check=False, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "data-status='changed'" not in box.path("/tmp/upgrade-2.ipynb").read_text()
+
 def test_uninstall_lists_by_default_then_removes_the_unit_the_users_and_the_prefix(box):
     """Last, as in a server's life: uninstall.ipynb under systemd. The default run only lists; the confirmed one keeps
     a final backup outside the prefix, stops, disables and removes the unit, deletes demo and removes the prefix."""
