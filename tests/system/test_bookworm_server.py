@@ -175,7 +175,7 @@ def test_upgrade_under_systemd_rolls_back_through_the_unit_then_switches(box):
     config.write_text(original + BREAKS_LAB_BACK)
     before = int(unit_show(box, "MainPID")["MainPID"])
     try:
-        failed = box.run(f"{papermill} runbooks/upgrade.ipynb /tmp/upgrade-fail.ipynb 2>&1", check=False, timeout=1800)
+        failed = box.run(f"{papermill} runbooks/upgrade.ipynb /root/upgrade-fail.ipynb 2>&1", check=False, timeout=1800)
     finally:
         config.write_text(original)
     assert failed.returncode != 0, "the upgrade should have failed its verification"
@@ -187,28 +187,28 @@ def test_upgrade_under_systemd_rolls_back_through_the_unit_then_switches(box):
     assert session.get(f"{URL}/hub/api/user", timeout=10).status_code == 200
     login_and_spawn(demo_password(box))
 
-    done = box.run(f"{papermill} runbooks/upgrade.ipynb /tmp/upgrade.ipynb 2>&1", check=False, timeout=1800)
+    done = box.run(f"{papermill} runbooks/upgrade.ipynb /root/upgrade.ipynb 2>&1", check=False, timeout=1800)
     assert done.returncode == 0, done.stdout[-5000:]
     journal = json.loads(box.path("/opt/hubrunbook/state/upgrade.json").read_text())
     assert journal["phase"] == "done" and journal["verified"] is True, journal
     assert unit_show(box, "ActiveState")["ActiveState"] == "active" and _lab_version(box) == LAB_BACK
     assert session.get(f"{URL}/hub/api/user", timeout=10).status_code == 200
     login_and_spawn(demo_password(box))
-    again = box.run(f"{papermill} runbooks/upgrade.ipynb /tmp/upgrade-2.ipynb 2>&1", check=False, timeout=900)
+    again = box.run(f"{papermill} runbooks/upgrade.ipynb /root/upgrade-2.ipynb 2>&1", check=False, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:]
-    assert "data-status='changed'" not in box.path("/tmp/upgrade-2.ipynb").read_text()
+    assert "data-status='changed'" not in box.path("/root/upgrade-2.ipynb").read_text()
 
 def test_uninstall_lists_by_default_then_removes_the_unit_the_users_and_the_prefix(box):
     """Last, as in a server's life: uninstall.ipynb under systemd. The default run only lists; the confirmed one keeps
     a final backup outside the prefix, stops, disables and removes the unit, deletes demo and removes the prefix."""
     papermill = "cd /root/hubrunbook && .venv/bin/papermill -f parameters/local.yaml --cwd runbooks"
     box.path("/root/not-ours.txt").write_text("not ours\n")
-    dry = box.run(f"{papermill} runbooks/uninstall.ipynb /tmp/uninstall-dry.ipynb 2>&1", check=False, timeout=600)
+    dry = box.run(f"{papermill} runbooks/uninstall.ipynb /root/uninstall-dry.ipynb 2>&1", check=False, timeout=600)
     assert dry.returncode == 0, dry.stdout[-3000:]
-    assert "stop, disable, remove, daemon-reload" in box.path("/tmp/uninstall-dry.ipynb").read_text()
+    assert "stop, disable, remove, daemon-reload" in box.path("/root/uninstall-dry.ipynb").read_text()
     assert unit_show(box, "ActiveState")["ActiveState"] == "active" and box.path("/opt/hubrunbook/env").is_dir()
     assert box.run("id demo", check=False).returncode == 0 and not box.path("/var/backups/hubrunbook").exists()
-    gone = box.run(f"{papermill} -p confirm_uninstall True runbooks/uninstall.ipynb /tmp/uninstall.ipynb 2>&1",
+    gone = box.run(f"{papermill} -p confirm_uninstall True runbooks/uninstall.ipynb /root/uninstall.ipynb 2>&1",
                    check=False, timeout=900)
     assert gone.returncode == 0, gone.stdout[-5000:]
     assert unit_show(box, "LoadState")["LoadState"] == "not-found"
@@ -219,7 +219,7 @@ def test_uninstall_lists_by_default_then_removes_the_unit_the_users_and_the_pref
     backups = box.path("/var/backups/hubrunbook")
     assert backups.stat().st_mode & 0o777 == 0o700 and list(backups.glob("hubrunbook-backup-*")), list(backups.iterdir())
     assert box.path("/root/not-ours.txt").read_text() == "not ours\n"
-    again = box.run(f"{papermill} -p confirm_uninstall True runbooks/uninstall.ipynb /tmp/uninstall-2.ipynb 2>&1",
+    again = box.run(f"{papermill} -p confirm_uninstall True runbooks/uninstall.ipynb /root/uninstall-2.ipynb 2>&1",
                     check=False, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:]
-    assert "data-status='changed'" not in box.path("/tmp/uninstall-2.ipynb").read_text()  # a re-run changes nothing
+    assert "data-status='changed'" not in box.path("/root/uninstall-2.ipynb").read_text()  # a re-run changes nothing
