@@ -89,14 +89,11 @@ def service_rows(facts: dict) -> list[tuple[str, str, str]]:
         rows.append(("service", what, "stop (by its recorded, proven PIDs; the unit with systemctl)"))
     else:
         rows.append(("service", "no hub of this prefix running", "nothing to stop"))
-    if not facts["booted"]:
-        rows.append(("service", "systemd unit", "none: systemd is not PID 1 here"))
-    elif facts["unit_ours"]:
+    # no unit file (or no systemd): no row, so the plan reads the same with or without systemd as PID 1
+    if facts["booted"] and facts["unit_ours"]:
         rows.append(("service", facts["unit_path"], "stop, disable, remove, daemon-reload"))
-    elif facts["unit_file"]:
+    elif facts["booted"] and facts["unit_file"]:
         rows.append(("kept", facts["unit_path"], "not written by hubrunbook for this prefix"))
-    else:
-        rows.append(("service", facts["unit_path"], "absent"))
     return rows
 
 

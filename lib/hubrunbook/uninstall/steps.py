@@ -119,7 +119,7 @@ def ensure_hub_removed(params, *, dry_run: bool = False) -> StepResult:
     if "service" not in params.uninstall_parts:
         return StepResult("ensure_hub_removed", UNCHANGED, "part service not chosen: the hub is left as it is")
     facts = service_facts(params)
-    rows = [r for r in service_rows(facts) if r[2] not in ("nothing to stop", "absent") and not r[2].startswith("none")]
+    rows = [r for r in service_rows(facts) if r[2] != "nothing to stop"]
     todo = [r for r in rows if r[0] == "service"]
     if not todo:
         return StepResult("ensure_hub_removed", UNCHANGED, "no hub of this prefix running, no unit of ours", rows, HEADER)
