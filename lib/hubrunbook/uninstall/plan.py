@@ -34,10 +34,15 @@ from hubrunbook.host.users import lookup
 
 HEADER = ("part", "what", "action")
 UNIT_MARK = "# Written by hubrunbook"
-# the prefix's own top-level entries, and the part each belongs to (etc and templates: only what config names)
-# (env.new/env.prev and proxy.new/proxy.prev: an upgrade's parts, beside the live ones until it is verified). State last.
-DIR_PARTS = {"env": "hub_env", "env.new": "hub_env", "env.prev": "hub_env", "proxy": "proxy", "proxy.new": "proxy",
-             "proxy.prev": "proxy", "nodejs": "nodejs", "secrets": "secrets", "state": "state"}
+def dir_parts(params) -> dict[str, str]:
+    """{name: part} of the prefix's own top-level directories, from the layout (the upgrade's env.new/env.prev and
+    proxy.new/proxy.prev go with hub_env and proxy); in removal order, state last. etc and templates: only what
+    config names (config_files)."""
+    lay = params.layout
+    return {path.name: part for path, part in (
+        (lay.env_dir, "hub_env"), (lay.env_new_dir, "hub_env"), (lay.env_prev_dir, "hub_env"), (lay.proxy_dir, "proxy"),
+        (lay.proxy_new_dir, "proxy"), (lay.proxy_prev_dir, "proxy"), (lay.nodejs_dir, "nodejs"),
+        (lay.secrets_dir, "secrets"), (lay.state_dir, "state"))}
 
 
 def dry(params, dry_run: bool) -> bool:
@@ -221,9 +226,10 @@ def file_plan(params) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, 
     if root not in params.config_path.parents:
         keep.append(("kept", str(params.config_path), "config_file lies outside the prefix: not removed"))
     top_of_config = {p.relative_to(root).parts[0] for p in config}
+    ours = dir_parts(params)
     for name in sorted(p.name for p in root.iterdir()):
         path = root / name
-        part = DIR_PARTS.get(name)
+        part = ours.get(name)
         if part:
             action = "remove (symlink: the link only)" if path.is_symlink() else "remove"
             (go if part in parts else keep).append((part if part in parts else "kept", str(path),

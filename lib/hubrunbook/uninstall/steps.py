@@ -17,7 +17,7 @@ from hubrunbook.core.steps import CHANGED, FAILED, OK, SKIPPED, UNCHANGED, WOULD
 from hubrunbook.host import systemd
 from hubrunbook.host.users import lookup
 from hubrunbook.uninstall import fsremove
-from hubrunbook.uninstall.plan import (DIR_PARTS, HEADER, config_files, file_plan, global_proxy, processes_of,
+from hubrunbook.uninstall.plan import (HEADER, config_files, dir_parts, file_plan, global_proxy, processes_of,
                                        service_facts, service_rows, user_plan)
 
 
@@ -294,7 +294,7 @@ def ensure_files_removed(params, *, dry_run: bool = False) -> StepResult:
         if prefix.exists:
             if "config" in parts:
                 count += _remove_config(prefix, params)
-            for name, part in DIR_PARTS.items():  # state last: it holds the users registry
+            for name, part in dir_parts(params).items():  # state last: it holds the users registry
                 if part in parts:
                     count += fsremove.remove_entry(prefix.fd, name, prefix.path / name, prefix.dev)
             left = os.listdir(prefix.fd)
