@@ -29,7 +29,8 @@ def repair_hub_env(params, finding, *, dry_run: bool = False) -> StepResult:
 
 
 def repair_hub_packages(params, finding, *, dry_run: bool = False) -> StepResult:
-    """Reinstall the pinned jupyterhub/jupyterlab with the tornado jupyterhub requires; verify imports and versions."""
+    """Reinstall the pinned jupyterhub with the tornado it requires; verify imports and versions. (jupyterlab lives in
+    the user env since issue 13, not in the hub env.)"""
     from hubrunbook.hub.hubenv import install_packages
 
     name = "repair_hub_packages"
@@ -37,7 +38,7 @@ def repair_hub_packages(params, finding, *, dry_run: bool = False) -> StepResult
     spec = finding.data.get("spec") or ">=6.5"
     if _packages_ok(params, env):
         return StepResult(name, UNCHANGED, f"jupyterhub {params.jupyterhub_version} and tornado{spec} already in place")
-    specs = [f"jupyterhub=={params.jupyterhub_version}", f"jupyterlab=={params.jupyterlab_version}", f"tornado{spec}"]
+    specs = [f"jupyterhub=={params.jupyterhub_version}", f"tornado{spec}"]
     if dry_run:
         return StepResult(name, WOULD_CHANGE, f"would install {' '.join(specs)} into {params.layout.env_dir}")
     was = env.get("versions", {})

@@ -141,7 +141,7 @@ HUB_PACKAGES_CHECK = register(Check(
     "pinned, tornado 5.1.1",
     "installing another package with its own tornado pin: `pip install jupyterhub \"tornado<6\"` silently picks "
     "jupyterhub 5.x; forcing tornado 5 under jupyterhub 6 breaks every entry point",
-    "reinstall the pinned jupyterhub and jupyterlab with the tornado jupyterhub requires (repaired with apply_fixes); "
+    "reinstall the pinned jupyterhub with the tornado it requires (repaired with apply_fixes); "
     "keep other tools out of the hub env", check_hub_packages, repairs.repair_hub_packages, guide="§3.1", stage="install"))
 
 
@@ -196,7 +196,7 @@ def check_half_upgraded(ctx: Context) -> list[Finding]:
                 "without a journal they are not ours: move them away by hand")]
     if j.get("phase") == "done" and j.get("installed"):
         env = _env(ctx)
-        have = {**{k: v for k, v in env.get("versions", {}).items() if k in ("jupyterhub", "jupyterlab", "oauthenticator")},
+        have = {**{k: v for k, v in env.get("versions", {}).items() if k in ("jupyterhub", "oauthenticator")},
                 "proxy": proxy.installed_version(p)}
         want = {k: v for k, v in j["installed"].items() if k in have}
         diff = [f"{k} {have.get(k) or 'absent'} (recorded {v or 'absent'})" for k, v in want.items() if have.get(k) != v]
