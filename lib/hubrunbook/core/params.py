@@ -652,7 +652,7 @@ def _req_name(spec: str) -> str:
     return canonicalize_name(Requirement(spec).name)
 
 
-UNINSTALL_PARTS = ("service", "users", "hub_env", "proxy", "nodejs", "config", "secrets", "state")
+UNINSTALL_PARTS = ("service", "users", "hub_env", "user_env", "proxy", "nodejs", "config", "secrets", "state")
 
 
 class UninstallParams(_Base):
@@ -661,7 +661,7 @@ class UninstallParams(_Base):
     confirm_uninstall: bool = Field(False, description="false: a dry run listing what would go; true: remove it")
     uninstall_parts: list[str] = Field(
         list(UNINSTALL_PARTS), description="what goes: service (hub stopped, unit removed), users (those hubrunbook "
-        "created), hub_env, proxy, nodejs, config, secrets, state")
+        "created), hub_env, user_env (userenv/, userenv-kernels/, python/), proxy, nodejs, config, secrets, state")
     uninstall_backup: bool = Field(True, description="keep a final backup (backup.ipynb's archive) before anything is removed")
     uninstall_backup_dir: str = Field(
         "/var/backups/hubrunbook", description="where the final backup and the uninstall's audit log go (0700, outside the prefix) when backup_dir is empty or inside the prefix")

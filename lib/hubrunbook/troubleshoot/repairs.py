@@ -28,6 +28,14 @@ def repair_hub_env(params, finding, *, dry_run: bool = False) -> StepResult:
     return ensure_hub_env(params, dry_run=dry_run)
 
 
+def repair_user_env(params, finding, *, dry_run: bool = False) -> StepResult:
+    """Sync the user env to the parameters again (userenv.build.ensure_user_env: builds it when missing, puts back the
+    hub's jupyterhub version, reinstalls what is broken)."""
+    from hubrunbook.userenv.build import ensure_user_env
+
+    return ensure_user_env(params, dry_run=dry_run)
+
+
 def repair_hub_packages(params, finding, *, dry_run: bool = False) -> StepResult:
     """Reinstall the pinned jupyterhub with the tornado it requires; verify imports and versions. (jupyterlab lives in
     the user env since issue 13, not in the hub env.)"""

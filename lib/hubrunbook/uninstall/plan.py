@@ -8,7 +8,7 @@ Ours, and removed (each part only when ``uninstall_parts`` names it):
 - users: accounts in ``state/users.json`` (configure.ipynb) and ``state/hub-users.json`` (made by the hub on OAuth
   logins) whose name AND uid still match the record, with their home only when it is the home recorded at creation
   (the one useradd made) and still a directory of theirs; leftover throwaway accounts of the checks;
-- hub_env, proxy, nodejs, secrets, state: those directories of the prefix, whole (hub_env and proxy with an
+- hub_env, user_env (userenv/, userenv-kernels/, python/), proxy, nodejs, secrets, state: those directories of the prefix, whole (hub_env and proxy with an
   upgrade's ``.new``/``.prev`` beside them); with proxy, also the package in
   npm's global prefix when ``state/proxy-global.json`` says install.ipynb put it there;
 - config: the config file when it lies inside the prefix, its ``.bak-*`` copies, the 429 page; their directories
@@ -36,7 +36,8 @@ HEADER = ("part", "what", "action")
 UNIT_MARK = "# Written by hubrunbook"
 # the prefix's own top-level entries, and the part each belongs to (etc and templates: only what config names)
 # (env.new/env.prev and proxy.new/proxy.prev: an upgrade's parts, beside the live ones until it is verified). State last.
-DIR_PARTS = {"env": "hub_env", "env.new": "hub_env", "env.prev": "hub_env", "proxy": "proxy", "proxy.new": "proxy",
+DIR_PARTS = {"env": "hub_env", "env.new": "hub_env", "env.prev": "hub_env", "userenv": "user_env",
+             "userenv-kernels": "user_env", "python": "user_env", "proxy": "proxy", "proxy.new": "proxy",
              "proxy.prev": "proxy", "nodejs": "nodejs", "secrets": "secrets", "state": "state"}
 
 

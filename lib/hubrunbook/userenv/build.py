@@ -261,8 +261,8 @@ def ensure_user_env(params, *, dry_run: bool = False) -> StepResult:
         why = f"does not run as a user: {out}" if not good else f"jupyterhub {out} ≠ {params.jupyterhub_version}"
     changes = diff_sets(installed(env, params), want)
     if dry_run:
-        return StepResult("ensure_user_env", WOULD_CHANGE, f"would sync {env} ({why})",
-                          [(c, "would change", "") for c in changes])
+        return StepResult("ensure_user_env", WOULD_CHANGE, f"would sync {env}: {len(changes)} change(s) ({why})",
+                          [(c, "would change", "") for c in changes] if why != "absent" else [])
     lay.root.mkdir(parents=True, exist_ok=True)
     print(f"syncing {env}: {len(changes)} change(s)")
     sync_venv(params, env, base, lock_text, lay.userenv_lock)
@@ -274,8 +274,9 @@ def ensure_user_env(params, *, dry_run: bool = False) -> StepResult:
     lay.userenv_marker.write_text(json.dumps({"python": str(base), "jupyterhub": params.jupyterhub_version,
                                               "jupyterlab": want.get("jupyterlab"), "packages": len(want)}) + "\n")
     lay.userenv_marker.chmod(0o644)
+    rows = [(c, "changed", "") for c in changes] if why != "absent" else []  # a cold build: the count says enough
     return StepResult("ensure_user_env", CHANGED, f"{env}: {len(changes)} change(s) in {time.monotonic() - t0:.1f} s "
-                      f"(was: {why}); jupyterhub {out}, runs as nobody", [(c, "changed", "") for c in changes])
+                      f"(was: {why}); jupyterhub {out}, runs as nobody", rows)
 
 
 def check_user_env(params) -> tuple[bool, str]:
