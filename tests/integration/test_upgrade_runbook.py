@@ -57,10 +57,11 @@ def hub(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("upgrade")
     prefix = reset_sandbox(f"upgrade-it-{os.getpid()}")
-    values = port_params(prefix=str(prefix), users=[USER], admin_users=[ADMIN], jupyterhub_version=OLD)
+    values = port_params(prefix=str(prefix), users=[USER], admin_users=[ADMIN], jupyterhub_version=OLD,
+                         user_packages=[])  # the user env's base: jupyterhub follows the hub's version
     params = build_params(values)
     try:
-        for name in ("install", "configure"):
+        for name in ("install", "userenv", "configure"):
             run = run_runbook(name, values, tmp)
             assert run.ok, run.error[-3000:]
         assert db_revision(params.layout.hub_db) == OLD_HEAD
@@ -138,8 +139,13 @@ def test_upgrade_to_611_keeps_users_admins_tokens_and_sessions(hub):
     run = run_runbook("upgrade", {**hub["values"], "jupyterhub_version": NEW}, hub["tmp"])
     assert run.ok, run.error[-4000:]
     st = step_statuses(run.out)
-    for step in ("ensure_upgrade_backup", "ensure_upgrade_build", "ensure_upgrade_switch", "ensure_upgrade_verified"):
+    for step in ("ensure_upgrade_backup", "ensure_upgrade_build", "ensure_upgrade_switch", "ensure_upgrade_verified",
+                 "ensure_user_env"):
         assert st[step] == "changed", st
+    # the user env followed: users' jupyterhub-singleuser is the hub's new version
+    from hubrunbook.userenv.build import check_user_env
+
+    assert check_user_env(params.model_copy(update={"jupyterhub_version": NEW})) == (True, f"jupyterhub {NEW}")
     assert f"schema {OLD_HEAD} → {NEW_HEAD}" in run.text()
     j = journal.read(params)
     from pathlib import Path
