@@ -30,9 +30,17 @@ def repair_hub_env(params, finding, *, dry_run: bool = False) -> StepResult:
 
 def repair_user_env(params, finding, *, dry_run: bool = False) -> StepResult:
     """Sync the user env to the parameters again (userenv.build.ensure_user_env: builds it when missing, puts back the
-    hub's jupyterhub version, reinstalls what is broken)."""
-    from hubrunbook.userenv.build import ensure_user_env
+    hub's jupyterhub version); a package that fails to import is reinstalled from the lock first (its files were
+    changed: the installed versions alone look right)."""
+    from hubrunbook.userenv.build import ensure_user_env, reinstall
 
+    package, kernel = finding.data.get("package"), finding.data.get("kernel")
+    if package:
+        if dry_run:
+            return StepResult("repair_user_env", WOULD_CHANGE, f"would reinstall {package} in kernel {kernel}'s env")
+        done = reinstall(params, kernel, package)
+        res = ensure_user_env(params)
+        return StepResult("repair_user_env", CHANGED, f"{done}; {res.status}: {res.detail}")
     return ensure_user_env(params, dry_run=dry_run)
 
 

@@ -279,6 +279,22 @@ def ensure_user_env(params, *, dry_run: bool = False) -> StepResult:
                       f"(was: {why}); jupyterhub {out}, runs as nobody", rows)
 
 
+def reinstall(params, kernel: str, package: str) -> str:
+    """Reinstall *package* at its locked version in the user env (kernel 'python3') or an extra kernel's env."""
+    lay = params.layout
+    env, lock = ((lay.userenv_dir, lay.userenv_lock) if kernel == "python3"
+                 else (lay.user_kernel_dir(kernel), lay.user_kernel_dir(kernel) / "hubrunbook-requirements.txt"))
+    pins = parse_lock(lock.read_text()) if lock.exists() else {}
+    name = canonicalize_name(package)
+    if name not in pins:
+        raise PreflightError(f"{package} is not in {lock}: run userenv.ipynb")
+    run_command([uv(params), "pip", "install", "--reinstall", "--no-deps", "--compile-bytecode", "--python",
+                 env / "bin" / "python", f"{name}=={pins[name]}"], env=uv_env(params), timeout=600,
+                what=f"uv pip install --reinstall {name}")
+    make_world_readable(env)
+    return f"reinstalled {name} {pins[name]} in {env}"
+
+
 def check_user_env(params) -> tuple[bool, str]:
     """(usable?, why) of the user env as users meet it: the entry point exists and runs, jupyterhub is the hub's
     version. Read-only (troubleshoot and configure's preflight)."""
