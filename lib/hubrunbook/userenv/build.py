@@ -66,7 +66,8 @@ def uv(params) -> Path:
 
 def uv_env(params) -> dict[str, str]:
     """uv's environment: interpreters it installs go under the prefix (every user can run them), never root's home."""
-    return {"UV_PYTHON_INSTALL_DIR": str(params.layout.user_python_dir), "UV_NO_PROGRESS": "1"}
+    # no colour: a Jupyter kernel sets FORCE_COLOR/CLICOLOR_FORCE, and uv then writes ANSI codes into `pip freeze`
+    return {"UV_PYTHON_INSTALL_DIR": str(params.layout.user_python_dir), "UV_NO_PROGRESS": "1", "NO_COLOR": "1"}
 
 
 def base_python(params, *, install: bool = True) -> Path:
@@ -85,7 +86,7 @@ def base_python(params, *, install: bool = True) -> Path:
         lay.root.mkdir(parents=True, exist_ok=True)
         lay.user_python_dir.mkdir(mode=0o755, exist_ok=True)
         try:
-            run_command([uv(params), "python", "install", choice], env=uv_env(params), timeout=600,
+            run_command([uv(params), "--color", "never", "python", "install", choice], env=uv_env(params), timeout=600,
                         what=f"uv python install {choice}")
         except CommandError as exc:
             raise PreflightError(f"user_python {choice}: uv could not install it into {lay.user_python_dir} ({exc}). "
@@ -103,7 +104,7 @@ def base_python(params, *, install: bool = True) -> Path:
 
 def _managed_python(params, version: str) -> Path | None:
     try:
-        out = run_command([uv(params), "python", "find", "--managed-python", "--no-project", version],
+        out = run_command([uv(params), "--color", "never", "python", "find", "--managed-python", "--no-project", version],
                           env=uv_env(params), timeout=60, check=False).stdout.strip()
     except CommandError:
         return None
@@ -133,7 +134,7 @@ def compile_requirements(params, reqs: list[str], python: Path, previous: Path |
         if previous is not None and previous.exists():
             shutil.copyfile(previous, out)  # uv keeps these versions where they still fit
         try:
-            run_command([uv(params), "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--python", python,
+            run_command([uv(params), "--color", "never", "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--python", python,
                          src, "-o", out], env=uv_env(params), timeout=600, what="uv pip compile")
         except CommandError as exc:
             from_yml = params.user_requirements.endswith((".yml", ".yaml"))
@@ -149,7 +150,7 @@ def installed(env: Path, params) -> dict[str, str]:
     if not py.exists():
         return {}
     try:
-        text = run_command([uv(params), "pip", "freeze", "--python", py], env=uv_env(params), timeout=60).stdout
+        text = run_command([uv(params), "--color", "never", "pip", "freeze", "--python", py], env=uv_env(params), timeout=60).stdout
     except CommandError:
         return {}
     return parse_lock(text)
@@ -173,8 +174,10 @@ def runs_as_user(env: Path, code: str = "import jupyterhub, jupyterlab, ipykerne
     """Run *code* with the env's python as an unprivileged account: (ok, output or error)."""
     py = env / "bin" / "python"
     try:
-        out = run_command(["runuser", "-u", user, "--", py, "-c", code], timeout=120, cwd="/",
-                          env={"HOME": "/nonexistent", "PYTHONDONTWRITEBYTECODE": "1"}, what=f"{py} as {user}")
+        # a clean environment: nothing of root's (PATH, variables of the runner) reaches the unprivileged process
+        out = run_command(["runuser", "-u", user, "--", "env", "-i", "HOME=/nonexistent", "PATH=/usr/bin:/bin",
+                           "PYTHONDONTWRITEBYTECODE=1", "MPLBACKEND=Agg", py, "-c", code], timeout=120, cwd="/",
+                          what=f"{py} as {user}")
     except CommandError as exc:
         return False, str(exc).strip().splitlines()[-1] if str(exc).strip() else "failed"
     return True, out.stdout.strip()
@@ -205,13 +208,13 @@ def sync_venv(params, env: Path, base: Path, lock_text: str, lock_path: Path) ->
     if not env.exists():
         env.parent.mkdir(parents=True, exist_ok=True)
         print(f"creating {env} from {base}")
-        run_command([uv(params), "venv", "--quiet", "--python", base, env], env=uv_env(params), timeout=300,
+        run_command([uv(params), "--color", "never", "venv", "--quiet", "--python", base, env], env=uv_env(params), timeout=300,
                     what="uv venv")
     env.chmod(0o755)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="hrb-lock-") as tmp:
         tmp.write(lock_text)
         tmp.flush()
-        run_command([uv(params), "pip", "sync", "--compile-bytecode", "--python", env / "bin" / "python", tmp.name],
+        run_command([uv(params), "--color", "never", "pip", "sync", "--compile-bytecode", "--python", env / "bin" / "python", tmp.name],
                     env=uv_env(params), timeout=1800, what=f"uv pip sync {env}")
     _write_public(lock_path, lock_text)
     make_world_readable(env)  # users run it: no 0600 file from a cache filled under umask 077
@@ -288,7 +291,7 @@ def reinstall(params, kernel: str, package: str) -> str:
     name = canonicalize_name(package)
     if name not in pins:
         raise PreflightError(f"{package} is not in {lock}: run userenv.ipynb")
-    run_command([uv(params), "pip", "install", "--reinstall", "--no-deps", "--compile-bytecode", "--python",
+    run_command([uv(params), "--color", "never", "pip", "install", "--reinstall", "--no-deps", "--compile-bytecode", "--python",
                  env / "bin" / "python", f"{name}=={pins[name]}"], env=uv_env(params), timeout=600,
                 what=f"uv pip install --reinstall {name}")
     make_world_readable(env)

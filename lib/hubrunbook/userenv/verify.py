@@ -21,7 +21,7 @@ import requests
 from hubrunbook.core.errors import RunbookError, VerificationError
 from hubrunbook.core.steps import FAILED, OK, SKIPPED, StepResult
 from hubrunbook.hub import probe
-from hubrunbook.hub.service import _healthy
+from hubrunbook.host.process import hub_api_ok
 from hubrunbook.host.users import read_registry, user_password
 from hubrunbook.userenv import build
 
@@ -162,7 +162,7 @@ def check_user_imports(params, *, dry_run: bool = False) -> StepResult:
     Side effects: starts the user's server (stopped again unless it was running) and a kernel per spec (stopped)."""
     if dry_run:
         return StepResult("check_user_imports", SKIPPED, "dry run: nothing was built, so nothing to verify")
-    healthy, seen = _healthy(params)
+    healthy, _ = hub_api_ok(params.public_url)
     user = _verifiable_user(params)
     if not healthy or user is None:
         rows = imports_as_nobody(params)
