@@ -214,7 +214,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
             after=("install", "userenv", "configure")),
     Runbook("restore", "Restore the hub from a backup", False, RestoreParams,
             (_SETUP, "check_restore_archive", "ensure_restored", "ensure_hub_running", "check_restored"),
-            after=("install",)),
+            after=("install", "userenv")),
     Runbook("upgrade", "Upgrade JupyterHub", False, UpgradeParams,
             (_SETUP, "check_upgrade_plan", "ensure_upgrade_recovered", "ensure_upgrade_backup", "ensure_upgrade_build",
              "ensure_upgrade_switch", "ensure_upgrade_verified", "ensure_user_env"),

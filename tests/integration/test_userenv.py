@@ -2,6 +2,7 @@
 listed packages import in a kernel as the user (and in a second kernel every user is offered); a converged re-run
 changes nothing; adding and then removing a package changes exactly that, while a running server keeps working;
 a package that fails to import is found by troubleshoot with its import error, and repaired."""
+import json
 import os
 
 import psutil
@@ -40,6 +41,17 @@ def deployment(tmp_path_factory):
         teardown_sandbox(params)
 
 
+def step_text(out, step: str) -> str:
+    """The plain-text output of *step*'s cell (its status line and table) in an executed notebook."""
+    nb = json.loads(out.read_text())
+    for cell in nb["cells"]:
+        for o in cell.get("outputs", []):
+            text = "".join(o.get("data", {}).get("text/plain", ""))
+            if f"] {step}:" in text.split("\n", 1)[0]:
+                return text
+    return ""
+
+
 def freeze(params) -> dict:
     return build.installed(params.layout.userenv_dir, params)
 
@@ -49,7 +61,7 @@ def test_chain_builds_the_user_env_and_users_spawn_from_it(deployment):
     st = step_statuses(runs["userenv"].out)
     assert st["ensure_user_env"] == "changed" and st["ensure_user_kernels"] == "changed", st
     assert st["check_user_imports"] == "ok", st  # no hub yet: as nobody
-    assert "as nobody" in runs["userenv"].text()
+    assert "import as nobody (no hub answers yet" in step_text(runs["userenv"].out, "check_user_imports")
     # the hub env keeps only what the hub needs
     assert not list(params.layout.env_dir.glob("lib/python3*/site-packages/jupyterlab"))
     have = freeze(params)
@@ -61,9 +73,9 @@ def test_chain_builds_the_user_env_and_users_spawn_from_it(deployment):
     # configure's verification: imports in a real kernel of a spawned server, as the user, in both kernels
     conf = step_statuses(runs["configure"].out)
     assert conf["check_user_imports"] == "ok", conf
-    text = runs["configure"].text()
-    assert f"ok: import tomli (in a python3 kernel as {USER})" in text
-    assert f"ok: import toolz (in a second kernel as {USER})" in text
+    text = step_text(runs["configure"].out, "check_user_imports")
+    assert f"ok: import tomli (in a python3 kernel as {USER})" in text, text
+    assert f"ok: import toolz (in a second kernel as {USER})" in text, text
 
 
 def test_a_spawned_server_runs_the_user_envs_singleuser_and_offers_the_second_kernel(deployment):
@@ -92,10 +104,11 @@ def test_a_converged_rerun_changes_nothing(deployment):
     assert run.ok, run.error[-3000:]
     st = step_statuses(run.out)
     assert set(st.values()) <= {"unchanged", "ok"}, st
-    assert "verified: installed = compiled, runs as nobody" in run.text()
+    assert "verified: installed = compiled, runs as nobody" in step_text(run.out, "ensure_user_env")
     assert params.layout.userenv_lock.read_text() == lock and freeze(params) == before
     # the hub answers: the verification spawned and imported in kernels as the user
-    assert f"in a python3 kernel as {USER}" in run.text() and f"in a second kernel as {USER}" in run.text()
+    text = step_text(run.out, "check_user_imports")
+    assert f"in a python3 kernel as {USER}" in text and f"in a second kernel as {USER}" in text, text
 
 
 def test_adding_then_removing_a_package_changes_exactly_that_while_a_server_runs(deployment):
@@ -112,14 +125,14 @@ def test_adding_then_removing_a_package_changes_exactly_that_while_a_server_runs
         assert {k: v for k, v in after.items() if k not in before} == {EXTRA: after[EXTRA]}
         assert {k: v for k, v in before.items() if k in after and after[k] != v} == {}
         assert set(before) - set(after) == set()
-        assert f"+{EXTRA} {after[EXTRA]}" in added.text()
+        assert f"+{EXTRA} {after[EXTRA]}" in step_text(added.out, "ensure_user_env")
         # the server from before still runs, and a new kernel in it sees the new package
         assert probe.server_ready(session, url, USER)
         out = verify.execute_in_kernel(session, url, USER, "python3", verify.import_code([EXTRA]))
         assert verify.parse_imports(out)[EXTRA].startswith("ok"), out
         removed = run_runbook("userenv", values, tmp)
         assert removed.ok, removed.error[-3000:]
-        assert f"-{EXTRA} {after[EXTRA]}" in removed.text()
+        assert f"-{EXTRA} {after[EXTRA]}" in step_text(removed.out, "ensure_user_env")
         assert freeze(params) == before  # exactly the package went, nothing else moved
         assert probe.server_ready(session, url, USER)
     finally:

@@ -33,7 +33,7 @@ def _hrb_tops(d):
     if not tops:
         tops = sorted({f.parts[0].removesuffix(".py") for f in (d.files or []) if f.parts and f.parts[0] != ".."
                        and not f.parts[0].endswith((".dist-info", ".data", ".pth")) and (len(f.parts) > 1 or f.suffix == ".py")})
-    return [t for t in tops if t.isidentifier() and not t.startswith("_")]
+    return [t for t in tops if t.isidentifier() and not t.startswith("_") and not t.endswith("__mypyc")]
 _hrb_out = {}
 for _n in %(names)r:
     try:
