@@ -79,6 +79,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "python jupyterhub_version jupyterlab_version user_packages user_requirements user_kernels user_python"),
     Step("userenv.build.ensure_user_env",
          "prefix python jupyterhub_version jupyterlab_version user_packages user_requirements user_python"),
+    Step("userenv.build.ensure_user_env_matches_hub",
+         "prefix python jupyterhub_version jupyterlab_version user_packages user_requirements user_python"),
     Step("userenv.kernels.ensure_user_kernels", "prefix python user_requirements user_kernels user_python"),
     Step("userenv.verify.check_user_imports",
          "prefix python bind_ip port ssl_cert config_file admin_users users passwords user_packages user_requirements "
@@ -217,7 +219,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
             after=("install", "userenv")),
     Runbook("upgrade", "Upgrade JupyterHub", False, UpgradeParams,
             (_SETUP, "check_upgrade_plan", "ensure_upgrade_recovered", "ensure_upgrade_backup", "ensure_upgrade_build",
-             "ensure_upgrade_switch", "ensure_upgrade_verified", "ensure_user_env"),
+             "ensure_upgrade_switch", "ensure_upgrade_verified", "ensure_user_env_matches_hub"),
             after=("install", "userenv", "configure")),
     Runbook("uninstall", "Uninstall JupyterHub", False, UninstallParams,
             (_SETUP, "check_uninstall_plan", "ensure_final_backup", "ensure_hub_removed", "ensure_users_removed",

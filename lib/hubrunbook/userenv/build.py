@@ -282,6 +282,18 @@ def ensure_user_env(params, *, dry_run: bool = False) -> StepResult:
                       f"(was: {why}); jupyterhub {out}, runs as nobody", rows)
 
 
+def ensure_user_env_matches_hub(params, *, dry_run: bool = False) -> StepResult:
+    """upgrade.ipynb's last step: the user env gets the jupyterhub the hub env really holds (after a verified upgrade
+    the new version; after a rollback the old one), and jupyterlab_version. A dry run reports the parameters' version."""
+    hub = hubenv.installed_versions(params.layout.env_dir, ["jupyterhub"])["jupyterhub"]
+    target = params.jupyterhub_version if dry_run or hub is None else hub
+    res = ensure_user_env(params.model_copy(update={"jupyterhub_version": target}), dry_run=dry_run)
+    note = "" if target == params.jupyterhub_version else (
+        f" (the hub runs jupyterhub {hub}, not {params.jupyterhub_version}: the upgrade did not go through, and the "
+        "user env follows the hub)")
+    return StepResult("ensure_user_env_matches_hub", res.status, res.detail + note, res.rows)
+
+
 def reinstall(params, kernel: str, package: str) -> str:
     """Reinstall *package* at its locked version in the user env (kernel 'python3') or an extra kernel's env."""
     lay = params.layout
