@@ -88,7 +88,7 @@ def test_restore_onto_a_new_prefix_keeps_users_admins_and_sessions(deploy, sandb
     refused = run_runbook("restore", {**new, "restore_archive": str(bad)}, tmp_path / "r0")
     assert not refused.ok and "is damaged" in refused.error
     written = sorted(str(x.relative_to(sandbox)) for x in sandbox.rglob("*") if x.parts[len(sandbox.parts)] not in
-                     ("env", "proxy", "nodejs"))
+                     ("env", "userenv", "proxy", "nodejs"))
     assert written in ([], ["state", "state/audit.jsonl"]), written  # nothing but the audit line of the refusal
 
     listing = lambda: sorted((str(x), x.stat().st_mtime_ns) for x in sandbox.rglob("*") if not x.is_symlink())
