@@ -160,6 +160,10 @@ def check_user_env(ctx: Context) -> list[Finding]:
                                  title="users' servers do not run from a user env of their own",
                                  cause="a deployment from before the user env (issue 13), or userenv.ipynb never ran",
                                  fix="run userenv.ipynb, then configure.ipynb (it points c.Spawner.cmd at the user env)")]
+    from hubrunbook.host.system import blocking_dir
+
+    if blocking_dir(lay.root) is not None or blocking_dir(lay.userenv_dir) is not None:
+        return []  # a directory users cannot enter on the way: singleuser-runnable reports it, with its mode
     ok, why = _user_env(ctx)
     if ok:
         hub = _env(ctx).get("versions", {}).get("jupyterhub")
