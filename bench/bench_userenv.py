@@ -130,7 +130,7 @@ env holds jupyterhub {D.jupyterhub_version}, jupyterlab {D.jupyterlab_version}, 
 |---|---|---|
 | (a) floor: `uv venv` + `uv pip install --compile-bytecode` of the same set | {median(a):.1f} s | {fmt(a)} |
 | (b) userenv.ipynb cold, new prefix after install.ipynb (papermill, compile, sync, imports as nobody) | {median(b):.1f} s | {fmt(b)} |
-| (c) userenv.ipynb converged (compile, compare with `uv pip freeze`, run as nobody, imports in kernels as a user through the hub when it runs) | {median(c):.1f} s | {fmt(c)} |
+| (c) userenv.ipynb converged (compile, compare with `uv pip freeze`, run as nobody, imports as nobody: no hub in this prefix) | {median(c):.1f} s | {fmt(c)} |
 
 Cold run, median seconds per step (`state/audit.jsonl`): {", ".join(f"{k} {median(v):.1f}" for k, v in steps.items())}.
 
