@@ -164,17 +164,8 @@ def check_user_env(ctx: Context) -> list[Finding]:
 
     if blocking_dir(lay.root) is not None or blocking_dir(lay.userenv_dir) is not None:
         return []  # a directory users cannot enter on the way: singleuser-runnable reports it, with its mode
-    ok, why = _user_env(ctx)
-    if ok:
-        hub = _env(ctx).get("versions", {}).get("jupyterhub")
-        mine = why.split()[-1]
-        if hub and mine != hub:
-            return [USER_ENV.finding(ERROR, f"the user env has jupyterhub {mine}, the hub runs {hub}",
-                                     f"{lay.userenv_bin('python')}: jupyterhub {mine}; {lay.env_bin('python')}: "
-                                     f"jupyterhub {hub}", id="user-env-version",
-                                     title="jupyterhub-singleuser is not the hub's version",
-                                     cause="the hub was upgraded or reinstalled without the user env (or the other way "
-                                           "round); a singleuser server of another version may refuse the hub's API")]
+    ok, why = _user_env(ctx)  # its jupyterhub is compared with the pin, like the hub env's (hub-packages): a hub
+    if ok:                     # env that drifted from the pin is that check's finding, not a second one here
         return []
     return [USER_ENV.finding(ERROR, f"the user env is missing or broken: {why}", why, path=str(lay.userenv_dir))]
 
