@@ -199,6 +199,8 @@ def test_singleuser_under_a_0700_dir_is_blocked(tmp_path_factory):
 
 def test_missing_singleuser_is_reported_as_missing_not_as_permissions(params, monkeypatch):
     (params.layout.env_dir / "bin").mkdir(parents=True)
+    (params.layout.userenv_dir / "bin").mkdir(parents=True)  # a user env (c.Spawner.cmd's) whose entry point went
+    (params.layout.userenv_dir / "pyvenv.cfg").write_text("home = /usr/bin\n")
     ctx = Context(params)
     monkeypatch.setattr(access, "_env", lambda c: {"python": "ok"})
     monkeypatch.setattr(access, "cfg", lambda c, key, default=None: default)

@@ -117,6 +117,11 @@ def check_configure_preflight(params) -> StepResult:
                  "Fix: run as root (sudo make deploy)"))
     ok, why = check_env_state(params)
     rows.append(("hub env (install.ipynb)", OK if ok else FAILED, why if ok else f"{params.layout.env_dir}: {why}; run install.ipynb first"))
+    from hubrunbook.userenv.build import check_user_env
+
+    ok, why = check_user_env(params)  # users' servers run its jupyterhub-singleuser (c.Spawner.cmd)
+    rows.append(("user env (userenv.ipynb)", OK if ok else FAILED,
+                 why if ok else f"{params.layout.userenv_dir}: {why}; run userenv.ipynb first"))
     have = installed_version(params)
     rows.append(("configurable-http-proxy (install.ipynb)", OK if have == params.proxy_version else FAILED,
                  have or "not installed; run install.ipynb first"))

@@ -74,7 +74,8 @@ def hub_settings(params) -> dict[str, str]:
         "c.Authenticator.allow_all": _lit(params.allow_all),
         "c.Spawner.notebook_dir": _lit(params.notebook_dir),
         "c.Spawner.default_url": _lit(params.default_url),
-        "c.Spawner.cmd": _lit([str(params.layout.env_bin("jupyterhub-singleuser"))]),
+        # users' servers run from the user env (userenv.ipynb), not from the hub's
+        "c.Spawner.cmd": _lit([str(params.layout.userenv_bin("jupyterhub-singleuser"))]),
         # HTTPS served by the proxy (checked by tls.check_tls first); None removes our lines when TLS is switched off
         "c.JupyterHub.ssl_cert": _lit(params.ssl_cert) if params.ssl_cert else None,
         "c.JupyterHub.ssl_key": _lit(params.ssl_key) if params.ssl_cert else None,
