@@ -68,7 +68,8 @@ def install_packages(params, path: Path, specs: list[str], *, progress=None) -> 
 
 
 def wanted(params) -> dict[str, str]:
-    return {"jupyterhub": params.jupyterhub_version, "jupyterlab": params.jupyterlab_version}
+    return {"jupyterhub": params.jupyterhub_version, "jupyterlab": params.jupyterlab_version,
+            "jupyterhub-idle-culler": params.idle_culler_version}  # culler.py: a service the hub runs from its env
 
 
 def installed_versions(env: Path, names) -> dict[str, str | None]:
