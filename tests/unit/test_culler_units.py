@@ -151,6 +151,7 @@ def test_the_launcher_hides_the_token_tornado_prints(tmp_path):
     assert out.returncode == 0, out.stderr
     assert TOKEN not in out.stderr and "api_token='[hidden]'" in out.stderr and "inactive_limit=60" in out.stderr
     assert "argv ['--timeout=60']" in out.stderr  # the culler's own arguments reach it
+    assert culler.hide_tokens(launcher) == launcher  # its own pattern is not taken for a token
 
 
 def test_tokens_in_hub_log_lines_are_hidden_when_read(tmp_path):

@@ -41,7 +41,7 @@ HIDDEN = "api_token='[hidden]'"
 LAUNCHER = ("import logging, re, jupyterhub_idle_culler as c; logging.getLogger('tornado.application').addFilter("
             "lambda r: [setattr(r, 'msg', re.sub(r\"api_token='[^']*'\", \"" + HIDDEN + "\", r.getMessage())), "
             "setattr(r, 'args', ())] and True); c.main()")
-TOKEN_IN_LOG_RE = re.compile(r"api_token=(['\"])[^'\"]*\1")
+TOKEN_IN_LOG_RE = re.compile(r"api_token=(['\"])[A-Za-z0-9_.~+/=-]+\1")  # a value, not the launcher's own pattern
 REACH_TIMEOUT = 30  # seconds after the hub's start within which the culler's first request comes (measured: < 2 s)
 
 
@@ -112,7 +112,7 @@ def culler_processes(params, hub_pid: int | None = None) -> list[tuple[int, list
         except psutil.Error:
             continue
         if any(MODULE in part for part in argv):
-            out.append((child.pid, [hide_tokens(a) for a in argv]))
+            out.append((child.pid, argv))
     return out
 
 
