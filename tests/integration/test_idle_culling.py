@@ -21,6 +21,7 @@ import requests
 from hubrunbook.core.steps import CHANGED, FAILED, OK, UNCHANGED
 from hubrunbook.host import users
 from hubrunbook.hub import config, culler, database, probe, service
+from hubrunbook.troubleshoot import logscan
 from support.deployment import Deployment
 
 pytestmark = [
@@ -171,7 +172,8 @@ def test_troubleshoot_explains_a_culler_that_cannot_reach_the_hub(hub, tmp_path)
     try:
         assert service.ensure_hub_running(p).status == CHANGED
         log = p.layout.hub_log
-        token = _wait(lambda: (m := re.search(r"api_token='([^']+)'", log.read_text())) and m.group(1),
+        token = _wait(lambda: (m := re.search(r"<function cull_idle at \w+>, url='[^']*', api_token='(\w+)'",
+                                              log.read_text())) and m.group(1),
                       "the culler's failed cull in the hub log", timeout=60)
         r = culler.check_idle_culler(p)
         assert r.status == FAILED and token not in str(r.rows)
@@ -180,8 +182,28 @@ def test_troubleshoot_explains_a_culler_that_cannot_reach_the_hub(hub, tmp_path)
         assert finding["severity"] == "error" and "cannot reach the hub's API" in finding["seen"]
         assert "ConnectionRefusedError" in finding["evidence"] and "Exception in callback" in finding["evidence"]
         assert token not in json.dumps(report) and token not in run.out.read_text()
-        print("hub log of the culler with a wrong URL:\n" + "\n".join(
-            line for line in log.read_text().splitlines()[-60:] if "cull" in line.lower() or "Error" in line))
+    finally:
+        p.config_path.write_text(text)
+        service.ensure_hub_running(p)
+
+
+def test_troubleshoot_explains_a_culler_the_hub_refuses(hub, tmp_path):
+    """The culler's role taken away by a hand-edited load_roles line: the hub answers it 403 (its own launcher, so the
+    token is hidden already in the hub log); troubleshoot says it is a scope problem."""
+    p = hub.params
+    text = p.config_path.read_text()
+    ours = next(line for line in text.splitlines() if line.startswith("c.JupyterHub.load_roles ="))
+    p.config_path.write_text(text.replace(ours, f"c.JupyterHub.load_roles = [{{'name': 'admin', 'users': []}}]{config.MARK}"))
+    try:
+        assert service.ensure_hub_running(p).status == CHANGED
+        _wait(lambda: culler.culler_errors(culler.since_start(logscan.hub_log_lines(p))), "a refused cull", timeout=60)
+        assert "api_token='[hidden]'" in p.layout.hub_log.read_text() or "exception=HTTP 403" in p.layout.hub_log.read_text()
+        r = culler.check_idle_culler(p)
+        assert r.status == FAILED and dict((row[0], row[1]) for row in r.rows)["role and scopes"] == FAILED
+        run, report = hub.troubleshoot(tmp_path)
+        (finding,) = [f for f in report["findings"] if f["id"] == "idle-culler"]
+        assert finding["severity"] == "error" and "403" in finding["seen"] and finding["data"]["kind"] == "refused"
+        assert "HTTP 403" in finding["evidence"]
     finally:
         p.config_path.write_text(text)
         service.ensure_hub_running(p)

@@ -50,6 +50,48 @@ WRONG_URL_LINES = [
     '           ^^^^^^^^^^^^^^^^^^^^^^^',
     'ConnectionRefusedError: [Errno 111] Connection refused',
 ]
+# the same hub's log when the culler's role is missing (a hand-written load_roles line with the admin role only):
+# the hub's own lines and the culler's, verbatim (its launcher already hid the token)
+REFUSED_LINES = [
+    '    pycurl is recommended if you have a large number of users.',
+    '[I 2026-12-04 20:26:31.425 JupyterHub log:192] 200 GET /hub/api/ (idle-culler@127.0.0.1) 23.57ms',
+    '[W 2026-12-04 20:26:31.432 JupyterHub scopes:1021] Not authorizing access to /hub/api/users. Requires any of [list:users] on *, not derived from scopes []',
+    '[W 2026-12-04 20:26:31.432 JupyterHub web:2106] 403 GET /hub/api/users?state=ready (127.0.0.1): Action is not authorized with current scopes; requires any of [list:users]',
+    "Exception in callback functools.partial(<bound method IOLoop._discard_future_result of <tornado.platform.asyncio.AsyncIOMainLoop object at 0x7f74d256d4d0>>, <Task finished name='Task-1' coro=<cull_idle() done, defined at /var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py:88> exception=HTTP 403: Forbidden>)",
+    'Traceback (most recent call last):',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/tornado/ioloop.py", line 756, in _run_callback',
+    '    ret = callback()',
+    '          ^^^^^^^^^^',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/tornado/ioloop.py", line 780, in _discard_future_result',
+    '    future.result()',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py", line 440, in cull_idle',
+    '    async for user in fetch_paginated(req):',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py", line 154, in fetch_paginated',
+    '    response = await resp_future',
+    '               ^^^^^^^^^^^^^^^^^',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py", line 136, in fetch',
+    '    return await client.fetch(req)',
+    '           ^^^^^^^^^^^^^^^^^^^^^^^',
+    'tornado.httpclient.HTTPClientError: HTTP 403: Forbidden',
+    '[W 2026-12-04 20:26:31.442 JupyterHub log:192] 403 GET /hub/api/users?state=[secret] (idle-culler@127.0.0.1) 11.36ms',
+    '[I 2026-12-04 20:26:41.386 JupyterHub log:192] 200 GET /hub/api/ (idle-culler@127.0.0.1) 2.11ms',
+    '[W 2026-12-04 20:26:41.391 JupyterHub scopes:1021] Not authorizing access to /hub/api/users. Requires any of [list:users] on *, not derived from scopes []',
+    '[W 2026-12-04 20:26:41.391 JupyterHub web:2106] 403 GET /hub/api/users?state=ready (127.0.0.1): Action is not authorized with current scopes; requires any of [list:users]',
+    "Exception in callback functools.partial(<function cull_idle at 0x7f74d2569440>, url='http://127.0.0.1:54405/hub/api', api_token='[hidden]', inactive_limit=60, logger=<Logger IdleCuller (DEBUG)>, cull_users=False, remove_named_servers=False, max_age=0, concurrency=10, ssl_enabled=False, internal_certs_location='internal-ssl', cull_admin_users=True, api_page_size=0, cull_default_servers=True, cull_named_servers=True, cull_arbiter=<function default_cull_arbiter at 0x7f74d25693a0>)",
+    'Traceback (most recent call last):',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/tornado/ioloop.py", line 943, in _run',
+    '    await val',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py", line 440, in cull_idle',
+    '    async for user in fetch_paginated(req):',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py", line 154, in fetch_paginated',
+    '    response = await resp_future',
+    '               ^^^^^^^^^^^^^^^^^',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py", line 136, in fetch',
+    '    return await client.fetch(req)',
+    '           ^^^^^^^^^^^^^^^^^^^^^^^',
+    'tornado.httpclient.HTTPClientError: HTTP 403: Forbidden',
+    '[W 2026-12-04 20:26:41.393 JupyterHub log:192] 403 GET /hub/api/users?state=[secret] (idle-culler@127.0.0.1) 3.25ms',
+]
 HUB_START = [
     "[I 2026-12-04 20:16:20.100 JupyterHub app:3400] Running JupyterHub version 6.1.1",
     "[I 2026-12-04 20:16:21.300 JupyterHub service:432] Starting service 'idle-culler': ['/opt/hubrunbook/env/bin/python', "
@@ -211,11 +253,11 @@ def test_troubleshoot_names_a_culler_that_cannot_reach_the_hub(params, monkeypat
 
 
 def test_troubleshoot_a_403_is_a_scope_problem(params, monkeypatch):
-    lines = HUB_START + ["Exception in callback functools.partial(<bound method IOLoop._discard_future_result of <x>>, "
-                         "<Task finished name='Task-1' coro=<cull_idle() done, defined at /x.py:88> "
-                         "exception=HTTP 403: Forbidden>)"]
-    (f,) = _scan(params, monkeypatch, lines, record=_record(last_activity="2026-12-04T20:16:21.500000"))
+    errors = culler.culler_errors(list(enumerate(REFUSED_LINES, 1)))
+    assert [r for _, r in errors] == ["HTTP 403: Forbidden", "tornado.httpclient.HTTPClientError: HTTP 403: Forbidden"]
+    (f,) = _scan(params, monkeypatch, HUB_START + REFUSED_LINES, record=_record(last_activity="2026-12-04T20:26:31.4"))
     assert f.severity == ERROR and "403" in f.seen and "read:users:activity" in f.cause and f.data["kind"] == "refused"
+    assert "HTTP 403: Forbidden" in f.evidence
 
 
 def test_troubleshoot_no_culler_process(params, monkeypatch):
