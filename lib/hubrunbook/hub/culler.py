@@ -14,7 +14,7 @@ How the command is hardened (measured with jupyterhub-idle-culler 2.0.0):
   (empty) turns that off and ``cwd`` is the hub's 0700 state directory;
 - ``python -I``: neither the working directory nor PYTHON* variables reach its imports;
 - when a cull fails (the hub unreachable, a 403), tornado logs ``Exception in callback functools.partial(<function
-  cull_idle …>, url=…, api_token='<the token>', …)``: the token in the hub's log. So the command is a short launcher
+"""Idle culling (issue 13): jupyterhub-idle-culler as a service the hub starts, watches and restarts.
   that adds a filter to the ``tornado.application`` logger replacing that value, then runs the culler's ``main``.
 
 What the hub knows of activity lags behind: it reads the proxy's per-route activity every
@@ -172,12 +172,19 @@ def reason_kind(reason: str) -> str:
 
 
 def _age(stamp: str | None) -> str:
+    """'2026-12-04T20:19:37 UTC (3 s ago)' for a naive UTC time from the hub's database."""
     if not stamp:
         return "never"
     try:
-        return f"{stamp[:19]} UTC ({(datetime.now(timezone.utc).replace(tzinfo=None) - datetime.fromisoformat(stamp)).total_seconds():.0f} s ago)"
+        ago = (datetime.now(timezone.utc).replace(tzinfo=None) - datetime.fromisoformat(stamp)).total_seconds()
     except ValueError:
         return stamp
+    return f"{stamp[:19].replace(' ', 'T')} UTC ({ago:.0f} s ago)"
+
+
+def _options(argv: list[str]) -> str:
+    """The culler's options in *argv* (not the launcher's code)."""
+    return " ".join(a for a in argv if a.startswith("--")) or " ".join(argv[-3:])
 
 
 def culler_state(params) -> dict:
@@ -231,8 +238,8 @@ def _process_row(params, state) -> tuple[str, str, str]:
     ours = [pid for pid, argv in procs if argv == want]
     if not ours:
         return ("culler process", FAILED, f"pid {procs[0][0]} runs another command than the config's (hub not "
-                                          f"restarted?): {' '.join(procs[0][1][-4:])}")
-    return ("culler process", OK, f"pid {ours[0]}, child of the hub: {' '.join(want[-4:])}")
+                                          f"restarted?): {_options(procs[0][1])}")
+    return ("culler process", OK, f"pid {ours[0]}, child of the hub: {_options(want)}")
 
 
 def _scopes_row(state) -> tuple[str, str, str]:
@@ -242,7 +249,8 @@ def _scopes_row(state) -> tuple[str, str, str]:
                                            "restarted with this config")
     roles = rec["roles"]
     token = (rec["token"] or {}).get("scopes")
-    if rec["admin"] or list(roles) != [ROLE] or sorted(roles[ROLE]) != sorted(SCOPES) or token not in (["inherit"], sorted(SCOPES)):
+    exact = list(roles) == [ROLE] and sorted(roles[ROLE]) == sorted(SCOPES)
+    if rec["admin"] or not exact or token not in (["inherit"], sorted(SCOPES)):
         return ("role and scopes", FAILED, f"admin {rec['admin']}, roles {roles}, token scopes {token}; wanted only "
                                            f"the role {ROLE} with {', '.join(SCOPES)}")
     return ("role and scopes", OK, f"role {ROLE} only, not admin: {', '.join(SCOPES)}; its token inherits them")
@@ -250,10 +258,11 @@ def _scopes_row(state) -> tuple[str, str, str]:
 
 def _reach_row(state) -> tuple[str, str, str]:
     rec, errors = state["record"], state["errors"]
-    failed = f"; {len(errors)} failed cull(s) in the hub log since it started, last: {errors[-1][1] or errors[-1][0]}" if errors else ""
+    failed = (f"; {len(errors)} failed cull(s) in the hub log since it started, last: {errors[-1][1] or errors[-1][0]}"
+              if errors else "")
     if not state["reached"]:
         made = _age(rec["token"]["created"]) if rec and rec["token"] else "no token"
         return ("reached the hub", FAILED, f"the hub never accepted the culler's token (made {made}) within "
                                            f"{REACH_TIMEOUT} s{failed}")
     return ("reached the hub", OK, f"the hub accepted its token first at {_age(rec['token']['last_activity'])}"
-                                   + (failed + " (troubleshoot.ipynb explains it)" if failed else "; no failed cull in the hub log"))
+            + (failed + " (troubleshoot.ipynb explains it)" if failed else "; no failed cull in the hub log"))
