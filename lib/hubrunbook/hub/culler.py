@@ -14,7 +14,7 @@ How the command is hardened (measured with jupyterhub-idle-culler 2.0.0):
   (empty) turns that off and ``cwd`` is the hub's 0700 state directory;
 - ``python -I``: neither the working directory nor PYTHON* variables reach its imports;
 - when a cull fails (the hub unreachable, a 403), tornado logs ``Exception in callback functools.partial(<function
-"""Idle culling (issue 13): jupyterhub-idle-culler as a service the hub starts, watches and restarts.
+  cull_idle …>, url=…, api_token='<the token>', …)``: the token in the hub's log. So the command is a launcher
   that adds a filter to the ``tornado.application`` logger replacing that value, then runs the culler's ``main``.
 
 What the hub knows of activity lags behind: it reads the proxy's per-route activity every
