@@ -325,7 +325,7 @@ class ConfigureParams(_Base):
     cull_max_age: int = Field(
         0, description="also stop servers older than this many seconds, even active ones; 0: no maximum age, or 60-31622400 (needs culling on)")
     cull_every: int | str = Field(
-        "auto", description="seconds between two looks for idle servers; 'auto': a tenth of cull_idle_timeout, 10-300, or 10 up to cull_idle_timeout")
+        "auto", description="seconds between two looks for idle servers: 'auto' (a tenth of cull_idle_timeout, within 10-300), or 10 up to cull_idle_timeout")
 
     @field_validator("cull_idle_timeout", "cull_max_age")
     @classmethod
