@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import threading
 import time
 
@@ -207,6 +208,26 @@ def test_troubleshoot_explains_a_culler_the_hub_refuses(hub, tmp_path):
     finally:
         p.config_path.write_text(text)
         service.ensure_hub_running(p)
+
+
+def test_a_culler_left_by_a_killed_hub_is_found_and_stopped(hub):
+    """kill -9 of a managed hub (as the OOM killer does): its culler, in a session of its own, lives on. Troubleshoot
+    names it and its repair stops it by PID; the restarted hub runs one culler again."""
+    from hubrunbook.troubleshoot import repairs
+    from hubrunbook.troubleshoot.catalog import Context
+    from hubrunbook.troubleshoot.checks import processes
+
+    p = hub.params
+    (left,) = _culler_pids(p)
+    os.kill(service.managed_hub_pid(p), signal.SIGKILL)
+    _wait(lambda: service.managed_hub_pid(p) is None, "the hub gone", timeout=30, every=0.5)
+    assert psutil.pid_exists(left), "the culler outlived its hub"
+    (f,) = [f for f in processes.check_idle_culler(Context(p)) if f.id == "idle-culler-orphan"]
+    assert f.data["pid"] == left and f.repairable
+    assert repairs.repair_orphan_culler(p, f).status == CHANGED
+    assert not psutil.pid_exists(left) or psutil.Process(left).status() == psutil.STATUS_ZOMBIE
+    assert service.ensure_hub_running(p).status == CHANGED
+    assert culler.check_idle_culler(p).status == OK and len(_culler_pids(p)) == 1
 
 
 def test_stopping_the_hub_stops_its_culler(hub):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import stat
 import time
@@ -614,3 +615,34 @@ def test_troubleshoot_a_token_never_used(params, monkeypatch):
 def test_a_transient_failure_after_the_culler_reached_the_hub_is_a_warning(params, monkeypatch):
     (f,) = _scan(params, monkeypatch, HUB_START + WRONG_URL_LINES, record=_record(last_activity="2026-12-04T20:16:21"))
     assert f.severity == WARNING and "did reach the hub before" in f.seen
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a culler is proven ours by running as root: needs root")
+def test_an_orphaned_culler_is_found_and_only_it_is_stopped(params, tmp_path):
+    """A real process as a culler left by a killed hub runs: this prefix's hub-env Python (a link to this interpreter),
+    the culler's module named in its argv, root, the state dir as its working directory. One elsewhere is not ours."""
+    import subprocess
+    import sys
+
+    from hubrunbook.troubleshoot import repairs
+
+    params.layout.env_bin("python").parent.mkdir(parents=True)
+    params.layout.env_bin("python").symlink_to(sys.executable)
+    params.layout.state_dir.mkdir(parents=True)
+    argv = [str(params.layout.env_bin("python")), "-c", "import time; time.sleep(60)", "jupyterhub_idle_culler"]
+    orphan = subprocess.Popen(argv, cwd=params.layout.state_dir)
+    elsewhere = subprocess.Popen(argv, cwd=tmp_path)
+    try:
+        found = culler.orphan_cullers(params, None)
+        assert [pid for pid, _ in found] == [orphan.pid]
+        assert culler.orphan_cullers(params, os.getpid()) == []  # the running hub's own child
+        (f,) = [f for f in processes.check_idle_culler(Context(params)) if f.id == "idle-culler-orphan"]
+        assert f.severity == WARNING and f.repairable and f.data["pid"] == orphan.pid
+        assert repairs.repair_orphan_culler(params, f, dry_run=True).status == "would change"
+        assert repairs.repair_orphan_culler(params, f).status == "changed"
+        assert orphan.wait(10) is not None and elsewhere.poll() is None
+        assert repairs.repair_orphan_culler(params, f).status == "unchanged"  # gone: proven again, left alone
+    finally:
+        for proc in (orphan, elsewhere):
+            proc.kill()
+            proc.wait()

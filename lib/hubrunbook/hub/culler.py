@@ -116,6 +116,26 @@ def culler_processes(params, hub_pid: int | None = None) -> list[tuple[int, list
     return out
 
 
+def orphan_cullers(params, hub_pid: int | None) -> list[tuple[int, int]]:
+    """(pid, parent pid) of cullers of this deployment that are not the running hub's children — left by a hub that
+    was killed (kill -9, the OOM killer): a managed service is started in a session of its own, so it outlives its
+    hub and keeps culling with a token the hub never revoked. Proven ours: root's, run by this prefix's hub-env Python
+    with the culler's module, in this prefix's state directory. Read-only."""
+    python, state = str(params.layout.env_bin("python")), str(params.layout.state_dir)
+    out = []
+    for proc in psutil.process_iter(["ppid", "uids", "cmdline"]):
+        try:
+            argv, ppid = proc.info["cmdline"] or [], proc.info["ppid"]
+            if not argv or argv[0] != python or not any(MODULE in a for a in argv) or (hub_pid and ppid == hub_pid):
+                continue
+            if proc.info["uids"].real != 0 or proc.cwd() != state:
+                continue
+        except (psutil.Error, TypeError):
+            continue
+        out.append((proc.pid, ppid))
+    return out
+
+
 def culler_services(params) -> dict[str, dict]:
     """The hub database's services whose command runs jupyterhub-idle-culler (database.service_records)."""
     from hubrunbook.hub.database import service_records

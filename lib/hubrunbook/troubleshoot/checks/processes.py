@@ -234,9 +234,18 @@ def check_idle_culler(ctx: Context) -> list[Finding]:
 
     p = ctx.params
     hub = _hub_pid(ctx)
+    out = [IDLE_CULLER.finding(
+        WARNING, f"an idle culler of this hub runs without it (pid {pid}): left by a hub that was killed",
+        f"pid {pid} runs {p.layout.env_bin('python')} with jupyterhub_idle_culler in {p.layout.state_dir}, as root; its "
+        f"parent is pid {ppid}, not the hub ({hub or 'not running'})", id="idle-culler-orphan",
+        title="an idle culler outlived its hub",
+        cause="the hub was killed (kill -9, the OOM killer) while it ran as a managed process: its services run in a "
+              "session of their own and survive it; the orphan keeps culling beside the new hub's culler, with a token "
+              "the hub does not revoke",
+        fix="stop it by its PID (repaired with apply_fixes, after proving again that it is this deployment's culler)",
+        pid=pid) for pid, ppid in culler.orphan_cullers(p, hub)]
     if hub is None:
-        return []  # hub-running says so
-    out = []
+        return out  # hub-running says why the hub is down
     lines = ctx.fact("log_lines", lambda: hub_log_lines(p, ctx.log_tail_kb))
     for name, rec in culler.culler_services(p).items():
         errors = culler.culler_errors(culler.since_start(lines, name), names=(name,))
@@ -255,19 +264,19 @@ def check_idle_culler(ctx: Context) -> list[Finding]:
                 + f": {len(errors)} failed attempt(s) since the hub started it"
                 + ("; it did reach the hub before" if reached and kind == "unreachable" else ""),
                 f"hub log: {line}" + (f" … {reason}" if reason and reason not in line else ""),
-                cause=cause, fix=fix, kind=kind))
+                cause=cause, fix=fix, repairable=False, kind=kind))
         elif not procs:
             out.append(IDLE_CULLER.finding(
                 ERROR, f"the hub runs (pid {hub}) but no idle culler process: idle servers are never stopped",
                 f"no child of pid {hub} runs jupyterhub-idle-culler; the hub's database lists the service {name!r} "
                 f"with the command {' '.join(rec['command'][-4:])}", cause=CULLER_CAUSES["exited"][0],
-                fix=CULLER_CAUSES["exited"][1], kind="exited"))
+                fix=CULLER_CAUSES["exited"][1], repairable=False, kind="exited"))
         elif not reached and _older_than(token.get("created"), culler.REACH_TIMEOUT):
             out.append(IDLE_CULLER.finding(
                 ERROR, f"the idle culler {name!r} runs (pid {procs[0][0]}) but never reached the hub",
                 f"the hub made its token at {token.get('created', '?')[:19]} UTC and never saw it used; no culler "
                 "error in the hub log (its output may go elsewhere)", cause=CULLER_CAUSES["unreachable"][0],
-                fix=CULLER_CAUSES["unreachable"][1], kind="unreachable"))
+                fix=CULLER_CAUSES["unreachable"][1], repairable=False, kind="unreachable"))
     return out
 
 
@@ -288,5 +297,6 @@ IDLE_CULLER = register(Check(
     "the culler (a service the hub runs, cull_idle_timeout) cannot use the hub's API: a wrong URL, a token without "
     "its scopes (403), or it exits at start; idle servers then run and hold memory forever",
     "by the reason in the log: no --url of your own, the role idle-culler with its four scopes, jupyterhub-idle-culler "
-    "in the hub env; re-run install.ipynb / configure.ipynb (the culler's lines and the hub restart)",
-    check_idle_culler, stage="hub"))
+    "in the hub env; re-run install.ipynb / configure.ipynb (the culler's lines and the hub restart). A culler that "
+    "outlived a killed hub (idle-culler-orphan) is stopped by PID with apply_fixes, once proven this deployment's",
+    check_idle_culler, repairs.repair_orphan_culler, stage="hub"))
