@@ -24,6 +24,7 @@ reports its activity itself every 300 s (``JUPYTERHUB_ACTIVITY_INTERVAL``): time
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 from datetime import datetime, timezone
@@ -121,7 +122,7 @@ def orphan_cullers(params, hub_pid: int | None) -> list[tuple[int, int]]:
     was killed (kill -9, the OOM killer): a managed service is started in a session of its own, so it outlives its
     hub and keeps culling with a token the hub never revoked. Proven ours: root's, run by this prefix's hub-env Python
     with the culler's module, in this prefix's state directory. Read-only."""
-    python, state = str(params.layout.env_bin("python")), str(params.layout.state_dir)
+    python, state = str(params.layout.env_bin("python")), os.path.realpath(params.layout.state_dir)
     out = []
     for proc in psutil.process_iter(["ppid", "uids", "cmdline"]):
         try:
