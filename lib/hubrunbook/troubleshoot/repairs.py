@@ -126,6 +126,24 @@ def repair_stale_proxy(params, finding, *, dry_run: bool = False) -> StepResult:
     return StepResult(name, CHANGED, f"stopped {who} ({why}); port {params.proxy_api_port} is free")
 
 
+def repair_orphan_culler(params, finding, *, dry_run: bool = False) -> StepResult:
+    """Stop an idle culler that outlived its hub, by PID, after proving again that it is this deployment's culler and
+    not the running hub's (culler.orphan_cullers)."""
+    from hubrunbook.hub import culler
+    from hubrunbook.hub.service import managed_hub_pid
+
+    name = "repair_orphan_culler"
+    pid = int(finding.data["pid"])
+    if pid not in {p for p, _ in culler.orphan_cullers(params, managed_hub_pid(params))}:
+        return StepResult(name, UNCHANGED, f"pid {pid} is no longer an idle culler of this deployment without its hub; "
+                                           "left alone")
+    if dry_run:
+        return StepResult(name, WOULD_CHANGE, f"would stop the orphaned idle culler pid {pid}")
+    if not terminate(pid, timeout=10):
+        raise HubError(f"could not stop the orphaned idle culler pid {pid} (SIGTERM, then SIGKILL); kill -9 {pid}")
+    return StepResult(name, CHANGED, f"stopped the idle culler pid {pid} that had outlived its hub")
+
+
 def repair_secret_modes(params, finding, *, dry_run: bool = False) -> StepResult:
     """chmod 600 a secret file of ours (only under <prefix>/secrets)."""
     name = "repair_secret_modes"

@@ -18,7 +18,7 @@ from hubrunbook.host.system import make_world_readable
 from hubrunbook.hub import hubenv, hubguard, proxy
 from hubrunbook.hub.node import choose_node, node_env, npm_command
 
-PYTHON_PARTS = ("jupyterhub", "oauthenticator")  # the hub env; jupyterlab is the user env's (userenv.ipynb)
+PYTHON_PARTS = ("jupyterhub", "oauthenticator", "jupyterhub-idle-culler")  # the hub env; jupyterlab is the user env's
 PARTS = (*PYTHON_PARTS, "proxy")
 
 
@@ -32,6 +32,7 @@ def wanted(params, have: dict) -> dict[str, str | None]:
     """The parameters' versions; oauthenticator only where it is installed (oauth.ipynb installs it)."""
     return {"jupyterhub": params.jupyterhub_version,
             "oauthenticator": params.oauthenticator_version if have.get("oauthenticator") else None,
+            "jupyterhub-idle-culler": params.idle_culler_version,  # install.ipynb installs it (the culling service)
             "proxy": params.proxy_version}
 
 
