@@ -68,7 +68,8 @@ def install_packages(params, path: Path, specs: list[str], *, progress=None) -> 
 
 
 def wanted(params) -> dict[str, str]:
-    return {"jupyterhub": params.jupyterhub_version, "jupyterlab": params.jupyterlab_version}
+    return {"jupyterhub": params.jupyterhub_version, "jupyterlab": params.jupyterlab_version,
+            "jupyterhub-systemdspawner": params.systemdspawner_version}  # limits.py: used where systemd is PID 1
 
 
 def installed_versions(env: Path, names) -> dict[str, str | None]:

@@ -18,7 +18,7 @@ from hubrunbook.host.system import make_world_readable
 from hubrunbook.hub import hubenv, hubguard, proxy
 from hubrunbook.hub.node import choose_node, node_env, npm_command
 
-PYTHON_PARTS = ("jupyterhub", "jupyterlab", "oauthenticator")
+PYTHON_PARTS = ("jupyterhub", "jupyterlab", "oauthenticator", "jupyterhub-systemdspawner")
 PARTS = (*PYTHON_PARTS, "proxy")
 
 
@@ -29,9 +29,12 @@ def installed(params, env: Path | None = None) -> dict[str, str | None]:
 
 
 def wanted(params, have: dict) -> dict[str, str | None]:
-    """The parameters' versions; oauthenticator only where it is installed (oauth.ipynb installs it)."""
+    """The parameters' versions; oauthenticator (oauth.ipynb installs it) and jupyterhub-systemdspawner only where
+    installed."""
     return {"jupyterhub": params.jupyterhub_version, "jupyterlab": params.jupyterlab_version,
             "oauthenticator": params.oauthenticator_version if have.get("oauthenticator") else None,
+            # install.ipynb installs it (limits.py); carried over, like oauthenticator, where it is installed
+            "jupyterhub-systemdspawner": params.systemdspawner_version if have.get("jupyterhub-systemdspawner") else None,
             "proxy": params.proxy_version}
 
 
