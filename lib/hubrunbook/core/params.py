@@ -236,7 +236,7 @@ class ConfigureParams(_Base):
         0, description="CPU cores each user's server may use (systemd CPUQuota), such as 1.5; 0: no limit. Enforced only where systemd is PID 1")
     expected_users: int = Field(10, description="users working at the same time, for mem_limit 'auto' (1-10000)")
 
-    @field_validator("mem_limit")
+    @field_validator("mem_limit", mode="before")
     @classmethod
     def _mem_limit(cls, v):
         from hubrunbook.hub.limits import check_mem_limit

@@ -219,7 +219,8 @@ def interpret_memory_probe(returncode: int, stdout: str, stderr: str) -> Enforce
     """What a run of the memory probe under systemd-run shows. Pure (unit-tested with systemd-run's lines)."""
     said = " | ".join(line.strip() for line in (stderr + "\n" + stdout).splitlines() if line.strip())[-600:]
     result = re.search(r"Finished with result: ([\w-]+)", stderr)
-    ended = re.search(r"Main processes terminated with: code=(\w+)/status=(\w+)", stderr)
+    # systemd 252 prints "code=killed/status=KILL", newer ones "code=killed, status=9/KILL"
+    ended = re.search(r"Main processes terminated with: code=(\w+)(?:/|,\s*)status=(?:\d+/)?(\w+)", stderr)
     alloc = f"{PROBE_ALLOC_MIB} MiB allocated in a transient unit with MemoryMax={PROBE_LIMIT_MIB}M"
     if "survived" in stdout:
         return Enforcement(False, f"{alloc} survived (the kernel did not apply the unit's limit: cgroup controllers "
