@@ -487,3 +487,22 @@ def test_limits_enforced_or_not_is_told_by_the_probe(params, monkeypatch):
     refused = params.model_copy(update={"mem_limit": "1G"})
     monkeypatch.setattr(limit_checks.limits, "why_no_systemd", lambda p: "systemd is not PID 1 on this machine")
     assert limit_checks.check_limits_enforced(Context(refused)) == []
+
+
+def test_a_systemd_deployment_without_systemdspawner_is_an_error_repaired_by_the_hub_env(params, monkeypatch):
+    from hubrunbook.hub import hubenv
+    from hubrunbook.troubleshoot import repairs
+    from hubrunbook.troubleshoot.checks import limits as limit_checks
+
+    (params.layout.env_dir / "bin").mkdir(parents=True)
+    (params.layout.env_dir / "bin" / "python").touch()
+    monkeypatch.setattr(limit_checks.limits, "why_no_systemd", lambda p: None)
+    monkeypatch.setattr(hubenv, "installed_versions", lambda env, names: {n: None for n in names})
+    found = limit_checks.check_systemdspawner(Context(params))
+    assert [(f.id, f.severity, f.repairable) for f in found] == [("systemdspawner-missing", ERROR, True)]
+    assert limit_checks.SPAWNER.repair is repairs.repair_hub_env
+    monkeypatch.setattr(hubenv, "installed_versions", lambda env, names: {n: "1.0.2" for n in names})
+    assert limit_checks.check_systemdspawner(Context(params)) == []
+    monkeypatch.setattr(limit_checks.limits, "why_no_systemd", lambda p: "systemd is not PID 1 on this machine")
+    monkeypatch.setattr(hubenv, "installed_versions", lambda env, names: {n: None for n in names})
+    assert limit_checks.check_systemdspawner(Context(params)) == []  # the local spawner needs none

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from hubrunbook.core.errors import PreflightError
 from hubrunbook.hub import limits
-from hubrunbook.troubleshoot.catalog import INFO, WARNING, Check, Context, Finding, register
+from hubrunbook.troubleshoot import repairs
+from hubrunbook.troubleshoot.catalog import ERROR, INFO, WARNING, Check, Context, Finding, register
 
 OOM_SINCE = "-24h"
 
@@ -78,3 +79,28 @@ OOM = register(Check(
     "the user starts the server again (Home → Start My Server) and loads less (smaller data, `del`, restart kernels); "
     "if the work needs more, raise mem_limit (or lower expected_users for 'auto') and re-run configure.ipynb",
     check_oom_killed, stage="log"))
+
+
+def check_systemdspawner(ctx: Context) -> list[Finding]:
+    """Where servers run as systemd units, the hub env must hold jupyterhub-systemdspawner (the config names it)."""
+    from hubrunbook.hub.hubenv import installed_versions
+
+    lim = _limits(ctx)
+    env = ctx.params.layout.env_dir
+    if lim is None or lim.spawner != "systemd" or not (env / "bin" / "python").exists():
+        return []
+    have = installed_versions(env, ["jupyterhub-systemdspawner"]).get("jupyterhub-systemdspawner")
+    if have:
+        return []
+    return [SPAWNER.finding(
+        ERROR, f"the hub env {env} has no jupyterhub-systemdspawner, but servers run as systemd units here",
+        f"{env / 'bin' / 'python'}: importlib.metadata.version('jupyterhub-systemdspawner') → not installed")]
+
+
+SPAWNER = register(Check(
+    "systemdspawner-missing", "jupyterhub-systemdspawner is missing from the hub env",
+    "AttributeError: module 'hubrunbook_hub_auth' has no attribute 'SystemdSpawner' (the hub exits at start)",
+    "the hub env was built before limits per user, or the package was removed; the config names "
+    "hubrunbook_hub_auth.SystemdSpawner, which exists only with it",
+    "re-run install.ipynb, or troubleshoot with apply_fixes: installs the pinned systemdspawner_version into the hub env",
+    check_systemdspawner, repairs.repair_hub_env, stage="install"))
