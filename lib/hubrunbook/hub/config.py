@@ -22,6 +22,7 @@ from pathlib import Path
 from hubrunbook.hub import hubguard
 from hubrunbook.hub.capacity import ensure_retry_page, spawn_capacity, spawn_settings
 from hubrunbook.hub.configload import load_config
+from hubrunbook.hub.limits import limit_settings, resolve_limits
 from hubrunbook.core.errors import ConfigError
 from hubrunbook.hub.proxy import proxy_command
 from hubrunbook.core.shell import run_command
@@ -81,6 +82,7 @@ def hub_settings(params) -> dict[str, str]:
         "c.JupyterHub.ssl_key": _lit(params.ssl_key) if params.ssl_cert else None,
         **{key: _lit(value) for key, value in spawn_settings(params).items()},  # capacity.py: load
         **hubguard.guard_settings(params),
+        **limit_settings(params),  # limits.py: limits per user (systemd units), or our lines removed
     }
 
 
@@ -275,6 +277,6 @@ def ensure_config(params, *, dry_run: bool = False) -> StepResult:
         result.detail += f"; {module_detail}"
     if other := switched_authenticator(params):
         result.detail += f"; authenticator kept as {other} (set by oauth.ipynb)"
-    result.detail += f"; {spawn_capacity(params).summary()}"
+    result.detail += f"; {spawn_capacity(params).summary()}; {resolve_limits(params).summary()}"
     return result
 

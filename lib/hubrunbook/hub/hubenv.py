@@ -68,10 +68,11 @@ def install_packages(params, path: Path, specs: list[str], *, progress=None) -> 
 
 
 def wanted(params) -> dict[str, str]:
-    """What the hub env holds: JupyterHub and the idle culler (a service the hub runs from its env, hub/culler.py).
-    Users' servers run from the user env (userenv.ipynb), which has jupyterlab and jupyterhub-singleuser at the same
-    JupyterHub version."""
-    return {"jupyterhub": params.jupyterhub_version, "jupyterhub-idle-culler": params.idle_culler_version}
+    """What the hub env holds: JupyterHub, the idle culler (a service the hub runs from its env, hub/culler.py) and
+    jupyterhub-systemdspawner (hub/limits.py: used where systemd is PID 1). Users' servers run from the user env
+    (userenv.ipynb), which has jupyterlab and jupyterhub-singleuser at the same JupyterHub version."""
+    return {"jupyterhub": params.jupyterhub_version, "jupyterhub-idle-culler": params.idle_culler_version,
+            "jupyterhub-systemdspawner": params.systemdspawner_version}
 
 
 def installed_versions(env: Path, names) -> dict[str, str | None]:

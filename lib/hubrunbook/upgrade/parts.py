@@ -18,7 +18,7 @@ from hubrunbook.host.system import make_world_readable
 from hubrunbook.hub import hubenv, hubguard, proxy
 from hubrunbook.hub.node import choose_node, node_env, npm_command
 
-PYTHON_PARTS = ("jupyterhub", "oauthenticator", "jupyterhub-idle-culler")  # the hub env; jupyterlab is the user env's
+PYTHON_PARTS = ("jupyterhub", "oauthenticator", "jupyterhub-idle-culler", "jupyterhub-systemdspawner")  # the hub env; jupyterlab is the user env's
 PARTS = (*PYTHON_PARTS, "proxy")
 
 
@@ -29,10 +29,13 @@ def installed(params, env: Path | None = None) -> dict[str, str | None]:
 
 
 def wanted(params, have: dict) -> dict[str, str | None]:
-    """The parameters' versions; oauthenticator only where it is installed (oauth.ipynb installs it)."""
+    """The parameters' versions; oauthenticator (oauth.ipynb installs it) and jupyterhub-systemdspawner only where
+    installed."""
     return {"jupyterhub": params.jupyterhub_version,
             "oauthenticator": params.oauthenticator_version if have.get("oauthenticator") else None,
             "jupyterhub-idle-culler": params.idle_culler_version,  # install.ipynb installs it (the culling service)
+            # install.ipynb installs it (limits.py); carried over, like oauthenticator, where it is installed
+            "jupyterhub-systemdspawner": params.systemdspawner_version if have.get("jupyterhub-systemdspawner") else None,
             "proxy": params.proxy_version}
 
 
