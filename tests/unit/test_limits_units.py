@@ -127,7 +127,7 @@ def test_config_lines_under_systemd(tmp_path, systemd_here):
     }
     settings = hub_settings(p)
     assert ast.literal_eval(settings["c.JupyterHub.spawner_class"]) == "hubrunbook_hub_auth.SystemdSpawner"
-    assert ast.literal_eval(settings["c.Spawner.cmd"]) == [str(p.layout.env_bin("jupyterhub-singleuser"))]
+    assert ast.literal_eval(settings["c.Spawner.cmd"]) == [str(p.layout.userenv_bin("jupyterhub-singleuser"))]
     assert limits.unit_name(p, "demo") == "hub2-singleuser-demo.service"
     # no limit: the line goes, the unit keeps OOMPolicy=stop
     free = limits.limit_settings(make(tmp_path, mem_limit=""))
