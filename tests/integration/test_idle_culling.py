@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import signal
 import threading
@@ -69,6 +70,16 @@ def _culler_pids(params) -> list[int]:
     return out
 
 
+def _server_env(name: str) -> dict:
+    """The environment of *name*'s running jupyterhub-singleuser (found by the user's uid and its command)."""
+    uid = pwd.getpwnam(name).pw_uid
+    for proc in psutil.process_iter(["uids", "cmdline"]):
+        argv = proc.info["cmdline"] or []
+        if proc.info["uids"] and proc.info["uids"].real == uid and any("jupyterhub-singleuser" in a for a in argv):
+            return proc.environ()
+    raise AssertionError(f"no jupyterhub-singleuser running as {name}")
+
+
 def test_the_hub_runs_the_culler_with_only_its_scopes(hub):
     r = culler.check_idle_culler(hub.params)
     assert r.status == OK, r.rows
@@ -89,6 +100,8 @@ def test_an_idle_server_is_stopped_and_an_active_one_is_not(hub):
     active = _login(hub, ACTIVE)
     probe.start_server(active, url, ACTIVE)  # started first: without its activity it would be culled first
     probe.open_user_server(active, url, ACTIVE)
+    # a kernel busy with no tab open counts through the server's own reports: as often as the hub reads the proxy's
+    assert _server_env(ACTIVE).get("JUPYTERHUB_ACTIVITY_INTERVAL") == "15"
     status_url = f"{url}/user/{ACTIVE}/api/status"
     seen, stop = [], threading.Event()
 
@@ -133,7 +146,8 @@ def test_a_new_timeout_changes_the_culler_lines_and_restarts_the_hub(hub):
     slower = p.model_copy(update={"cull_idle_timeout": 120, "cull_every": "auto"})
     r = config.ensure_config(slower)
     assert r.status == CHANGED
-    assert sorted(row[0] for row in r.rows) == ["c.JupyterHub.last_activity_interval", "c.JupyterHub.services"]
+    assert sorted(row[0] for row in r.rows) == ["c.JupyterHub.last_activity_interval", "c.JupyterHub.services",
+                                                "c.Spawner.environment"]
     assert service.ensure_hub_running(slower).status == CHANGED  # restarted: the hub reads its config at start
     assert service.managed_hub_pid(p) != old_pid
     check = culler.check_idle_culler(slower)
@@ -149,7 +163,8 @@ def test_timeout_zero_turns_culling_off(hub):
     r = config.ensure_config(off)
     assert sorted(row[:2] for row in r.rows) == [("c.JupyterHub.last_activity_interval", "removed"),
                                                   ("c.JupyterHub.load_roles", "updated"),
-                                                  ("c.JupyterHub.services", "removed")]
+                                                  ("c.JupyterHub.services", "removed"),
+                                                  ("c.Spawner.environment", "removed")]
     assert service.ensure_hub_running(off).status == CHANGED
     check = culler.check_idle_culler(off)
     assert check.status == OK and "off" in check.detail, check.rows

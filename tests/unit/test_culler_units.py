@@ -72,11 +72,13 @@ def test_the_culler_is_a_managed_service_with_a_role_of_four_scopes(params):
     assert sorted(role["scopes"]) == ["delete:servers", "list:users", "read:servers", "read:users:activity"]
     assert not {"admin:users", "admin:servers", "admin-ui"} & set(role["scopes"])  # users are never culled
     assert s["c.JupyterHub.last_activity_interval"] == "300"
+    assert ast.literal_eval(s["c.Spawner.environment"]) == {"JUPYTERHUB_ACTIVITY_INTERVAL": "300"}
 
 
 def test_culling_off_removes_the_service_role_and_interval(params):
     off = hub_settings(params.model_copy(update={"cull_idle_timeout": 0}))
     assert off["c.JupyterHub.services"] is None and off["c.JupyterHub.last_activity_interval"] is None
+    assert off["c.Spawner.environment"] is None
     assert [r["name"] for r in ast.literal_eval(off["c.JupyterHub.load_roles"])] == ["admin"]
 
 
@@ -88,7 +90,9 @@ def test_a_new_timeout_changes_exactly_the_culler_lines(params):
     assert sorted(k for k, action, _ in rows) == ["c.JupyterHub.services"] and {a for _, a, _ in rows} == {"updated"}
     assert "--timeout=7200" in changed and "--timeout=3600" not in changed
     short, rows = edit_text(text, hub_settings(params.model_copy(update={"cull_idle_timeout": 120})))
-    assert sorted(k for k, _, _ in rows) == ["c.JupyterHub.last_activity_interval", "c.JupyterHub.services"]
+    assert sorted(k for k, _, _ in rows) == ["c.JupyterHub.last_activity_interval", "c.JupyterHub.services",
+                                             "c.Spawner.environment"]
+    assert "'JUPYTERHUB_ACTIVITY_INTERVAL': '30'" in short  # the servers' own reports: a quarter of the timeout
 
 
 # --- the launcher ------------------------------------------------------------------------------------------------

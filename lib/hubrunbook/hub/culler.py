@@ -20,7 +20,8 @@ How the command is hardened (measured with jupyterhub-idle-culler 2.0.0):
 What the hub knows of activity lags behind: it reads the proxy's per-route activity every
 ``c.JupyterHub.last_activity_interval`` (300 s by default), so with a short timeout an active user would look idle.
 That interval is set to a quarter of the timeout (10–300 s). A server that only computes, with no browser connected,
-reports its activity itself every 300 s (``JUPYTERHUB_ACTIVITY_INTERVAL``): timeouts under ~10 minutes can stop it.
+reports its activity itself, every ``JUPYTERHUB_ACTIVITY_INTERVAL`` seconds of its environment (300 when unset): the
+spawner's environment sets it to the same quarter, so a busy kernel is never older news than a quarter of the timeout.
 """
 from __future__ import annotations
 
@@ -83,9 +84,12 @@ def culler_settings(params) -> dict[str, str | None]:
     """The culler's config lines besides its role ({'c.Class.trait': source}; None removes our line: culling off)."""
     on = enabled(params)
     service = {"name": SERVICE, "command": culler_command(params), "cwd": str(params.layout.state_dir)}
+    # what users' servers report of their own activity (a kernel busy with no tab open), and how often
+    server_env = {"JUPYTERHUB_ACTIVITY_INTERVAL": str(activity_interval(params))}
     return {
         "c.JupyterHub.services": repr([service]) if on else None,
         "c.JupyterHub.last_activity_interval": repr(activity_interval(params)) if on else None,
+        "c.Spawner.environment": repr(server_env) if on else None,
     }
 
 
