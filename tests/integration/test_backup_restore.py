@@ -69,11 +69,12 @@ def test_restore_onto_a_new_prefix_keeps_users_admins_and_sessions(deploy, sandb
     added = session.post(f"{url}/hub/api/groups/{later}", headers=probe._hub_xsrf(session), timeout=10)
     assert added.status_code == 201, added.text[:300]
 
-    # the source goes away; a fresh prefix on other ports, with only the hub env installed (install.ipynb's part)
+    # the source goes away; a fresh prefix on other ports, with only the hub env and the user env installed
+    # (install.ipynb's and userenv.ipynb's parts)
     assert service.stop_managed_hub(p).status == "changed"
     sandbox.mkdir(parents=True)
     os.chmod(sandbox, 0o755)
-    for part in ("env", "proxy", "nodejs"):
+    for part in ("env", "userenv", "proxy", "nodejs"):
         (sandbox / part).symlink_to(src.shared.layout.root / part)
     new = {**port_params(), "prefix": str(sandbox), "restore_archive": str(archive), "backup_dir": str(backups)}
 
@@ -87,7 +88,7 @@ def test_restore_onto_a_new_prefix_keeps_users_admins_and_sessions(deploy, sandb
     refused = run_runbook("restore", {**new, "restore_archive": str(bad)}, tmp_path / "r0")
     assert not refused.ok and "is damaged" in refused.error
     written = sorted(str(x.relative_to(sandbox)) for x in sandbox.rglob("*") if x.parts[len(sandbox.parts)] not in
-                     ("env", "proxy", "nodejs"))
+                     ("env", "userenv", "proxy", "nodejs"))
     assert written in ([], ["state", "state/audit.jsonl"]), written  # nothing but the audit line of the refusal
 
     listing = lambda: sorted((str(x), x.stat().st_mtime_ns) for x in sandbox.rglob("*") if not x.is_symlink())

@@ -31,6 +31,8 @@ def deployment(tmp_path_factory):
     try:
         run = run_runbook("install", values, tmp)
         assert run.ok, run.error[-3000:]
+        run = run_runbook("userenv", values, tmp)
+        assert run.ok, run.error[-3000:]
         run = run_runbook("configure", values, tmp)
         yield {"values": values, "params": params, "tmp": tmp, "first": run}
     finally:

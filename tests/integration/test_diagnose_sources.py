@@ -11,6 +11,13 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
+def jupyter_server_src(shared_install):
+    """jupyter_server (the single-user server) in the shared user env: the hub env holds jupyterhub only."""
+    (src,) = shared_install.layout.userenv_dir.glob("lib/python3*/site-packages/jupyter_server")
+    return src
+
+
+@pytest.fixture(scope="module")
 def jupyterhub_src(shared_install):
     """The jupyterhub package directory of the shared installed hub env."""
     (src,) = shared_install.layout.env_dir.glob("lib/python3*/site-packages/jupyterhub")
@@ -36,9 +43,9 @@ SOURCE_TEXTS["notebook-dir-missing"] = "No such directory: '%r'"  # jupyter_serv
 
 
 @pytest.mark.parametrize("mid,text", sorted(SOURCE_TEXTS.items()))
-def test_log_texts_exist_in_jupyterhub_source(mid, text, jupyterhub_src):
+def test_log_texts_exist_in_jupyterhub_source(mid, text, jupyterhub_src, jupyter_server_src):
     JH_SRC = jupyterhub_src
-    pkgs = [JH_SRC, JH_SRC.parent / "jupyter_server"]
+    pkgs = [JH_SRC, jupyter_server_src]
     src = "\n".join(p.read_text(errors="replace") for d in pkgs for p in d.rglob("*.py") if "tests" not in p.parts)
     assert text in src, f"{mid}: {text!r} is not in jupyterhub's source"
 

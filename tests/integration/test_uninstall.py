@@ -77,10 +77,11 @@ def foreign(sandbox):
 
 def test_dry_run_by_default_then_exact_uninstall_then_nothing(sandbox, foreign, tmp_path):
     backups = TEST_ROOT / f"final-backups-{PID}"
-    values = port_params(prefix=str(sandbox), users=[USER], admin_users=[ADMIN], uninstall_backup_dir=str(backups))
+    values = port_params(prefix=str(sandbox), users=[USER], admin_users=[ADMIN], uninstall_backup_dir=str(backups),
+                         user_packages=[])
     params = build_params(values)
     try:
-        for name in ("install", "configure"):
+        for name in ("install", "userenv", "configure"):
             run = run_runbook(name, values, tmp_path)
             assert run.ok, run.error[-3000:]
         # ours: the hub, its proxy, a user's server

@@ -57,10 +57,11 @@ def hub(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("upgrade")
     prefix = reset_sandbox(f"upgrade-it-{os.getpid()}")
-    values = port_params(prefix=str(prefix), users=[USER], admin_users=[ADMIN], jupyterhub_version=OLD)
+    values = port_params(prefix=str(prefix), users=[USER], admin_users=[ADMIN], jupyterhub_version=OLD,
+                         user_packages=[])  # the user env's base: jupyterhub follows the hub's version
     params = build_params(values)
     try:
-        for name in ("install", "configure"):
+        for name in ("install", "userenv", "configure"):
             run = run_runbook(name, values, tmp)
             assert run.ok, run.error[-3000:]
         assert db_revision(params.layout.hub_db) == OLD_HEAD
@@ -124,6 +125,11 @@ def test_a_failure_after_the_switch_rolls_back_to_a_working_old_hub(hub):
     assert j["phase"] == "rolled-back" and j["schema_from"] == OLD_HEAD and j["schema_to"] == NEW_HEAD, j
     assert j["db_upgraded"] is True and "env" in j["swapped"], j  # the database really went to 6.1.1's schema
     _intact(params, hub["token"], OLD, OLD_HEAD)
+    # the user env follows the hub that runs: still the old jupyterhub-singleuser after the rollback
+    from hubrunbook.userenv.build import check_user_env
+
+    assert st["ensure_user_env_matches_hub"] == "unchanged", st
+    assert check_user_env(params) == (True, f"jupyterhub {OLD}")
     # the rolled-back hub works for users: verified again here, from outside the runbook
     from hubrunbook.configure.verify import check_local_deployment
 
@@ -138,8 +144,13 @@ def test_upgrade_to_611_keeps_users_admins_tokens_and_sessions(hub):
     run = run_runbook("upgrade", {**hub["values"], "jupyterhub_version": NEW}, hub["tmp"])
     assert run.ok, run.error[-4000:]
     st = step_statuses(run.out)
-    for step in ("ensure_upgrade_backup", "ensure_upgrade_build", "ensure_upgrade_switch", "ensure_upgrade_verified"):
-        assert st[step] == "changed", st
+    for step in ("ensure_upgrade_backup", "ensure_upgrade_build", "ensure_upgrade_switch", "ensure_upgrade_verified",
+                 "ensure_user_env_matches_hub"):
+        assert st[step] == "changed", (step, st)
+    # the user env followed: users' jupyterhub-singleuser is the hub's new version
+    from hubrunbook.userenv.build import check_user_env
+
+    assert check_user_env(params.model_copy(update={"jupyterhub_version": NEW})) == (True, f"jupyterhub {NEW}")
     assert f"schema {OLD_HEAD} → {NEW_HEAD}" in run.text()
     j = journal.read(params)
     from pathlib import Path

@@ -180,7 +180,7 @@ def hub(shared_install):
         pid_file = work / "proxy.pid"
         (work / "jupyterhub_config.py").write_text(throwaway_config(params, work, pid_file, HUB_EXTRA.format(
             allowed={user}, admins={admin}, notebook_dir=params.notebook_dir,
-            singleuser=str(params.layout.env_bin("jupyterhub-singleuser")),
+            singleuser=str(params.layout.userenv_bin("jupyterhub-singleuser")),
         )))
         proc = start_hub([str(params.layout.env_bin("jupyterhub")), "-f", str(work / "jupyterhub_config.py")], cwd=work,
                          log_file=work / "jupyterhub.log", env={"CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(32)},

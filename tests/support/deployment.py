@@ -1,7 +1,7 @@
 """Working sandbox deployments for the troubleshoot fault-injection tests, built cheaply from the shared install.
 
-A deployment is a prefix of its own (config, secrets, state, users, ports, a running hub) whose ``env/``
-and ``proxy/`` are symlinks to the session's shared, installed hub env and proxy: the hub, the proxy and
+A deployment is a prefix of its own (config, secrets, state, users, ports, a running hub) whose ``env/``,
+``userenv/`` and ``proxy/`` are symlinks to the session's shared, installed hub env and proxy: the hub, the proxy and
 spawned servers run exactly as in a real install (the paths users execute go through the symlink), but
 nothing is installed per test. A test that breaks the env itself gets a real env of its own
 (``own_env=True``). Everything a test starts is stopped by PID; users it creates (hrb-ts-*) are deleted
@@ -72,6 +72,7 @@ class Deployment:
             ensure_hub_env(p)  # a real env of its own (uv, from cache: a few seconds)
         else:
             (self.prefix / "env").symlink_to(self.shared.layout.env_dir)
+        (self.prefix / "userenv").symlink_to(self.shared.layout.userenv_dir)  # c.Spawner.cmd: the user env's singleuser
         (self.prefix / "proxy").symlink_to(self.shared.layout.root / "proxy")
         (self.prefix / "nodejs").symlink_to(self.shared.layout.root / "nodejs")  # the proxy command names this prefix's node
         p.config_path.parent.mkdir(parents=True)

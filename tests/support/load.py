@@ -138,7 +138,7 @@ class LoadDeployment:
         reset_sandbox(self.prefix.name)
         self.prefix.mkdir(parents=True)
         os.chmod(self.prefix, 0o755)
-        for name in ("env", "proxy", "nodejs"):
+        for name in ("env", "userenv", "proxy", "nodejs"):  # userenv: c.Spawner.cmd
             (self.prefix / name).symlink_to(self.shared.layout.root / name)
         p.config_path.parent.mkdir(parents=True)
         shutil.copy(config_template(self.shared), p.config_path)

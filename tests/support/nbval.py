@@ -48,7 +48,8 @@ def reference_params(name: str, ports: dict[str, int]) -> dict:
 
 
 # sandboxes that need more than the runbook's prerequisites (`after`): restore needs an archive of a configured hub
-SANDBOX_BEFORE = {"restore": ("install", "configure", "backup")}
+# userenv: recorded with a configured hub, so its verification spawns and imports in a kernel as a user
+SANDBOX_BEFORE = {"restore": ("install", "userenv", "configure", "backup"), "userenv": ("install", "userenv", "configure")}
 
 
 def converge_chain(name: str) -> list[str]:

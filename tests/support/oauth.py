@@ -160,9 +160,12 @@ OAUTH_STEPS = (check_oauth_plan, show_registration, ensure_oauth_secrets, ensure
 
 
 def build_oauth_install() -> Path:
-    """A prefix with node, proxy and a hub env holding oauthenticator (idempotent; the shared env stays untouched)."""
-    params = build_params(port_params(prefix=str(INSTALL)))
-    for step in (ensure_node, ensure_proxy, ensure_hub_env, ensure_oauthenticator):
+    """A prefix with node, proxy, a hub env holding oauthenticator and a user env users' servers run from (idempotent;
+    the shared env stays untouched)."""
+    from hubrunbook.userenv.build import ensure_user_env
+
+    params = build_params(port_params(prefix=str(INSTALL), user_packages=[]))
+    for step in (ensure_node, ensure_proxy, ensure_hub_env, ensure_oauthenticator, ensure_user_env):
         step(params)
     return INSTALL
 
@@ -183,7 +186,7 @@ class Hub:
         self.sandbox, self.install = sandbox, install
         self.users: list[str] = []
         sandbox.mkdir(parents=True, exist_ok=True)
-        for sub in ("env", "proxy", "nodejs"):
+        for sub in ("env", "userenv", "proxy", "nodejs"):
             if (install / sub).exists():
                 (sandbox / sub).symlink_to(install / sub)
         self.secret_file = sandbox / "client.secret"

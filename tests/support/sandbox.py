@@ -127,14 +127,16 @@ def sandbox(request):
 
 
 def ensure_shared_install():
-    """Params of TEST_ROOT/shared with node, proxy and hub env installed (kept across runs: converged, it is quick)."""
+    """Params of TEST_ROOT/shared with node, proxy, hub env and user env installed (kept across runs: converged, it is
+    quick)."""
     from hubrunbook.core.params import build_params
     from hubrunbook.hub.hubenv import ensure_hub_env
     from hubrunbook.hub.node import ensure_node
     from hubrunbook.hub.proxy import ensure_proxy
+    from hubrunbook.userenv.build import ensure_user_env
 
     params = build_params(port_params(prefix=str(TEST_ROOT / "shared")))
-    for step in (ensure_node, ensure_proxy, ensure_hub_env):
+    for step in (ensure_node, ensure_proxy, ensure_hub_env, ensure_user_env):
         step(params)
     return params
 

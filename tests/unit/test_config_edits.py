@@ -61,7 +61,7 @@ def test_settings_from_parameters_allow_everyone_listed():
     s = hub_settings(p)
     assert s["c.Authenticator.admin_users"] == "{'a1'}"
     assert s["c.Authenticator.allowed_users"] == "{'a1', 'u1', 'x1'}"
-    assert s["c.Spawner.cmd"] == "['/srv/h/env/bin/jupyterhub-singleuser']"
+    assert s["c.Spawner.cmd"] == "['/srv/h/userenv/bin/jupyterhub-singleuser']"  # the user env's, not the hub's
     assert allowed_names(p) == {"a1", "u1", "x1"}
 
 

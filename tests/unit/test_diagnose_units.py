@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import stat
 import time
@@ -11,7 +12,7 @@ import pytest
 
 from hubrunbook.troubleshoot import catalog, diagnose, facts, logscan
 from hubrunbook.core import secretref
-from hubrunbook.hub import database, envfile
+from hubrunbook.hub import culler, database, envfile
 from hubrunbook.hub.configload import LoadedConfig
 from hubrunbook.host import system
 from hubrunbook.troubleshoot.checks import access, install, processes, state
@@ -199,6 +200,8 @@ def test_singleuser_under_a_0700_dir_is_blocked(tmp_path_factory):
 
 def test_missing_singleuser_is_reported_as_missing_not_as_permissions(params, monkeypatch):
     (params.layout.env_dir / "bin").mkdir(parents=True)
+    (params.layout.userenv_dir / "bin").mkdir(parents=True)  # a user env (c.Spawner.cmd's) whose entry point went
+    (params.layout.userenv_dir / "pyvenv.cfg").write_text("home = /usr/bin\n")
     ctx = Context(params)
     monkeypatch.setattr(access, "_env", lambda c: {"python": "ok"})
     monkeypatch.setattr(access, "cfg", lambda c, key, default=None: default)
@@ -446,3 +449,262 @@ def test_backup_age_check(params):
     assert "30.0 h old" in stale.seen and "backup_max_age_hours 24" in stale.seen
     (d / backup_archive_name(datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"))).write_bytes(b"x")
     assert state.check_backup_age(Context(p)) == []
+
+
+# --- the idle culler (issue 13; hub/culler.py, check idle-culler) ---------------------------------------------------
+# jupyterhub-idle-culler 2.0.0 (tornado 6.5, Python 3.11) as the JupyterHub docs run it (python -m
+# jupyterhub_idle_culler), pointed at a URL where nothing listens (JUPYTERHUB_API_URL=http://127.0.0.1:1/hub/api):
+# its stderr, verbatim, as the hub's log captures a managed service's output. The token was a made-up one.
+TOKEN = "5f1d2c3b4a5968778695a4b3c2d1e0f9"
+WRONG_URL_LINES = [
+    "[W 2026-12-04 20:16:22.043 IdleCuller __init__:696] Could not load pycurl: No module named 'pycurl'",
+    '    pycurl is recommended if you have a large number of users.',
+    "Exception in callback functools.partial(<bound method IOLoop._discard_future_result of <tornado.platform.asyncio.AsyncIOMainLoop object at 0x7fcbefe4ac50>>, <Task finished name='Task-1' coro=<cull_idle() done, defined at /var/tmp/hrb-culler/scratch/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py:88> exception=ConnectionRefusedError(111, 'Connection refused')>)",
+    'Traceback (most recent call last):',
+    '  File "/var/tmp/hrb-culler/scratch/env/lib/python3.11/site-packages/tornado/ioloop.py", line 756, in _run_callback',
+    '    ret = callback()',
+    '          ^^^^^^^^^^',
+    '  File "/var/tmp/hrb-culler/scratch/env/lib/python3.11/site-packages/tornado/ioloop.py", line 780, in _discard_future_result',
+    '    future.result()',
+    '  File "/var/tmp/hrb-culler/scratch/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py", line 183, in cull_idle',
+    '    resp = await fetch(HTTPRequest(url=f"{url}/", headers=auth_header))',
+    '           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^',
+    '  File "/var/tmp/hrb-culler/scratch/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py", line 136, in fetch',
+    '    return await client.fetch(req)',
+    '           ^^^^^^^^^^^^^^^^^^^^^^^',
+    'ConnectionRefusedError: [Errno 111] Connection refused',
+    "Exception in callback functools.partial(<function cull_idle at 0x7fcbefe3ade0>, url='http://127.0.0.1:1/hub/api', api_token='5f1d2c3b4a5968778695a4b3c2d1e0f9', inactive_limit=60, logger=<Logger IdleCuller (DEBUG)>, cull_users=False, remove_named_servers=False, max_age=0, concurrency=10, ssl_enabled=False, internal_certs_location='internal-ssl', cull_admin_users=True, api_page_size=0, cull_default_servers=True, cull_named_servers=True, cull_arbiter=<function default_cull_arbiter at 0x7fcbefe3ad40>)",
+    'Traceback (most recent call last):',
+    '  File "/var/tmp/hrb-culler/scratch/env/lib/python3.11/site-packages/tornado/ioloop.py", line 943, in _run',
+    '    await val',
+    '  File "/var/tmp/hrb-culler/scratch/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py", line 183, in cull_idle',
+    '    resp = await fetch(HTTPRequest(url=f"{url}/", headers=auth_header))',
+    '           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^',
+    '  File "/var/tmp/hrb-culler/scratch/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py", line 136, in fetch',
+    '    return await client.fetch(req)',
+    '           ^^^^^^^^^^^^^^^^^^^^^^^',
+    'ConnectionRefusedError: [Errno 111] Connection refused',
+]
+# the same hub's log when the culler's role is missing (a hand-written load_roles line with the admin role only):
+# the hub's own lines and the culler's, verbatim (its launcher already hid the token)
+REFUSED_LINES = [
+    '    pycurl is recommended if you have a large number of users.',
+    '[I 2026-12-04 20:26:31.425 JupyterHub log:192] 200 GET /hub/api/ (idle-culler@127.0.0.1) 23.57ms',
+    '[W 2026-12-04 20:26:31.432 JupyterHub scopes:1021] Not authorizing access to /hub/api/users. Requires any of [list:users] on *, not derived from scopes []',
+    '[W 2026-12-04 20:26:31.432 JupyterHub web:2106] 403 GET /hub/api/users?state=ready (127.0.0.1): Action is not authorized with current scopes; requires any of [list:users]',
+    "Exception in callback functools.partial(<bound method IOLoop._discard_future_result of <tornado.platform.asyncio.AsyncIOMainLoop object at 0x7f74d256d4d0>>, <Task finished name='Task-1' coro=<cull_idle() done, defined at /var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py:88> exception=HTTP 403: Forbidden>)",
+    'Traceback (most recent call last):',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/tornado/ioloop.py", line 756, in _run_callback',
+    '    ret = callback()',
+    '          ^^^^^^^^^^',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/tornado/ioloop.py", line 780, in _discard_future_result',
+    '    future.result()',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py", line 440, in cull_idle',
+    '    async for user in fetch_paginated(req):',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py", line 154, in fetch_paginated',
+    '    response = await resp_future',
+    '               ^^^^^^^^^^^^^^^^^',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py", line 136, in fetch',
+    '    return await client.fetch(req)',
+    '           ^^^^^^^^^^^^^^^^^^^^^^^',
+    'tornado.httpclient.HTTPClientError: HTTP 403: Forbidden',
+    '[W 2026-12-04 20:26:31.442 JupyterHub log:192] 403 GET /hub/api/users?state=[secret] (idle-culler@127.0.0.1) 11.36ms',
+    '[I 2026-12-04 20:26:41.386 JupyterHub log:192] 200 GET /hub/api/ (idle-culler@127.0.0.1) 2.11ms',
+    '[W 2026-12-04 20:26:41.391 JupyterHub scopes:1021] Not authorizing access to /hub/api/users. Requires any of [list:users] on *, not derived from scopes []',
+    '[W 2026-12-04 20:26:41.391 JupyterHub web:2106] 403 GET /hub/api/users?state=ready (127.0.0.1): Action is not authorized with current scopes; requires any of [list:users]',
+    "Exception in callback functools.partial(<function cull_idle at 0x7f74d2569440>, url='http://127.0.0.1:54405/hub/api', api_token='[hidden]', inactive_limit=60, logger=<Logger IdleCuller (DEBUG)>, cull_users=False, remove_named_servers=False, max_age=0, concurrency=10, ssl_enabled=False, internal_certs_location='internal-ssl', cull_admin_users=True, api_page_size=0, cull_default_servers=True, cull_named_servers=True, cull_arbiter=<function default_cull_arbiter at 0x7f74d25693a0>)",
+    'Traceback (most recent call last):',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/tornado/ioloop.py", line 943, in _run',
+    '    await val',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py", line 440, in cull_idle',
+    '    async for user in fetch_paginated(req):',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py", line 154, in fetch_paginated',
+    '    response = await resp_future',
+    '               ^^^^^^^^^^^^^^^^^',
+    '  File "/var/tmp/hrb-culler/ts-culling-19872/env/lib/python3.11/site-packages/jupyterhub_idle_culler/__init__.py", line 136, in fetch',
+    '    return await client.fetch(req)',
+    '           ^^^^^^^^^^^^^^^^^^^^^^^',
+    'tornado.httpclient.HTTPClientError: HTTP 403: Forbidden',
+    '[W 2026-12-04 20:26:41.393 JupyterHub log:192] 403 GET /hub/api/users?state=[secret] (idle-culler@127.0.0.1) 3.25ms',
+]
+HUB_START = [
+    "[I 2026-12-04 20:16:20.100 JupyterHub app:3400] Running JupyterHub version 6.1.1",
+    "[I 2026-12-04 20:16:21.300 JupyterHub service:432] Starting service 'idle-culler': ['/opt/hubrunbook/env/bin/python', "
+    "'-m', 'jupyterhub_idle_culler', '--timeout=60', '--url=http://127.0.0.1:1/hub/api']",
+]
+
+
+def test_tokens_in_hub_log_lines_are_hidden_when_read(tmp_path):
+    log = tmp_path / "jupyterhub.log"
+    log.write_text("\n".join(HUB_START + WRONG_URL_LINES) + "\n")
+    lines = logscan.last_run_lines(log)
+    assert any("api_token='[hidden]'" in text for _, text in lines)
+    assert not any(TOKEN in text for _, text in lines)
+
+
+# --- the culler's failures in the hub log -------------------------------------------------------------------------
+def test_failed_culls_are_found_with_their_reason():
+    lines = list(enumerate(HUB_START + WRONG_URL_LINES, 1))
+    errors = culler.culler_errors(culler.since_start(lines))
+    assert len(errors) == 2  # the first cull at start (a task), then each periodic one
+    assert errors[0][1] == "ConnectionRefusedError: 111, 'Connection refused'"
+    assert errors[1][1] == "ConnectionRefusedError: [Errno 111] Connection refused"
+    assert all(TOKEN not in line for line, _ in errors)
+    assert {culler.reason_kind(r) for _, r in errors} == {"unreachable"}
+    assert culler.reason_kind("tornado.httpclient.HTTPClientError: HTTP 403: Forbidden") == "refused"
+
+
+def test_only_the_current_culler_process_counts():
+    restarted = HUB_START + WRONG_URL_LINES + [HUB_START[1]]
+    assert culler.culler_errors(culler.since_start(list(enumerate(restarted, 1)))) == []
+
+
+def test_exits_of_the_culler_service_count():
+    lines = list(enumerate([HUB_START[1], "[E 2026-12-04 20:16:30.000 JupyterHub service:505] Service idle-culler "
+                                           "exited with status 1", "[E x] Service other exited with status 1"], 1))
+    assert culler.culler_errors(lines) == [(lines[1][1], "the culler exited with status 1")]
+
+
+# --- troubleshoot ------------------------------------------------------------------------------------------------
+def _record(last_activity=None, created="2026-12-04T20:16:21.400000"):
+    return {"idle-culler": {"command": ["/opt/hubrunbook/env/bin/python", "-m", "jupyterhub_idle_culler", "--timeout=60"],
+                            "admin": False, "roles": {"idle-culler": list(culler.SCOPES)},
+                            "token": {"created": created, "last_activity": last_activity, "scopes": ["inherit"]}}}
+
+
+def _scan(params, monkeypatch, log_lines, *, record, procs=((4242, ["python", "-m", "jupyterhub_idle_culler"]),)):
+    params.layout.state_dir.mkdir(parents=True, exist_ok=True)
+    params.layout.hub_log.write_text("\n".join(log_lines) + "\n")
+    monkeypatch.setattr(processes, "_hub_pid", lambda ctx: 4241)
+    monkeypatch.setattr(culler, "culler_services", lambda p: record)
+    monkeypatch.setattr(culler, "culler_processes", lambda p, hub=None: list(procs))
+    return processes.check_idle_culler(Context(params))
+
+
+def test_troubleshoot_names_a_culler_that_cannot_reach_the_hub(params, monkeypatch):
+    (f,) = _scan(params, monkeypatch, HUB_START + WRONG_URL_LINES, record=_record())
+    assert f.id == "idle-culler" and f.severity == ERROR and "cannot reach the hub's API" in f.seen
+    assert "2 failed attempt(s)" in f.seen
+    assert "Exception in callback" in f.evidence and "ConnectionRefusedError" in f.evidence
+    assert TOKEN not in f.evidence and TOKEN not in str(f.as_dict())
+    assert "JUPYTERHUB_API_URL" in f.cause and "--url" in f.fix and f.data["kind"] == "unreachable"
+
+
+def test_troubleshoot_a_403_is_a_scope_problem(params, monkeypatch):
+    errors = culler.culler_errors(list(enumerate(REFUSED_LINES, 1)))
+    assert [r for _, r in errors] == ["HTTP 403: Forbidden", "tornado.httpclient.HTTPClientError: HTTP 403: Forbidden"]
+    (f,) = _scan(params, monkeypatch, HUB_START + REFUSED_LINES, record=_record(last_activity="2026-12-04T20:26:31.4"))
+    assert f.severity == ERROR and "403" in f.seen and "read:users:activity" in f.cause and f.data["kind"] == "refused"
+    assert "HTTP 403: Forbidden" in f.evidence
+
+
+def test_troubleshoot_no_culler_process(params, monkeypatch):
+    (f,) = _scan(params, monkeypatch, HUB_START, record=_record(), procs=())
+    assert f.severity == ERROR and "no idle culler process" in f.seen
+
+
+def test_troubleshoot_quiet_when_it_works_or_culling_is_off(params, monkeypatch):
+    assert _scan(params, monkeypatch, HUB_START, record=_record(last_activity="2026-12-04T20:16:21.500000")) == []
+    assert _scan(params, monkeypatch, HUB_START + WRONG_URL_LINES, record={}) == []  # no culler in the hub's config
+
+
+def test_troubleshoot_a_token_never_used(params, monkeypatch):
+    (f,) = _scan(params, monkeypatch, HUB_START, record=_record(created="2020-01-01T00:00:00"))
+    assert f.severity == ERROR and "never reached the hub" in f.seen
+    assert _scan(params, monkeypatch, HUB_START, record=_record(created="2999-01-01T00:00:00")) == []  # just made
+
+
+def test_a_transient_failure_after_the_culler_reached_the_hub_is_a_warning(params, monkeypatch):
+    (f,) = _scan(params, monkeypatch, HUB_START + WRONG_URL_LINES, record=_record(last_activity="2026-12-04T20:16:21"))
+    assert f.severity == WARNING and "did reach the hub before" in f.seen
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a culler is proven ours by running as root: needs root")
+def test_an_orphaned_culler_is_found_and_only_it_is_stopped(params, tmp_path):
+    """A real process as a culler left by a killed hub runs: this prefix's hub-env Python (a link to this interpreter),
+    the culler's module named in its argv, root, the state dir as its working directory. One elsewhere is not ours."""
+    import subprocess
+    import sys
+
+    from hubrunbook.troubleshoot import repairs
+
+    params.layout.env_bin("python").parent.mkdir(parents=True)
+    params.layout.env_bin("python").symlink_to(sys.executable)
+    params.layout.state_dir.mkdir(parents=True)
+    argv = [str(params.layout.env_bin("python")), "-c", "import time; time.sleep(60)", "jupyterhub_idle_culler"]
+    orphan = subprocess.Popen(argv, cwd=params.layout.state_dir)
+    elsewhere = subprocess.Popen(argv, cwd=tmp_path)
+    try:
+        found = culler.orphan_cullers(params, None)
+        assert [pid for pid, _ in found] == [orphan.pid]
+        assert culler.orphan_cullers(params, os.getpid()) == []  # the running hub's own child
+        (f,) = [f for f in processes.check_idle_culler(Context(params)) if f.id == "idle-culler-orphan"]
+        assert f.severity == WARNING and f.repairable and f.data["pid"] == orphan.pid
+        assert repairs.repair_orphan_culler(params, f, dry_run=True).status == "would change"
+        assert repairs.repair_orphan_culler(params, f).status == "changed"
+        assert orphan.wait(10) is not None and elsewhere.poll() is None
+        assert repairs.repair_orphan_culler(params, f).status == "unchanged"  # gone: proven again, left alone
+    finally:
+        for proc in (orphan, elsewhere):
+            proc.kill()
+            proc.wait()
+
+
+# --- limits per user (issue 13: hub/limits.py, checks/limits.py) ------------------------------------------------------
+def test_a_server_killed_by_its_memory_limit_is_found_with_the_journal_line(params, monkeypatch):
+    from hubrunbook.host import systemd as systemd_mod
+    from hubrunbook.troubleshoot.checks import limits as limit_checks
+
+    line = ("2026-12-04T20:31:07+0000 srv systemd[1]: jupyterhub-singleuser-demo.service: A process of this unit has "
+            "been killed by the OOM killer.")
+    monkeypatch.setattr(systemd_mod, "booted", lambda: True)
+    monkeypatch.setattr(limit_checks.limits, "why_no_systemd", lambda p: None)
+    ctx = Context(params)
+    ctx.fact("oom_lines", lambda: ["2026-12-04T20:30:00+0000 srv systemd[1]: Started jupyterhub-singleuser-demo.service.",
+                                   line])
+    found = limit_checks.check_oom_killed(ctx)
+    assert [(f.id, f.severity, f.evidence, f.data["user"]) for f in found] == [("server-oom-killed", WARNING, line, "demo")]
+    assert "killed by mem_limit" in found[0].seen and "OOMPolicy=stop" in found[0].cause
+    assert not found[0].repairable
+    monkeypatch.setattr(systemd_mod, "booted", lambda: False)  # no systemd: no units, no journal of theirs
+    assert limit_checks.check_oom_killed(Context(params)) == []
+
+
+def test_limits_enforced_or_not_is_told_by_the_probe(params, monkeypatch):
+    from hubrunbook.hub.limits import Enforcement
+    from hubrunbook.troubleshoot.checks import limits as limit_checks
+
+    monkeypatch.setattr(limit_checks.limits, "why_no_systemd", lambda p: "systemd is not PID 1 on this machine")
+    none = limit_checks.check_limits_enforced(Context(params))
+    assert [(f.id, f.severity) for f in none] == [("limits-none", catalog.INFO)] and "NOT enforced" in none[0].seen
+    monkeypatch.setattr(limit_checks.limits, "why_no_systemd", lambda p: None)
+    survived = Enforcement(False, "160 MiB allocated in a transient unit with MemoryMax=32M survived", "Running as unit: x")
+    monkeypatch.setattr(limit_checks.limits, "memory_probe", lambda: survived)
+    found = limit_checks.check_limits_enforced(Context(params))
+    assert [(f.id, f.severity) for f in found] == [("limits-not-enforced", WARNING)]
+    assert "NOT enforced on this machine" in found[0].seen and found[0].evidence == "Running as unit: x"
+    monkeypatch.setattr(limit_checks.limits, "memory_probe", lambda: Enforcement(True, "killed (result oom-kill)"))
+    assert limit_checks.check_limits_enforced(Context(params)) == []
+    # an explicit limit this machine refuses: configure's preflight says so, the scan does not repeat it
+    refused = params.model_copy(update={"mem_limit": "1G"})
+    monkeypatch.setattr(limit_checks.limits, "why_no_systemd", lambda p: "systemd is not PID 1 on this machine")
+    assert limit_checks.check_limits_enforced(Context(refused)) == []
+
+
+def test_a_systemd_deployment_without_systemdspawner_is_an_error_repaired_by_the_hub_env(params, monkeypatch):
+    from hubrunbook.hub import hubenv
+    from hubrunbook.troubleshoot import repairs
+    from hubrunbook.troubleshoot.checks import limits as limit_checks
+
+    (params.layout.env_dir / "bin").mkdir(parents=True)
+    (params.layout.env_dir / "bin" / "python").touch()
+    monkeypatch.setattr(limit_checks.limits, "why_no_systemd", lambda p: None)
+    monkeypatch.setattr(hubenv, "installed_versions", lambda env, names: {n: None for n in names})
+    found = limit_checks.check_systemdspawner(Context(params))
+    assert [(f.id, f.severity, f.repairable) for f in found] == [("systemdspawner-missing", ERROR, True)]
+    assert limit_checks.SPAWNER.repair is repairs.repair_hub_env
+    monkeypatch.setattr(hubenv, "installed_versions", lambda env, names: {n: "1.0.2" for n in names})
+    assert limit_checks.check_systemdspawner(Context(params)) == []
+    monkeypatch.setattr(limit_checks.limits, "why_no_systemd", lambda p: "systemd is not PID 1 on this machine")
+    monkeypatch.setattr(hubenv, "installed_versions", lambda env, names: {n: None for n in names})
+    assert limit_checks.check_systemdspawner(Context(params)) == []  # the local spawner needs none

@@ -11,12 +11,15 @@ from hubrunbook.core.params import build_params, login_defs_uid_range
 
 def test_configure_and_oauth_write_the_same_guard_lines(tmp_path):
     """Both runbooks own these lines with the same values, so neither undoes the other's (no restart ping-pong)."""
-    p = build_params({"prefix": str(tmp_path / "p"), "oauth_allowed_users": ["alice"]})
+    p = build_params({"prefix": str(tmp_path / "p"), "oauth_allowed_users": ["alice"],
+                      "service": "process"})
     guard = hubguard.guard_settings(p)
     local, remote = hub_settings(p), oauth.oauth_settings(p)
     assert {k: local[k] for k in guard} == guard == {k: remote[k] for k in guard}
-    assert ast.literal_eval(guard["c.JupyterHub.load_roles"]) == [{"name": "admin", "users": []}]
-    assert ast.literal_eval(guard["c.JupyterHub.spawner_class"]) == "hubrunbook_hub_auth.LocalProcessSpawner"
+    roles = ast.literal_eval(guard["c.JupyterHub.load_roles"])
+    assert roles[0] == {"name": "admin", "users": []} and [r["name"] for r in roles[1:]] == ["idle-culler"]
+    assert "c.JupyterHub.services" in guard  # the culler's role names its service: both runbooks write both
+    assert ast.literal_eval(guard["c.JupyterHub.spawner_class"]) == "hubrunbook_hub_auth.LocalProcessSpawner"  # service: process (SystemdSpawner where systemd is PID 1)
     lo, hi = login_defs_uid_range()
     assert (ast.literal_eval(guard["c.HubrunbookGuard.uid_min"]), ast.literal_eval(guard["c.HubrunbookGuard.uid_max"])) == (lo, hi)
     assert ast.literal_eval(guard["c.HubrunbookGuard.registry_file"]) == str(p.layout.state_dir / "users.json")

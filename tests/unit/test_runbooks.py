@@ -37,7 +37,7 @@ def test_every_declared_step_is_in_a_runbook():
 
 
 def test_deploy_chain_is_install_then_configure():
-    assert deploy_chain() == ["install", "configure"]
+    assert deploy_chain() == ["install", "userenv", "configure"]
 
 
 def test_every_parameter_belongs_to_exactly_one_runbook():

@@ -32,6 +32,7 @@ def _snapshot(root: Path) -> dict[str, tuple]:
 def _fake_deployment(prefix: Path, outside: Path) -> None:
     """The files the runbooks leave in a prefix (no hub), a file that is not ours and symlinks pointing outside."""
     for d in ("env/bin", "env/lib/python3.11/site-packages", "proxy/node_modules/configurable-http-proxy/bin",
+              "userenv/bin", "userenv-kernels/legacy/bin", "python/cpython-3.12",
               "nodejs/lib", "state/backups", "secrets/passwords", "etc", "templates"):
         (prefix / d).mkdir(parents=True, exist_ok=True)
     (prefix / "env/bin/jupyterhub").write_text("#!/bin/sh\n")
@@ -69,7 +70,7 @@ def test_bad_uninstall_parameters_are_refused_naming_the_parameter(values, match
 def test_defaults_are_a_dry_run_of_every_part_with_a_final_backup_outside_the_prefix():
     p = build_params({})
     assert p.confirm_uninstall is False and p.uninstall_backup is True
-    assert set(p.uninstall_parts) == {"service", "users", "hub_env", "proxy", "nodejs", "config", "secrets", "state"}
+    assert set(p.uninstall_parts) == {"service", "users", "hub_env", "user_env", "proxy", "nodejs", "config", "secrets", "state"}
     assert str(p.uninstall_audit_log) == "/var/backups/hubrunbook/uninstall-audit.jsonl"
     assert plan.dry(p, False) and not plan.dry(build_params({"confirm_uninstall": True}), False)
 
@@ -126,7 +127,8 @@ def test_dry_run_lists_everything_and_changes_nothing(tmp_path):
     res = plan.check_uninstall_plan(p)
     assert res.status == OK and "dry run (confirm_uninstall is false)" in res.detail, res
     listed = {(r[0], r[1]) for r in res.rows}
-    for part, name in (("hub_env", "env"), ("proxy", "proxy"), ("nodejs", "nodejs"), ("state", "state"),
+    for part, name in (("hub_env", "env"), ("user_env", "userenv"), ("user_env", "userenv-kernels"),
+                       ("user_env", "python"), ("proxy", "proxy"), ("nodejs", "nodejs"), ("state", "state"),
                        ("secrets", "secrets"), ("config", "etc/jupyterhub_config.py"), ("config", "templates/429.html"),
                        ("kept", "notes.txt"), ("kept", "etc/site-cert.pem")):
         assert (part, str(prefix / name)) in listed, (part, name, res)
@@ -157,7 +159,8 @@ def test_an_empty_prefix_goes_too_and_chosen_parts_only(tmp_path):
     (prefix / "etc/site-cert.pem").unlink()
     only = _params(prefix, confirm_uninstall=True, uninstall_parts=["service", "hub_env", "config"])
     steps.ensure_files_removed(only)
-    assert sorted(q.name for q in prefix.iterdir()) == ["nodejs", "proxy", "secrets", "state"]
+    assert sorted(q.name for q in prefix.iterdir()) == ["nodejs", "proxy", "python", "secrets", "state", "userenv",
+                                                      "userenv-kernels"]
     steps.ensure_files_removed(_params(prefix, confirm_uninstall=True))
     assert not prefix.exists() and prefix.parent.is_dir()
 

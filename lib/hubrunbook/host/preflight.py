@@ -117,6 +117,11 @@ def check_configure_preflight(params) -> StepResult:
                  "Fix: run as root (sudo make deploy)"))
     ok, why = check_env_state(params)
     rows.append(("hub env (install.ipynb)", OK if ok else FAILED, why if ok else f"{params.layout.env_dir}: {why}; run install.ipynb first"))
+    from hubrunbook.userenv.build import check_user_env
+
+    ok, why = check_user_env(params)  # users' servers run its jupyterhub-singleuser (c.Spawner.cmd)
+    rows.append(("user env (userenv.ipynb)", OK if ok else FAILED,
+                 why if ok else f"{params.layout.userenv_dir}: {why}; run userenv.ipynb first"))
     have = installed_version(params)
     rows.append(("configurable-http-proxy (install.ipynb)", OK if have == params.proxy_version else FAILED,
                  have or "not installed; run install.ipynb first"))
@@ -127,6 +132,7 @@ def check_configure_preflight(params) -> StepResult:
     except ConfigError as exc:
         rows.append(("allow rule", FAILED, str(exc)))
     rows.append(service_row(params))
+    rows.append(limits_row(params))
     rows += foreign_user_rows(params)
     rows += port_rows(params)
     rows += tls_rows(params)
@@ -145,6 +151,16 @@ def service_row(params) -> tuple[str, str, str]:
         return ("hub service", OK, f"systemd is PID 1: the hub runs as {systemd.unit(params)}, enabled at boot")
     why = "service: 'process' was asked for" if params.service == "process" else "systemd is not PID 1 here"
     return ("hub service", OK, f"a managed background process ({why}); it will not start at boot")
+
+
+def limits_row(params) -> tuple[str, str, str]:
+    """Limits per user (hub/limits.py): what each server gets here, or why an explicit mem_limit/cpu_limit is refused."""
+    from hubrunbook.hub.limits import resolve_limits
+
+    try:
+        return ("limits per user", OK, resolve_limits(params).summary())
+    except PreflightError as exc:
+        return ("limits per user", FAILED, str(exc))
 
 
 def foreign_user_rows(params) -> list[tuple[str, str, str]]:

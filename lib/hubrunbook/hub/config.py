@@ -22,6 +22,7 @@ from pathlib import Path
 from hubrunbook.hub import hubguard
 from hubrunbook.hub.capacity import ensure_retry_page, spawn_capacity, spawn_settings
 from hubrunbook.hub.configload import load_config
+from hubrunbook.hub.limits import limit_settings, resolve_limits
 from hubrunbook.core.errors import ConfigError
 from hubrunbook.hub.proxy import proxy_command
 from hubrunbook.core.shell import run_command
@@ -74,12 +75,14 @@ def hub_settings(params) -> dict[str, str]:
         "c.Authenticator.allow_all": _lit(params.allow_all),
         "c.Spawner.notebook_dir": _lit(params.notebook_dir),
         "c.Spawner.default_url": _lit(params.default_url),
-        "c.Spawner.cmd": _lit([str(params.layout.env_bin("jupyterhub-singleuser"))]),
+        # users' servers run from the user env (userenv.ipynb), not from the hub's
+        "c.Spawner.cmd": _lit([str(params.layout.userenv_bin("jupyterhub-singleuser"))]),
         # HTTPS served by the proxy (checked by tls.check_tls first); None removes our lines when TLS is switched off
         "c.JupyterHub.ssl_cert": _lit(params.ssl_cert) if params.ssl_cert else None,
         "c.JupyterHub.ssl_key": _lit(params.ssl_key) if params.ssl_cert else None,
         **{key: _lit(value) for key, value in spawn_settings(params).items()},  # capacity.py: load
         **hubguard.guard_settings(params),
+        **limit_settings(params),  # limits.py: limits per user (systemd units), or our lines removed
     }
 
 
@@ -274,6 +277,6 @@ def ensure_config(params, *, dry_run: bool = False) -> StepResult:
         result.detail += f"; {module_detail}"
     if other := switched_authenticator(params):
         result.detail += f"; authenticator kept as {other} (set by oauth.ipynb)"
-    result.detail += f"; {spawn_capacity(params).summary()}"
+    result.detail += f"; {spawn_capacity(params).summary()}; {resolve_limits(params).summary()}"
     return result
 

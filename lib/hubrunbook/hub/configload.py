@@ -36,7 +36,9 @@ KNOWN_MRO = {  # configurable classes of each MRO, measured with jupyterhub 6.1.
                                                       "OAuthenticator", "Authenticator"],
     "hubrunbook_hub_auth.PAMAuthenticator": ["PAMAuthenticator", "_GuardedAuthenticator", "HubrunbookGuard", "PAMAuthenticator",
                                              "LocalAuthenticator", "Authenticator"],
-    "hubrunbook_hub_auth.LocalProcessSpawner": ["LocalProcessSpawner", "HubrunbookGuard", "LocalProcessSpawner", "Spawner"],
+    "hubrunbook_hub_auth.LocalProcessSpawner": ["LocalProcessSpawner", "_GuardedSpawner", "HubrunbookGuard", "LocalProcessSpawner",
+                                                "Spawner"],
+    "hubrunbook_hub_auth.SystemdSpawner": ["SystemdSpawner", "_GuardedSpawner", "HubrunbookGuard", "SystemdSpawner", "Spawner"],
     "jupyterhub.spawner.LocalProcessSpawner": ["LocalProcessSpawner", "Spawner"],
     "jupyterhub.spawner.SimpleLocalProcessSpawner": ["SimpleLocalProcessSpawner", "LocalProcessSpawner", "Spawner"],
 }

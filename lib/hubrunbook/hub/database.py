@@ -99,3 +99,34 @@ def copy_database(src: Path, dst: Path, *, pages: int = -1) -> Path:
         if os.path.lexists(tmp):
             os.unlink(tmp)
     return dst
+
+
+
+def service_records(path: Path) -> dict[str, dict]:
+    """The services the hub's database holds (those of the config at the hub's last start), opened read-only:
+    {name: {"command", "admin", "roles" ({role: scopes}), "token"}}, where ``token`` describes the newest of the
+    service's API tokens (a managed service gets a new one at each hub start): ``created``, ``last_activity`` (set
+    when the hub first accepted it) and ``scopes``. Never a token (stored hashed) nor a service's environment.
+    {} when the database is absent, has no services, or stays locked for more than 2 s."""
+    import json
+
+    if not path.exists():
+        return {}
+    out = {}
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+        try:
+            for sid, name, admin, command in con.execute("SELECT id, name, admin, command FROM services").fetchall():
+                roles = con.execute("SELECT r.name, r.scopes FROM roles r JOIN service_role_map m ON m.role_id = r.id "
+                                    "WHERE m.service_id = ? ORDER BY r.name", (sid,)).fetchall()
+                token = con.execute("SELECT created, last_activity, scopes FROM api_tokens WHERE service_id = ? "
+                                    "ORDER BY id DESC LIMIT 1", (sid,)).fetchone()
+                out[name] = {"command": json.loads(command or "null") or [], "admin": bool(admin),
+                             "roles": {n: json.loads(sc or "[]") for n, sc in roles},
+                             "token": None if token is None else {"created": token[0], "last_activity": token[1],
+                                                                  "scopes": json.loads(token[2] or "[]")}}
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return {}
+    return out

@@ -68,7 +68,11 @@ def install_packages(params, path: Path, specs: list[str], *, progress=None) -> 
 
 
 def wanted(params) -> dict[str, str]:
-    return {"jupyterhub": params.jupyterhub_version, "jupyterlab": params.jupyterlab_version}
+    """What the hub env holds: JupyterHub, the idle culler (a service the hub runs from its env, hub/culler.py) and
+    jupyterhub-systemdspawner (hub/limits.py: used where systemd is PID 1). Users' servers run from the user env
+    (userenv.ipynb), which has jupyterlab and jupyterhub-singleuser at the same JupyterHub version."""
+    return {"jupyterhub": params.jupyterhub_version, "jupyterhub-idle-culler": params.idle_culler_version,
+            "jupyterhub-systemdspawner": params.systemdspawner_version}
 
 
 def installed_versions(env: Path, names) -> dict[str, str | None]:
@@ -115,13 +119,11 @@ def check_env_state(params) -> tuple[bool, str]:
     diff = {n: have.get(n) for n, v in want.items() if have.get(n) != v}
     if diff:
         return False, "versions differ: " + ", ".join(f"{n} {diff[n] or 'absent'} → {want[n]}" for n in diff)
-    if not params.layout.env_bin("jupyterhub-singleuser").exists():
-        return False, "jupyterhub-singleuser missing"
     return True, ", ".join(f"{n} {v}" for n, v in want.items())
 
 
 def ensure_hub_env(params, *, dry_run: bool = False) -> StepResult:
-    """Build or update the hub venv at <prefix>/env with pinned jupyterhub + jupyterlab. Idempotent; prints progress."""
+    """Build or update the hub venv at <prefix>/env with the pinned jupyterhub. Idempotent; prints progress."""
     env, want = params.layout.env_dir, wanted(params)
     ok, why = check_env_state(params)
     if ok:

@@ -130,9 +130,7 @@ class PAMAuthenticator(_GuardedAuthenticator, _PAMAuthenticator):
     """JupyterHub's PAMAuthenticator; system accounts never log in (allow_all would admit them)."""
 
 
-class LocalProcessSpawner(HubrunbookGuard, _LocalProcessSpawner):
-    """JupyterHub's LocalProcessSpawner; never starts a server as a system account (or, with OAuth, a foreign one)."""
-
+class _GuardedSpawner(HubrunbookGuard):
     async def start(self):
         only_known = getattr(self.authenticator, "only_known_accounts", False)
         why = self.account_refusal(self.user.name, only_known)
@@ -140,6 +138,20 @@ class LocalProcessSpawner(HubrunbookGuard, _LocalProcessSpawner):
             self.log.warning("hubrunbook: spawn for %r refused: %s", self.user.name, why)
             raise RuntimeError(f"hubrunbook refuses to start a server for {self.user.name!r}: {why}")
         return await super().start()
+
+
+class LocalProcessSpawner(_GuardedSpawner, _LocalProcessSpawner):
+    """JupyterHub's LocalProcessSpawner; never starts a server as a system account (or, with OAuth, a foreign one)."""
+
+
+try:  # installed by install.ipynb; used where systemd is PID 1 (limits per user, hubrunbook's limits.py)
+    from systemdspawner import SystemdSpawner as _SystemdSpawner
+except ImportError:
+    _SystemdSpawner = None
+
+if _SystemdSpawner is not None:
+    class SystemdSpawner(_GuardedSpawner, _SystemdSpawner):
+        """systemdspawner's SystemdSpawner (each server a transient unit with MemoryMax/CPUQuota), guarded as above."""
 
 
 try:  # oauthenticator is installed by oauth.ipynb only
@@ -174,12 +186,24 @@ def _lit(value) -> str:
     return repr(value)
 
 
+def spawner_class(params) -> str:
+    """SystemdSpawner where each server runs as a systemd unit (limits.py), else LocalProcessSpawner (both guarded)."""
+    from hubrunbook.hub.limits import spawner_class as systemd_spawner
+
+    return systemd_spawner(params) or SPAWNER_CLASS
+
+
 def guard_settings(params) -> dict[str, str]:
     """Config lines shared by configure.ipynb and oauth.ipynb (identical in both, so neither undoes the other)."""
+    from hubrunbook.hub import culler
+
     lo, hi = login_defs_uid_range()
     return {
-        "c.JupyterHub.spawner_class": _lit(SPAWNER_CLASS),
-        "c.JupyterHub.load_roles": _lit(ADMIN_ROLE),
+        "c.JupyterHub.spawner_class": _lit(spawner_class(params)),
+        # the idle culler's role names its service: both go into both runbooks' lines (culler.py), or the hub would
+        # refuse a role naming a service that the other runbook's re-run took away
+        "c.JupyterHub.load_roles": _lit(ADMIN_ROLE + culler.culler_roles(params)),
+        **culler.culler_settings(params),
         "c.HubrunbookGuard.uid_min": _lit(lo),
         "c.HubrunbookGuard.uid_max": _lit(hi),
         "c.HubrunbookGuard.registry_file": _lit(str(params.layout.user_registry)),

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubrunbook.hub.culler import hide_tokens
+
 START_MARKER = "Running JupyterHub version"
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")  # configurable-http-proxy colours its level names
 
@@ -196,7 +198,7 @@ def last_run_lines(path: Path, tail_kb: int = 256) -> list[tuple[int, str]]:
 
 
 def _last_run(raw: list[str], *, cut: bool) -> list[tuple[int, str]]:
-    lines = [ANSI_RE.sub("", line) for line in raw]
+    lines = [hide_tokens(ANSI_RE.sub("", line)) for line in raw]  # a failed cull prints the culler's token
     if cut:
         lines = lines[1:]  # the first line is cut
     first = 0

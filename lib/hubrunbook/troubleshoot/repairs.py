@@ -28,8 +28,25 @@ def repair_hub_env(params, finding, *, dry_run: bool = False) -> StepResult:
     return ensure_hub_env(params, dry_run=dry_run)
 
 
+def repair_user_env(params, finding, *, dry_run: bool = False) -> StepResult:
+    """Sync the user env to the parameters again (userenv.build.ensure_user_env: builds it when missing, puts back the
+    hub's jupyterhub version); a package that fails to import is reinstalled from the lock first (its files were
+    changed: the installed versions alone look right)."""
+    from hubrunbook.userenv.build import ensure_user_env, reinstall
+
+    package, kernel = finding.data.get("package"), finding.data.get("kernel")
+    if package:
+        if dry_run:
+            return StepResult("repair_user_env", WOULD_CHANGE, f"would reinstall {package} in kernel {kernel}'s env")
+        done = reinstall(params, kernel, package)
+        res = ensure_user_env(params)
+        return StepResult("repair_user_env", CHANGED, f"{done}; {res.status}: {res.detail}")
+    return ensure_user_env(params, dry_run=dry_run)
+
+
 def repair_hub_packages(params, finding, *, dry_run: bool = False) -> StepResult:
-    """Reinstall the pinned jupyterhub/jupyterlab with the tornado jupyterhub requires; verify imports and versions."""
+    """Reinstall the pinned jupyterhub with the tornado it requires; verify imports and versions. (jupyterlab lives in
+    the user env since issue 13, not in the hub env.)"""
     from hubrunbook.hub.hubenv import install_packages
 
     name = "repair_hub_packages"
@@ -37,7 +54,7 @@ def repair_hub_packages(params, finding, *, dry_run: bool = False) -> StepResult
     spec = finding.data.get("spec") or ">=6.5"
     if _packages_ok(params, env):
         return StepResult(name, UNCHANGED, f"jupyterhub {params.jupyterhub_version} and tornado{spec} already in place")
-    specs = [f"jupyterhub=={params.jupyterhub_version}", f"jupyterlab=={params.jupyterlab_version}", f"tornado{spec}"]
+    specs = [f"jupyterhub=={params.jupyterhub_version}", f"tornado{spec}"]
     if dry_run:
         return StepResult(name, WOULD_CHANGE, f"would install {' '.join(specs)} into {params.layout.env_dir}")
     was = env.get("versions", {})
@@ -107,6 +124,24 @@ def repair_stale_proxy(params, finding, *, dry_run: bool = False) -> StepResult:
     while pid in ports.listeners(params.proxy_api_port) and time.monotonic() < deadline:
         time.sleep(0.1)
     return StepResult(name, CHANGED, f"stopped {who} ({why}); port {params.proxy_api_port} is free")
+
+
+def repair_orphan_culler(params, finding, *, dry_run: bool = False) -> StepResult:
+    """Stop an idle culler that outlived its hub, by PID, after proving again that it is this deployment's culler and
+    not the running hub's (culler.orphan_cullers)."""
+    from hubrunbook.hub import culler
+    from hubrunbook.hub.service import managed_hub_pid
+
+    name = "repair_orphan_culler"
+    pid = int(finding.data["pid"])
+    if pid not in {p for p, _ in culler.orphan_cullers(params, managed_hub_pid(params))}:
+        return StepResult(name, UNCHANGED, f"pid {pid} is no longer an idle culler of this deployment without its hub; "
+                                           "left alone")
+    if dry_run:
+        return StepResult(name, WOULD_CHANGE, f"would stop the orphaned idle culler pid {pid}")
+    if not terminate(pid, timeout=10):
+        raise HubError(f"could not stop the orphaned idle culler pid {pid} (SIGTERM, then SIGKILL); kill -9 {pid}")
+    return StepResult(name, CHANGED, f"stopped the idle culler pid {pid} that had outlived its hub")
 
 
 def repair_secret_modes(params, finding, *, dry_run: bool = False) -> StepResult:

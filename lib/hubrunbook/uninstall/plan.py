@@ -8,7 +8,7 @@ Ours, and removed (each part only when ``uninstall_parts`` names it):
 - users: accounts in ``state/users.json`` (configure.ipynb) and ``state/hub-users.json`` (made by the hub on OAuth
   logins) whose name AND uid still match the record, with their home only when it is the home recorded at creation
   (the one useradd made) and still a directory of theirs; leftover throwaway accounts of the checks;
-- hub_env, proxy, nodejs, secrets, state: those directories of the prefix, whole (hub_env and proxy with an
+- hub_env, user_env (userenv/, userenv-kernels/, python/), proxy, nodejs, secrets, state: those directories of the prefix, whole (hub_env and proxy with an
   upgrade's ``.new``/``.prev`` beside them); with proxy, also the package in
   npm's global prefix when ``state/proxy-global.json`` says install.ipynb put it there;
 - config: the config file when it lies inside the prefix, its ``.bak-*`` copies, the 429 page; their directories
@@ -34,15 +34,18 @@ from hubrunbook.host.users import lookup
 
 HEADER = ("part", "what", "action")
 UNIT_MARK = "# Written by hubrunbook"
+
+
 def dir_parts(params) -> dict[str, str]:
-    """{name: part} of the prefix's own top-level directories, from the layout (the upgrade's env.new/env.prev and
-    proxy.new/proxy.prev go with hub_env and proxy); in removal order, state last. etc and templates: only what
-    config names (config_files)."""
+    """{name: part} of the prefix's own top-level directories, from the layout (an upgrade's env.new/env.prev and
+    proxy.new/proxy.prev go with hub_env and proxy; the user env, its kernels and uv's Python with user_env); in
+    removal order, state last. etc and templates: only what config names (config_files)."""
     lay = params.layout
     return {path.name: part for path, part in (
-        (lay.env_dir, "hub_env"), (lay.env_new_dir, "hub_env"), (lay.env_prev_dir, "hub_env"), (lay.proxy_dir, "proxy"),
-        (lay.proxy_new_dir, "proxy"), (lay.proxy_prev_dir, "proxy"), (lay.nodejs_dir, "nodejs"),
-        (lay.secrets_dir, "secrets"), (lay.state_dir, "state"))}
+        (lay.env_dir, "hub_env"), (lay.env_new_dir, "hub_env"), (lay.env_prev_dir, "hub_env"),
+        (lay.userenv_dir, "user_env"), (lay.user_kernels_dir, "user_env"), (lay.user_python_dir, "user_env"),
+        (lay.proxy_dir, "proxy"), (lay.proxy_new_dir, "proxy"), (lay.proxy_prev_dir, "proxy"),
+        (lay.nodejs_dir, "nodejs"), (lay.secrets_dir, "secrets"), (lay.state_dir, "state"))}
 
 
 def dry(params, dry_run: bool) -> bool:

@@ -18,7 +18,7 @@ from hubrunbook.host.system import make_world_readable
 from hubrunbook.hub import hubenv, hubguard, proxy
 from hubrunbook.hub.node import choose_node, node_env, npm_command
 
-PYTHON_PARTS = ("jupyterhub", "jupyterlab", "oauthenticator")
+PYTHON_PARTS = ("jupyterhub", "oauthenticator", "jupyterhub-idle-culler", "jupyterhub-systemdspawner")  # the hub env; jupyterlab is the user env's
 PARTS = (*PYTHON_PARTS, "proxy")
 
 
@@ -29,9 +29,13 @@ def installed(params, env: Path | None = None) -> dict[str, str | None]:
 
 
 def wanted(params, have: dict) -> dict[str, str | None]:
-    """The parameters' versions; oauthenticator only where it is installed (oauth.ipynb installs it)."""
-    return {"jupyterhub": params.jupyterhub_version, "jupyterlab": params.jupyterlab_version,
+    """The parameters' versions; oauthenticator (oauth.ipynb installs it) and jupyterhub-systemdspawner only where
+    installed."""
+    return {"jupyterhub": params.jupyterhub_version,
             "oauthenticator": params.oauthenticator_version if have.get("oauthenticator") else None,
+            "jupyterhub-idle-culler": params.idle_culler_version,  # install.ipynb installs it (the culling service)
+            # install.ipynb installs it (limits.py); carried over, like oauthenticator, where it is installed
+            "jupyterhub-systemdspawner": params.systemdspawner_version if have.get("jupyterhub-systemdspawner") else None,
             "proxy": params.proxy_version}
 
 
@@ -72,7 +76,7 @@ def build_env(params, want: dict, *, progress=None) -> str:
         hubguard.ensure_hub_module(params, env=new)  # the config names its classes: the new hub imports them
         guard = f", {hubguard.HUB_MODULE}.py"
     version = run_command([new / "bin" / "jupyterhub", "--version"], timeout=120, what="jupyterhub --version (new env)")
-    marker = {"python": str(hubenv.hub_python(params)), "jupyterhub": want["jupyterhub"], "jupyterlab": want["jupyterlab"]}
+    marker = {"python": str(hubenv.hub_python(params)), "jupyterhub": want["jupyterhub"]}
     import json
 
     params.layout.env_marker_in(new).write_text(json.dumps(marker) + "\n")

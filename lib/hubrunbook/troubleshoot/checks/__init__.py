@@ -9,5 +9,6 @@ page): for each check an example of what the operator sees, the cause and the ac
 - ``processes``: stray proxies, foreign programs on our ports, the hub service and process
 - ``state``: secret file modes, the database schema, free disk, the hub's log
 - ``access``: the config file, the allow rule, OAuth, accounts, notebook dirs, what spawned users can run
+- ``limits``: limits per user not enforced, servers killed by their memory limit
 """
-from hubrunbook.troubleshoot.checks import access, install, processes, state  # noqa: F401  (registers their checks)
+from hubrunbook.troubleshoot.checks import access, install, limits, processes, state  # noqa: F401  (registers their checks)

@@ -229,16 +229,19 @@ def _blocked(path: Path) -> str | None:
 
 def check_singleuser_runnable(ctx: Context) -> list[Finding]:
     cmd = cfg(ctx, "Spawner.cmd") or []
-    path = Path(cmd[0]) if cmd and str(cmd[0]).startswith("/") else ctx.params.layout.env_bin("jupyterhub-singleuser")
-    if not path.exists() and "missing" in _env(ctx):
-        return []
+    path = Path(cmd[0]) if cmd and str(cmd[0]).startswith("/") else ctx.params.layout.userenv_bin("jupyterhub-singleuser")
+    in_user_env = path.parent.parent == ctx.params.layout.userenv_dir
+    env_gone = (not (ctx.params.layout.userenv_dir / "pyvenv.cfg").exists()) if in_user_env else "missing" in _env(ctx)
+    if not path.exists() and env_gone:
+        return []  # the user-env or hub-env check reports the whole env, with its cause
     if not path.exists():  # a missing file is not a permissions problem: say so
         return [SINGLEUSER.finding(ERROR, f"spawned users cannot run {path}: it does not exist",
                                    f"{path}: No such file or directory", id="singleuser-missing",
                                    title="jupyterhub-singleuser is missing",
-                                   cause="the hub env is incomplete (a broken or interrupted install, or the file was "
-                                         "removed); every spawn fails",
-                                   fix="re-run install.ipynb (it rebuilds the hub env)", path=str(path))]
+                                   cause=f"the {'user' if in_user_env else 'hub'} env is incomplete (a broken or "
+                                         "interrupted build, or the file was removed); every spawn fails",
+                                   fix="re-run userenv.ipynb (it rebuilds the user env users' servers run from)"
+                                   if in_user_env else "re-run install.ipynb (it rebuilds the hub env)", path=str(path))]
     why = _blocked(path)
     if why:
         return [SINGLEUSER.finding(ERROR, f"spawned users cannot run {path}", why, path=str(path))]
@@ -294,7 +297,7 @@ NOTEBOOK_DIRS = register(Check(
 SINGLEUSER = register(Check(
     "singleuser-runnable", "spawned users cannot run jupyterhub-singleuser",
     "Permission denied trying to run '/root/venv/bin/jupyterhub-singleuser'. Does alice have access to this file?",
-    "the hub env or the Python it was built from lies under a directory other users cannot enter (a 0700 home such "
-    "as /root or a pyenv there)",
-    "rebuild the hub env from /usr/bin/python3 under a 0755 prefix such as /opt/hubrunbook (install runbook)",
+    "the env users' servers run from (the user env, or a hub env by hand) or the Python it was built from lies under a "
+    "directory other users cannot enter (a 0700 home such as /root or a pyenv there)",
+    "rebuild the user env from /usr/bin/python3 under a 0755 prefix such as /opt/hubrunbook (userenv runbook)",
     check_singleuser_runnable, stage="access"))

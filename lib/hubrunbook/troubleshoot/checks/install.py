@@ -135,13 +135,84 @@ HUB_ENV = register(Check(
     check_hub_env, repairs.repair_hub_env, stage="install"))
 
 
+
+# --- the user env (userenv.ipynb): what users' servers and kernels run ------------------------------------------
+def _user_env(ctx: Context) -> tuple[bool, str]:
+    from hubrunbook.userenv.build import check_user_env
+
+    return ctx.fact("user_env", lambda: check_user_env(ctx.params))
+
+
+def _runs_from_user_env(ctx: Context) -> bool:
+    from hubrunbook.troubleshoot.checks.common import cfg
+
+    cmd = cfg(ctx, "Spawner.cmd") or []
+    return bool(cmd) and Path(str(cmd[0])).parent.parent == ctx.params.layout.userenv_dir
+
+
+def check_user_env(ctx: Context) -> list[Finding]:
+    """The user env is missing, its entry point or Python cannot be run by users, or its jupyterhub is not the hub's."""
+    lay = ctx.params.layout
+    if not (lay.userenv_dir / "pyvenv.cfg").exists() and not _runs_from_user_env(ctx):
+        return [USER_ENV.finding(WARNING, f"there is no user env ({lay.userenv_dir}): users' servers run from "
+                                 "wherever c.Spawner.cmd points, with whatever that env holds",
+                                 f"{lay.userenv_dir}: No such file or directory", id="user-env-absent",
+                                 title="users' servers do not run from a user env of their own",
+                                 cause="a deployment from before the user env (issue 13), or userenv.ipynb never ran",
+                                 fix="run userenv.ipynb, then configure.ipynb (it points c.Spawner.cmd at the user env)")]
+    from hubrunbook.host.system import blocking_dir
+
+    if blocking_dir(lay.root) is not None or blocking_dir(lay.userenv_dir) is not None:
+        return []  # a directory users cannot enter on the way: singleuser-runnable reports it, with its mode
+    ok, why = _user_env(ctx)  # its jupyterhub is compared with the pin, like the hub env's (hub-packages): a hub
+    if ok:                     # env that drifted from the pin is that check's finding, not a second one here
+        return []
+    return [USER_ENV.finding(ERROR, f"the user env is missing or broken: {why}", why, path=str(lay.userenv_dir))]
+
+
+def check_user_packages(ctx: Context) -> list[Finding]:
+    """Every package the parameters list imports with the user env's (and each extra kernel's) Python, as nobody."""
+    from hubrunbook.userenv.verify import imports_as_nobody
+
+    if not _user_env(ctx)[0]:
+        return []
+    out = []
+    for label, status, detail in imports_as_nobody(ctx.params):
+        if status != "ok":
+            kernel, _, package = label.partition(": ")
+            out.append(USER_PACKAGES.finding(
+                ERROR, f"{package} does not import in kernel {kernel}", detail, id="user-package-import",
+                title=f"a package users need fails to import: {package}", kernel=kernel, package=package))
+    return out
+
+
+USER_ENV = register(Check(
+    "user-env", "the user env is missing or broken",
+    "/opt/hubrunbook/userenv/bin/jupyterhub-singleuser does not exist  |  jupyterhub 5.5.4 in the user env, the hub "
+    "runs 6.1.1  |  spawn fails at once: 'Permission denied trying to run …/userenv/bin/jupyterhub-singleuser'",
+    "userenv.ipynb did not finish, the env was removed or changed by hand, or the hub was upgraded without it; users' "
+    "servers are spawned from its jupyterhub-singleuser",
+    "run userenv.ipynb (repaired with apply_fixes: syncs the user env to the parameters again)",
+    check_user_env, repairs.repair_user_env, stage="install"))
+
+
+USER_PACKAGES = register(Check(
+    "user-packages", "a package of the user env fails to import",
+    "python3: pandas — import pandas: ImportError: numpy.core.multiarray failed to import",
+    "a package installed or upgraded by hand (or a binary wheel the machine cannot load) broke it; users' notebooks "
+    "fail at their first import",
+    "see the import error; run userenv.ipynb (it syncs the env back to the compiled set), or pin a version that works "
+    "in user_packages (repaired with apply_fixes: the same sync)",
+    check_user_packages, repairs.repair_user_env, stage="install"))
+
+
 HUB_PACKAGES_CHECK = register(Check(
     "hub-packages", "tornado / JupyterHub versions in the hub env do not fit together",
     "AttributeError: module 'collections' has no attribute 'MutableMapping'  |  jupyterhub 5.5.0 installed, 6.1.1 "
     "pinned, tornado 5.1.1",
     "installing another package with its own tornado pin: `pip install jupyterhub \"tornado<6\"` silently picks "
     "jupyterhub 5.x; forcing tornado 5 under jupyterhub 6 breaks every entry point",
-    "reinstall the pinned jupyterhub and jupyterlab with the tornado jupyterhub requires (repaired with apply_fixes); "
+    "reinstall the pinned jupyterhub with the tornado it requires (repaired with apply_fixes); "
     "keep other tools out of the hub env", check_hub_packages, repairs.repair_hub_packages, guide="§3.1", stage="install"))
 
 
@@ -196,7 +267,7 @@ def check_half_upgraded(ctx: Context) -> list[Finding]:
                 "without a journal they are not ours: move them away by hand")]
     if j.get("phase") == "done" and j.get("installed"):
         env = _env(ctx)
-        have = {**{k: v for k, v in env.get("versions", {}).items() if k in ("jupyterhub", "jupyterlab", "oauthenticator")},
+        have = {**{k: v for k, v in env.get("versions", {}).items() if k in ("jupyterhub", "oauthenticator")},
                 "proxy": proxy.installed_version(p)}
         want = {k: v for k, v in j["installed"].items() if k in have}
         diff = [f"{k} {have.get(k) or 'absent'} (recorded {v or 'absent'})" for k, v in want.items() if have.get(k) != v]

@@ -201,3 +201,102 @@ HUB_RUNNING = register(Check(
     "the hub exited (see the log findings) or was never started",
     "fix the other findings, then start it (repaired with apply_fixes: starts the managed hub and waits for "
     "/hub/api)", check_hub_running, repairs.repair_hub_running, stage="hub"))
+
+
+# --- idle culling (issue 13; hub/culler.py) -----------------------------------------------------------------------
+CULLER_CAUSES = {
+    "unreachable": (
+        "the culler cannot connect to the hub's API: the URL it was given (JUPYTERHUB_API_URL from the hub, or a "
+        "--url written by hand into its command) does not lead to the hub — c.JupyterHub.hub_connect_ip / "
+        "hub_connect_url / hub_bind_url point elsewhere — or the hub does not answer there",
+        "give the culler no --url (the hub hands it its own API URL) and remove hand-written hub_connect_* / "
+        "hub_bind_url lines, then re-run configure.ipynb (it writes the culler's service line and restarts the "
+        "hub); `ss -ltnp 'sport = :HUB_PORT'` shows who listens on hub_port"),
+    "refused": (
+        "the hub answers the culler with 403: its token lacks a scope it needs (list:users, read:users:activity, "
+        "read:servers, delete:servers) — the role idle-culler is missing, names another service, or a hand-written "
+        "c.JupyterHub.load_roles or services line replaced ours",
+        "re-run configure.ipynb: it writes the role idle-culler with those four scopes for the service idle-culler "
+        "and restarts the hub; remove hand-written load_roles / services lines written after ours"),
+    "exited": (
+        "the culler process exits and the hub starts it again: jupyterhub-idle-culler is missing from the hub env, "
+        "or its command has an argument it refuses",
+        "re-run install.ipynb (it installs idle_culler_version into the hub env) and configure.ipynb; the lines above "
+        "'Service … exited' in the hub log say why it exited"),
+}
+
+
+def check_idle_culler(ctx: Context) -> list[Finding]:
+    """A culler the running hub was started with (its database's services) that does not reach the hub: its failed
+    culls in the hub log (the culler's own error lines, which the hub captures as the service's output), no culler
+    process, or a token the hub never accepted."""
+    from hubrunbook.hub import culler
+
+    p = ctx.params
+    hub = _hub_pid(ctx)
+    out = [IDLE_CULLER.finding(
+        WARNING, f"an idle culler of this hub runs without it (pid {pid}): left by a hub that was killed",
+        f"pid {pid} runs {p.layout.env_bin('python')} with jupyterhub_idle_culler in {p.layout.state_dir}, as root; its "
+        f"parent is pid {ppid}, not the hub ({hub or 'not running'})", id="idle-culler-orphan",
+        title="an idle culler outlived its hub",
+        cause="the hub was killed (kill -9, the OOM killer) while it ran as a managed process: its services run in a "
+              "session of their own and survive it; the orphan keeps culling beside the new hub's culler, with a token "
+              "the hub does not revoke",
+        fix="stop it by its PID (repaired with apply_fixes, after proving again that it is this deployment's culler)",
+        pid=pid) for pid, ppid in culler.orphan_cullers(p, hub)]
+    if hub is None:
+        return out  # hub-running says why the hub is down
+    lines = ctx.fact("log_lines", lambda: hub_log_lines(p, ctx.log_tail_kb))
+    for name, rec in culler.culler_services(p).items():
+        errors = culler.culler_errors(culler.since_start(lines, name), names=(name,))
+        procs = culler.culler_processes(p, hub)
+        token = rec["token"] or {}
+        reached = bool(token.get("last_activity"))
+        if errors:
+            line, reason = errors[-1]
+            kind = culler.reason_kind(reason)
+            cause, fix = CULLER_CAUSES[kind]
+            severity = WARNING if reached and kind == "unreachable" else ERROR
+            out.append(IDLE_CULLER.finding(
+                severity, f"the idle culler {name!r} " + {"unreachable": "cannot reach the hub's API",
+                                                           "refused": "is refused by the hub (403)",
+                                                           "exited": "keeps exiting"}[kind]
+                + f": {len(errors)} failed attempt(s) since the hub started it"
+                + ("; it did reach the hub before" if reached and kind == "unreachable" else ""),
+                f"hub log: {line}" + (f" … {reason}" if reason and reason not in line else ""),
+                cause=cause, fix=fix, repairable=False, kind=kind))
+        elif not procs:
+            out.append(IDLE_CULLER.finding(
+                ERROR, f"the hub runs (pid {hub}) but no idle culler process: idle servers are never stopped",
+                f"no child of pid {hub} runs jupyterhub-idle-culler; the hub's database lists the service {name!r} "
+                f"with the command {' '.join(rec['command'][-4:])}", cause=CULLER_CAUSES["exited"][0],
+                fix=CULLER_CAUSES["exited"][1], repairable=False, kind="exited"))
+        elif not reached and _older_than(token.get("created"), culler.REACH_TIMEOUT):
+            out.append(IDLE_CULLER.finding(
+                ERROR, f"the idle culler {name!r} runs (pid {procs[0][0]}) but never reached the hub",
+                f"the hub made its token at {token.get('created', '?')[:19]} UTC and never saw it used; no culler "
+                "error in the hub log (its output may go elsewhere)", cause=CULLER_CAUSES["unreachable"][0],
+                fix=CULLER_CAUSES["unreachable"][1], repairable=False, kind="unreachable"))
+    return out
+
+
+def _older_than(stamp: str | None, seconds: float) -> bool:
+    from datetime import datetime, timezone
+
+    try:
+        made = datetime.fromisoformat(stamp or "")
+    except ValueError:
+        return False
+    return (datetime.now(timezone.utc).replace(tzinfo=None) - made).total_seconds() > seconds
+
+
+IDLE_CULLER = register(Check(
+    "idle-culler", "the idle culler cannot reach the hub",
+    "Exception in callback functools.partial(<function cull_idle at 0x7f…>, url='http://127.0.0.1:8081/hub/api', "
+    "api_token='[hidden]', inactive_limit=3600, …) … ConnectionRefusedError: [Errno 111] Connection refused",
+    "the culler (a service the hub runs, cull_idle_timeout) cannot use the hub's API: a wrong URL, a token without "
+    "its scopes (403), or it exits at start; idle servers then run and hold memory forever",
+    "by the reason in the log: no --url of your own, the role idle-culler with its four scopes, jupyterhub-idle-culler "
+    "in the hub env; re-run install.ipynb / configure.ipynb (the culler's lines and the hub restart). A culler that "
+    "outlived a killed hub (idle-culler-orphan) is stopped by PID with apply_fixes, once proven this deployment's",
+    check_idle_culler, repairs.repair_orphan_culler, stage="hub"))
