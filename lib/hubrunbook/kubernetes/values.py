@@ -70,16 +70,18 @@ MAPPING: tuple[tuple[str, str, str], ...] = (
      "systemdspawner_version, expected_users", "(none)", "the single server's own machinery: the chart runs its images"),
 )
 
-PAM_ONLY = {  # parameter → (is it set?, the usual replacement)
-    "users": (lambda p: bool(p.users), "set users: [] and list the provider logins in oauth_allowed_users"),
-    "admin_users": (lambda p: bool(p.admin_users), "set admin_users: [] and list the provider logins in oauth_admin_users"),
-    "allowed_users": (lambda p: bool(p.allowed_users), "set allowed_users: [] and list the logins in oauth_allowed_users "
-                      "(or oauth_allowed_organizations / oauth_allowed_groups)"),
-    "passwords": (lambda p: bool(p.passwords), "remove passwords: the OAuth provider checks them"),
-    "allow_all": (lambda p: p.allow_all, "set allow_all: false and name who may log in (oauth_allowed_*)"),
-    "home_base": (lambda p: p.home_base != "/home", f"remove it: each user's home is a volume at {HOME} (k8s_storage)"),
-    "user_shell": (lambda p: p.user_shell != "/bin/bash", "remove it: the image decides the terminal's shell"),
-}
+def pam_only(params) -> dict[str, tuple[bool, str]]:
+    """The single server's local-account settings: parameter → (is it set?, its usual replacement on Kubernetes)."""
+    return {
+        "users": (bool(params.users), "set users: [] and list the provider logins in oauth_allowed_users"),
+        "admin_users": (bool(params.admin_users), "set admin_users: [] and list the provider logins in oauth_admin_users"),
+        "allowed_users": (bool(params.allowed_users), "set allowed_users: [] and list the logins in oauth_allowed_users "
+                          "(or oauth_allowed_organizations / oauth_allowed_groups)"),
+        "passwords": (bool(params.passwords), "remove passwords: the OAuth provider checks them"),
+        "allow_all": (params.allow_all, "set allow_all: false and name who may log in (oauth_allowed_*)"),
+        "home_base": (params.home_base != "/home", f"remove it: each user's home is a volume at {HOME} (k8s_storage)"),
+        "user_shell": (params.user_shell != "/bin/bash", "remove it: the image decides the terminal's shell"),
+    }
 
 
 @dataclass
@@ -108,10 +110,10 @@ def refusals(params) -> list[str]:
                 "oauth_client_id, oauth_client_secret, oauth_allowed_users / oauth_allowed_organizations / "
                 "oauth_allowed_groups)"]
     out = [f"{name}: local system accounts (configure.ipynb, PAM) have no Kubernetes equivalent: {fix}"
-           for name, (is_set, fix) in PAM_ONLY.items() if is_set(params)]
+           for name, (is_set, fix) in pam_only(params).items() if is_set]
     if not params.k8s_singleuser_image:
-        for name in ("user_requirements", "user_kernels"):
-            if getattr(params, name):
+        for name, value in (("user_requirements", params.user_requirements), ("user_kernels", params.user_kernels)):
+            if value:
                 out.append(f"{name}: the user env is built on this server; on Kubernetes users run an image: build one "
                            "with them and set k8s_singleuser_image")
     if not params.oauth_public_url:
@@ -290,3 +292,11 @@ def helm_commands(params, values_file) -> list[str]:
         f"--wait --timeout {params.k8s_timeout}s",
         f"kubectl --namespace {params.k8s_namespace} rollout status deployment/hub --timeout {params.k8s_timeout}s",
     ]
+
+
+def mapping_markdown() -> str:
+    """MAPPING as the markdown table the runbook and the README show (a test keeps both in step with it)."""
+    lines = ["| single-server parameter | Kubernetes (Zero to JupyterHub values) | note |", "|---|---|---|"]
+    lines += [f"| `{a}` | `{b}` | {c} |" if b != "(refused)" and b != "(none)" else f"| `{a}` | {b} | {c} |"
+              for a, b, c in MAPPING]
+    return "\n".join(lines)
