@@ -355,3 +355,10 @@ def test_both_ways_notices_a_difference(loader_params):
     k8s.write_text(f"import json\nfrom traitlets.config import Config\nc.merge(Config(json.loads({json.dumps(json.dumps(cfg))})))\n")
     key = ["c.Authenticator.allowed_organizations"]
     assert load_config(params, key, path=single, resolve=True).values != load_config(params, key, path=k8s, resolve=True).values
+
+
+def test_uninstall_removes_the_values_dir_with_config():
+    from hubrunbook.uninstall.plan import dir_parts
+
+    params = _params(BASE)
+    assert params.layout.k8s_values.parent.name == "kubernetes" and dir_parts(params)["kubernetes"] == "config"
