@@ -210,6 +210,7 @@ def test_wrong_parameters_refused_before_anything(values, phrase):
     ({"k8s_letsencrypt_email": ""}, "nothing serves its certificate: set k8s_letsencrypt_email"),
     ({"oauth_public_url": ""}, "oauth_public_url is empty"),
     ({"oauth_allowed_users": []}, "nobody could log in"),
+    ({**GENERIC, "oauth_token_url": ""}, "token_url are unknown: set oauth_token_url"),
 ])
 def test_settings_without_kubernetes_form_refused(more, phrase):
     with pytest.raises(ParameterError, match=phrase) as err:

@@ -97,6 +97,7 @@ def check_kubernetes_migration(params) -> StepResult:
     its hub database into the hub's volume (hub.db sqlite-pvc)."""
     from hubrunbook.backup.archive import DB_MEMBER, archives
     from hubrunbook.backup.verify import verify_archive
+    from hubrunbook.kubernetes.values import CHART
 
     found = archives(params.backup_path)
     if not found:
@@ -123,11 +124,16 @@ def check_kubernetes_migration(params) -> StepResult:
             verdict = "not allowed on Kubernetes: add to oauth_allowed_users to keep them"
         rows.append((name, "admin" if user["admin"] else "user", verdict))
     ns, q = params.k8s_namespace, shlex.quote(str(archive))
+    pod = f"$(kubectl --namespace {ns} get pod -l component=hub -o name | cut -d/ -f2)"
     steps = [
+        f"helm show chart {CHART} --version {params.k8s_chart_version} | grep appVersion  # the chart's JupyterHub: "
+        f"it must not be older than the archive's {manifest.get('jupyterhub') or '?'} (an older hub cannot read a newer "
+        "database schema); if it is, skip the database: the allow lists above carry the users",
         f"mkdir -m 0700 /root/hub-migration && tar -xzf {q} -C /root/hub-migration {DB_MEMBER}  # the database only",
-        f"helm upgrade --install ... (the command above): creates the hub's volume (hub-db-dir)",
-        f"kubectl --namespace {ns} cp /root/hub-migration/{DB_MEMBER} $(kubectl --namespace {ns} get pod "
-        "-l component=hub -o name | cut -d/ -f2):/srv/jupyterhub/jupyterhub.sqlite",
+        "helm upgrade --install ... (the command above): creates the hub's volume (hub-db-dir)",
+        f"kubectl --namespace {ns} cp /root/hub-migration/{DB_MEMBER} {pod}:/srv/jupyterhub/jupyterhub.sqlite.migrated",
+        f"kubectl --namespace {ns} exec deployment/hub -- mv /srv/jupyterhub/jupyterhub.sqlite.migrated "
+        "/srv/jupyterhub/jupyterhub.sqlite  # a rename: the running hub keeps the file it opened",
         f"kubectl --namespace {ns} rollout restart deployment/hub && kubectl --namespace {ns} rollout status deployment/hub",
         "rm -r /root/hub-migration",
     ]

@@ -178,6 +178,11 @@ def generate(params, endpoints: dict[str, str] | None = None) -> Generated:
 
     # --- hub: who logs in, the secrets by reference --------------------------------------------------------------
     config = hub_config(params, endpoints)
+    unknown = [k for k in ("authorize_url", "token_url", "userdata_url") if k not in config.get("OAuthenticator", {})]
+    if params.oauth_provider == "generic" and unknown:
+        raise ParameterError(f"kubernetes.ipynb refuses these parameters, nothing was written:\n  - the provider's "
+                             f"{', '.join(unknown)} are unknown: set oauth_{unknown[0]} (and the others), or an "
+                             "oidc_issuer this machine can reach (its discovery fills them, as oauth.ipynb does)")
     env_id, env_secret = ENV_VARS[params.oauth_provider]
     secret = oauth_secret_name(params)
     extra_env = {name: {"valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
