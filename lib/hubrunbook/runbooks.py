@@ -217,7 +217,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("kubernetes.steps.check_kubernetes_schema", _K8S_VALUES + " k8s_chart_version k8s_schema_path"),
     Step("kubernetes.steps.ensure_kubernetes_values", _K8S_VALUES + " k8s_values_path"),
     Step("kubernetes.steps.show_kubernetes_commands", _K8S_VALUES + " k8s_values_path k8s_chart_version k8s_timeout"),
-    Step("kubernetes.steps.check_kubernetes_migration", _K8S_VALUES + " backup_dir"),
+    Step("kubernetes.steps.check_kubernetes_migration", _K8S_VALUES + " k8s_chart_version backup_dir"),
     Step("kubernetes.steps.ensure_kubernetes_applied",
          "prefix k8s_values_path k8s_chart_version k8s_schema_path k8s_namespace k8s_release k8s_apply k8s_timeout"),
     Step("uninstall.steps.check_uninstalled",
