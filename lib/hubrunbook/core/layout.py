@@ -17,6 +17,7 @@ The config file is the one path a parameter can move: ``params.config_path`` (co
     <prefix>/state/                   0700: what the hub and the runbooks record
     <prefix>/state/backups/           0700: database copies before repairs, backup archives
     <prefix>/secrets/                 0700: cookie secret, hub.env, generated passwords
+    <prefix>/kubernetes/values.yaml   kubernetes.ipynb's Zero to JupyterHub values (no secret in it)
 """
 from __future__ import annotations
 
@@ -154,6 +155,16 @@ class Layout:
         """Interpreters uv installs (UV_PYTHON_INSTALL_DIR) when user_python is a version: under the prefix, 0755,
         never root's home, so every user can run them."""
         return self.root / "python"
+
+    # --- kubernetes.ipynb -------------------------------------------------------------------------------
+    @property
+    def k8s_dir(self) -> Path:
+        return self.root / "kubernetes"
+
+    @property
+    def k8s_values(self) -> Path:
+        """The generated Zero to JupyterHub values.yaml (unless the parameter k8s_values_path names another)."""
+        return self.k8s_dir / "values.yaml"
 
     # --- config ----------------------------------------------------------------------------------------
     @property

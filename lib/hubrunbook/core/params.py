@@ -761,8 +761,119 @@ class UninstallParams(_Base):
         return _check_not_system(v, "uninstall_backup_dir").rstrip("/")
 
 
+# --- Kubernetes (kubernetes.ipynb, issue 11): the same parameters as a Zero to JupyterHub values.yaml ----------------
+K8S_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")  # a DNS-1123 label short enough for Helm's names
+K8S_QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+K8S_AUTHENTICATORS = {
+    "oauth": "GitHub or OpenID Connect, as oauth.ipynb configures it (oauth_provider, oauth_client_id, ...)",
+    "pam": "the single server's local system accounts: kubernetes.ipynb refuses it (no equivalent in a pod)",
+}
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9]:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+class KubernetesParams(_Base):
+    """Parameters of kubernetes.ipynb: the same deployment as a Zero to JupyterHub values.yaml (issue 11)."""
+
+    k8s_authenticator: str = Field(
+        "pam", description="how users log in on Kubernetes: 'oauth' (oauth.ipynb's parameters: oauth_provider, oauth_client_id, ...); 'pam' (the single server's default) is refused there: pods have no system accounts")
+    k8s_values_path: str = Field("", description="where the generated values.yaml goes; empty: <prefix>/kubernetes/values.yaml")
+    k8s_chart_version: str = Field("4.3.3", description="version of the jupyterhub Helm chart (https://hub.jupyter.org/helm-chart/) in the helm command")
+    k8s_schema_path: str = Field(
+        "", description="the chart's values.schema.yaml (its values.yaml beside it: the defaults merged under ours), from `helm pull jupyterhub/jupyterhub --version <k8s_chart_version> --untar`; empty: schema validation skipped (required with k8s_apply)")
+    k8s_namespace: str = Field("jupyterhub", description="Kubernetes namespace of the release")
+    k8s_release: str = Field("jupyterhub", description="Helm release name; the Secrets the values reference are <release>-oauth and <release>-tls")
+    k8s_storage: str = Field("dynamic", description="users' home volumes: 'dynamic' (a PersistentVolumeClaim per user) or 'none' (lost when the server stops)")
+    k8s_storage_capacity: str = Field("10Gi", description="size of each user's home volume (a Kubernetes quantity such as '10Gi')")
+    k8s_storage_class: str = Field("", description="StorageClass of the users' volumes; empty: the cluster's default")
+    k8s_letsencrypt_email: str = Field(
+        "", description="contact e-mail for Let's Encrypt certificates (proxy.https letsencrypt) when oauth_public_url is https:// and neither ssl_cert nor tls_terminated_by_proxy is set")
+    k8s_singleuser_image: str = Field(
+        "", description="the users' image 'name:tag' (user_packages, user_kernels, jupyterlab_version have no values.yaml form: build them into it); empty: the chart's default image")
+    k8s_apply: bool = Field(False, description="false: write values.yaml and print the commands (dry run of the cluster); true: run helm upgrade --install and wait for the hub (needs helm, kubectl, a cluster and k8s_schema_path)")
+    k8s_timeout: int = Field(600, description="seconds helm and kubectl wait for the hub to be ready with k8s_apply (60-3600)")
+
+    @field_validator("k8s_authenticator")
+    @classmethod
+    def _k8s_authenticator(cls, v):
+        if v not in K8S_AUTHENTICATORS:
+            known = "; ".join(f"{k!r}: {d}" for k, d in K8S_AUTHENTICATORS.items())
+            raise ValueError(f"k8s_authenticator {v!r} is not known; choose {known}")
+        return v
+
+    @field_validator("k8s_values_path", "k8s_schema_path")
+    @classmethod
+    def _k8s_paths(cls, v, info):
+        _check_abs(v, info.field_name, allow_empty=True)
+        if info.field_name == "k8s_values_path" and v:
+            _check_not_system(v, info.field_name)
+            if not v.endswith((".yaml", ".yml")):
+                raise ValueError(f"k8s_values_path must end in .yaml or .yml; got {v!r}")
+        if info.field_name == "k8s_schema_path" and v and not v.endswith(("values.schema.yaml", "values.schema.json")):
+            raise ValueError(f"k8s_schema_path must be the chart's values.schema.yaml (or .json); got {v!r}")
+        return v
+
+    @field_validator("k8s_chart_version", mode="before")
+    @classmethod
+    def _k8s_chart_version(cls, v):
+        return _check_version(v, "k8s_chart_version")
+
+    @field_validator("k8s_namespace", "k8s_release")
+    @classmethod
+    def _k8s_names(cls, v, info):
+        if not K8S_NAME_RE.match(v):
+            raise ValueError(f"{info.field_name} must be a Kubernetes name: lower-case letters, digits and '-', starting "
+                             f"and ending with a letter or digit, at most 53 characters; got {v!r}")
+        return v
+
+    @field_validator("k8s_storage")
+    @classmethod
+    def _k8s_storage(cls, v):
+        if v not in ("dynamic", "none"):
+            raise ValueError(f"k8s_storage must be 'dynamic' (a volume per user) or 'none'; got {v!r}")
+        return v
+
+    @field_validator("k8s_storage_capacity")
+    @classmethod
+    def _k8s_capacity(cls, v):
+        if not K8S_QUANTITY_RE.match(v) or float(re.sub(r"[A-Za-z]+$", "", v)) <= 0:
+            raise ValueError(f"k8s_storage_capacity must be a positive Kubernetes quantity such as '10Gi'; got {v!r}")
+        return v
+
+    @field_validator("k8s_storage_class")
+    @classmethod
+    def _k8s_storage_class(cls, v):
+        if v and not re.match(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", v):
+            raise ValueError(f"k8s_storage_class must be a StorageClass name (lower-case, digits, '-', '.'); got {v!r}")
+        return v
+
+    @field_validator("k8s_letsencrypt_email")
+    @classmethod
+    def _k8s_email(cls, v):
+        if v and not EMAIL_RE.match(v):
+            raise ValueError(f"k8s_letsencrypt_email must be an e-mail address; got {v!r}")
+        return v
+
+    @field_validator("k8s_singleuser_image")
+    @classmethod
+    def _k8s_image(cls, v):
+        if v and not IMAGE_RE.match(v):
+            raise ValueError(f"k8s_singleuser_image must be 'name:tag' such as 'quay.io/jupyter/scipy-notebook:2026-07-01' "
+                             f"(an exact tag, not a digest or 'latest'-less name); got {v!r}")
+        if v.endswith(":latest"):
+            raise ValueError("k8s_singleuser_image tag 'latest' is refused: pin a tag, so every pod runs the same image")
+        return v
+
+    @field_validator("k8s_timeout")
+    @classmethod
+    def _k8s_timeout(cls, v):
+        if not 60 <= v <= 3600:
+            raise ValueError(f"k8s_timeout must be between 60 and 3600 seconds; got {v}")
+        return v
+
+
 class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams, BackupParams, RestoreParams,
-             UpgradeParams, UninstallParams, UserEnvParams):
+             UpgradeParams, UninstallParams, UserEnvParams, KubernetesParams):
     """Every runbook's parameters; one file of them serves every runbook."""
 
     @model_validator(mode="after")
@@ -802,6 +913,11 @@ class Params(InstallParams, ConfigureParams, OAuthParams, TroubleshootParams, Ba
             if backups != prefix and prefix not in backups.parents:
                 return backups
         return Path(self.uninstall_backup_dir)
+
+    @property
+    def k8s_values_file(self) -> Path:
+        """kubernetes.ipynb's values.yaml: k8s_values_path, else <prefix>/kubernetes/values.yaml."""
+        return Path(self.k8s_values_path) if self.k8s_values_path else self.layout.k8s_values
 
     @property
     def uninstall_audit_log(self) -> Path:
@@ -873,11 +989,15 @@ def build_params(values: dict[str, Any]) -> Params:
     return params
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a parameters YAML file into a dict (an empty file is {})."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
+def load_yaml(path: str | Path, what: str = "a parameters file") -> dict[str, Any]:
+    """Read a YAML file that holds a mapping into a dict (an empty file is {}): parameters files, and the Helm chart's
+    values and schema (kubernetes.ipynb). *what* names the file in the error."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"{path}: {what} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise ParameterError(f"{path}: a parameters file must be a mapping of name: value")
+        raise ParameterError(f"{path}: {what} must be a mapping of name: value")
     return data
 
 

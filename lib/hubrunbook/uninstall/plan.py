@@ -38,14 +38,14 @@ UNIT_MARK = "# Written by hubrunbook"
 
 def dir_parts(params) -> dict[str, str]:
     """{name: part} of the prefix's own top-level directories, from the layout (an upgrade's env.new/env.prev and
-    proxy.new/proxy.prev go with hub_env and proxy; the user env, its kernels and uv's Python with user_env); in
-    removal order, state last. etc and templates: only what config names (config_files)."""
+    proxy.new/proxy.prev go with hub_env and proxy; the user env, its kernels and uv's Python with user_env;
+    kubernetes.ipynb's kubernetes/ with config); in removal order, state last. etc and templates: only what config names (config_files)."""
     lay = params.layout
     return {path.name: part for path, part in (
         (lay.env_dir, "hub_env"), (lay.env_new_dir, "hub_env"), (lay.env_prev_dir, "hub_env"),
         (lay.userenv_dir, "user_env"), (lay.user_kernels_dir, "user_env"), (lay.user_python_dir, "user_env"),
         (lay.proxy_dir, "proxy"), (lay.proxy_new_dir, "proxy"), (lay.proxy_prev_dir, "proxy"),
-        (lay.nodejs_dir, "nodejs"), (lay.secrets_dir, "secrets"), (lay.state_dir, "state"))}
+        (lay.nodejs_dir, "nodejs"), (lay.k8s_dir, "config"), (lay.secrets_dir, "secrets"), (lay.state_dir, "state"))}
 
 
 def dry(params, dry_run: bool) -> bool:
