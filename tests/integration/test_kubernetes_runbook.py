@@ -18,11 +18,11 @@ import yaml
 from support.runbook import run_runbook, step_statuses
 
 from hubrunbook.core.params import build_params, load_yaml
+from support import chartdata
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="the runbooks run as root")]
 
 REPO = Path(__file__).resolve().parents[2]
-Z2JH = Path(os.environ.get("HRB_Z2JH_DIR") or REPO.parent / "shared" / "z2jh")
 CLIENT_ID, CLIENT_SECRET = "Iv1.k8sintegration77", "hrb-k8s-int-secret-9c2e71a4d0"
 HUB_ENV_SECRET = "hrb-k8s-proxy-token-0b5e9f3c1a77"
 
@@ -39,8 +39,8 @@ def _params(sandbox: Path, tmp_path: Path) -> dict:
     values = load_yaml(REPO / "parameters" / "kubernetes-github.yaml")
     values |= {"prefix": str(sandbox), "oauth_client_id": f"file:{tmp_path / 'oauth' / 'id'}",
                "oauth_client_secret": f"file:{tmp_path / 'oauth' / 'secret'}", "oauth_allowed_users": ["alice"]}
-    if (Z2JH / "values.schema.yaml").is_file():
-        values["k8s_schema_path"] = str(Z2JH / "values.schema.yaml")
+    if chartdata.chart_data_present():
+        values["k8s_schema_path"] = str(chartdata.Z2JH_DIR / "values.schema.yaml")
     return values
 
 

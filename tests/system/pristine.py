@@ -124,6 +124,18 @@ def checkout_tree(dest: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def copy_chart_data(dest: Path) -> None:
+    """The Zero to JupyterHub chart data the kubernetes tests validate against, where the tests look for it beside the
+    clone (tests/support/chartdata.py), when this host has it: test data of this workplace, not of the repository."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from support.chartdata import FILES, Z2JH_DIR, chart_data_present
+
+    if chart_data_present():
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            shutil.copy2(Z2JH_DIR / name, dest / name)
+
+
 class Container:
     """A throwaway copy of a pristine root, booted with systemd-nspawn. Use as a context manager."""
 
@@ -258,6 +270,7 @@ class Container:
 
     def clone_checkout(self, dest: str = "/root/hubrunbook") -> str:
         checkout_tree(self.path(dest))
+        copy_chart_data(self.path(dest).parent / "shared" / "z2jh")
         return dest
 
 

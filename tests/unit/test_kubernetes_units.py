@@ -22,15 +22,16 @@ from hubrunbook.core.steps import CHANGED, SKIPPED, UNCHANGED, WOULD_CHANGE
 from hubrunbook.kubernetes import schema as chart_schema
 from hubrunbook.kubernetes import steps
 from hubrunbook.kubernetes.values import generate, hub_config, mapping_markdown
+from support import chartdata
 
 REPO = Path(__file__).resolve().parents[2]
-Z2JH = Path(os.environ.get("HRB_Z2JH_DIR") or REPO.parent / "shared" / "z2jh")
+Z2JH = chartdata.Z2JH_DIR
 SCHEMA = Z2JH / "values.schema.yaml"
 
 
 @pytest.fixture(scope="module")
 def chart():
-    if not (SCHEMA.is_file() and (Z2JH / "values.yaml").is_file()):
+    if not chartdata.chart_data_present():
         pytest.skip(f"the Zero to JupyterHub chart data is absent ({Z2JH}: values.schema.yaml, values.yaml; set "
                     "HRB_Z2JH_DIR): schema validation not run")
     return chart_schema.load_chart(SCHEMA)
