@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -309,11 +310,15 @@ AUTH_TRAITS = ("authenticator_class", "allowed_users", "admin_users", "allow_all
 
 @pytest.fixture
 def loader_params(tmp_path):
-    """A prefix whose 'hub env' python is this interpreter (traitlets is in it): configload runs its loader there."""
+    """A prefix whose 'hub env' python runs this test venv's interpreter (traitlets is in it): configload runs its
+    loader there. A wrapper, not a symlink: a symlinked venv python outside its venv is the bare base interpreter
+    (on a pristine server without traitlets)."""
     pytest.importorskip("traitlets")
     env_bin = tmp_path / "prefix" / "env" / "bin"
     env_bin.mkdir(parents=True)
-    (env_bin / "python").symlink_to(sys.executable)
+    wrapper = env_bin / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    wrapper.chmod(0o755)
     return tmp_path
 
 
