@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import BENCH_ROOT, REPO, median, write_section  # noqa: E402
 
 from hubrunbook.core.params import build_params, load_yaml  # noqa: E402
 from hubrunbook.core.runner import execute_runbook  # noqa: E402
 from hubrunbook.kubernetes import schema  # noqa: E402
 from hubrunbook.kubernetes.values import generate  # noqa: E402
-
-Z2JH = Path(os.environ.get("HRB_Z2JH_DIR") or REPO.parent / "shared" / "z2jh")
+from support.chartdata import Z2JH_DIR as Z2JH  # noqa: E402
 
 
 def per_call(fn, runs: int) -> list[float]:
